@@ -1,0 +1,36 @@
+# unlearn-bench. `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Offline data sets (MNIST, Fashion-MNIST, CIFAR-10 npz): the shared folder beside the checkout if present.
+export UNLEARN_BENCH_DATA ?= $(abspath $(wildcard ../shared/data))
+export WANDB_MODE ?= offline
+
+.PHONY: help install run test test-full lint format sweep leaderboard bench clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+install: ## create .venv and install the package with its pinned dependencies
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -e '.[dev]'
+
+run: ## one cell on the embedded default (digits, small CNN, SalUn, 10 % random forgetting)
+	$(PY) -m unlearn_bench.run
+
+test: ## the fast test suite
+	$(PY) -m pytest -q
+
+test-full: ## every test, the slow ones included
+	$(PY) -m pytest -q -m ''
+
+lint: ## ruff
+	$(PY) -m ruff check unlearn_bench tests scripts
+
+format: ## ruff format
+	$(PY) -m ruff format unlearn_bench tests scripts
+
+clean: ## remove run outputs and records (not the model cache)
+	rm -rf outputs multirun records

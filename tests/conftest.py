@@ -1,0 +1,39 @@
+"""Tiny configs through Hydra's compose API: digits, the small CNN, one or two epochs, no logger."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = str(ROOT / "conf")
+SHARED_DATA = Path(os.environ.get("UNLEARN_BENCH_DATA", ROOT.parent / "shared" / "data"))
+
+TINY = ["logger=none", "progress=false", "train.epochs=4", "train.batch_size=64", "++method.epochs=1",
+        "model.widths=[8,16]"]
+
+
+@pytest.fixture
+def workdirs(tmp_path: Path) -> list[str]:
+    return [f"paths.cache_dir={tmp_path / 'cache'}", f"paths.records_dir={tmp_path / 'records'}",
+            f"paths.output_dir={tmp_path / 'outputs'}", f"paths.data_root={SHARED_DATA}"]
+
+
+@pytest.fixture
+def make_cfg(workdirs):
+    """compose(overrides) -> the tiny config with the test's own cache, records and outputs."""
+
+    def _make(*overrides: str, tiny: bool = True) -> DictConfig:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return compose("config", overrides=[*(TINY if tiny else []), *workdirs, *overrides])
+
+    return _make
+
+
+def needs_shared_data(name: str):
+    return pytest.mark.skipif(not (SHARED_DATA / name).is_file(),
+                              reason=f"{name} not in UNLEARN_BENCH_DATA={SHARED_DATA}")

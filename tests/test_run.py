@@ -1,0 +1,71 @@
+"""The runner: cache reuse, determinism, records, bad input."""
+
+import json
+
+import pytest
+
+from unlearn_bench.errors import ConfigError, UserError
+from unlearn_bench.run import run
+
+
+def test_second_method_on_the_same_cell_hits_the_cache(make_cfg, capsys):
+    first = run(make_cfg("method=ft"))
+    assert "original: trained" in capsys.readouterr().out
+    second = run(make_cfg("method=salun"))
+    out = capsys.readouterr().out
+    assert "original: cache hit" in out and "retrain: cache hit" in out
+    assert first["models"] == second["models"]
+    for key in ("UA", "RA", "TA", "MIA", "avg_gap", "RTE"):
+        assert key in second["metrics"]
+    assert second["retrain_metrics"]["avg_gap"] == 0.0
+
+
+def test_original_model_is_shared_across_forget_rates(make_cfg, capsys):
+    run(make_cfg("method=ft"))
+    capsys.readouterr()
+    run(make_cfg("method=ft", "forget_rate=random_50"))
+    out = capsys.readouterr().out
+    assert "original: cache hit" in out and "retrain: trained" in out
+
+
+def test_same_config_and_seed_give_identical_metrics(make_cfg, tmp_path):
+    a = run(make_cfg("method=salun"))
+    b = run(make_cfg("method=salun", "force=true", f"paths.cache_dir={tmp_path / 'other-cache'}"))
+    assert a["metrics"] | {"RTE": 0} == b["metrics"] | {"RTE": 0}
+    assert a["retrain_metrics"] | {"RTE": 0} == b["retrain_metrics"] | {"RTE": 0}
+
+
+def test_record_is_written_and_a_finished_cell_is_skipped(make_cfg, capsys):
+    cfg = make_cfg("method=ft")
+    record = run(cfg)
+    path = next((p for p in (cfg.paths.records_dir,)), None)
+    files = list(__import__("pathlib").Path(path).glob("ft-*.json"))
+    assert len(files) == 1
+    stored = json.loads(files[0].read_text())
+    assert stored["metrics"] == record["metrics"] and stored["config"]["method"]["name"] == "ft"
+    assert stored["packages"]["torch"] and "git_commit" in stored
+    capsys.readouterr()
+    again = run(cfg)
+    assert "skip: cell" in capsys.readouterr().out and again["metrics"] == record["metrics"]
+
+
+def test_class_wise_forgetting_reports_forgotten_class_accuracy(make_cfg):
+    record = run(make_cfg("method=retrain", "forget_rate=class", "forget_rate.class_id=2", "train.epochs=4"))
+    assert record["metrics"]["forget_TA"] < 5.0  # the retrained model never saw class 2
+    assert record["original_metrics"]["forget_TA"] > 50.0
+
+
+@pytest.mark.parametrize("override, error", [("forget_rate.rate=1.5", ConfigError),
+                                             ("device=tpu", ConfigError),
+                                             ("train.epochs=0", ConfigError),
+                                             ("method.lr=-1", ConfigError)])
+def test_bad_values_raise_user_errors(make_cfg, override, error):
+    with pytest.raises(error):
+        run(make_cfg(override))
+
+
+def test_unwritable_cache_dir_is_a_user_error(make_cfg, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="paths.cache_dir"):
+        run(make_cfg(f"paths.cache_dir={blocker / 'sub'}"))

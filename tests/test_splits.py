@@ -1,0 +1,48 @@
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from unlearn_bench.data import load_dataset, make_splits, select_forget
+from unlearn_bench.errors import ConfigError
+
+
+def forget_cfg(**kw):
+    base = {"mode": "random", "rate": 0.1, "count": None, "class_id": None}
+    return OmegaConf.create({**base, **kw})
+
+
+def test_forget_set_is_deterministic_disjoint_and_sized(make_cfg):
+    cfg = make_cfg()
+    dataset = load_dataset(cfg.dataset, cfg.paths.data_root)
+    a = make_splits(dataset, cfg.forget_rate, seed=3)
+    b = make_splits(dataset, cfg.forget_rate, seed=3)
+    c = make_splits(dataset, cfg.forget_rate, seed=4)
+    assert torch.equal(a.forget_index, b.forget_index)
+    assert not torch.equal(a.forget_index, c.forget_index)
+    assert len(a.forget) == round(0.1 * len(dataset.train))
+    assert len(a.forget) + len(a.retain) == len(dataset.train)
+    assert torch.equal(a.forget.images, dataset.train.images[a.forget_index])
+
+
+def test_class_mode_removes_class_from_test_set(make_cfg):
+    cfg = make_cfg("forget_rate=class", "forget_rate.class_id=3")
+    dataset = load_dataset(cfg.dataset, cfg.paths.data_root)
+    splits = make_splits(dataset, cfg.forget_rate, seed=0)
+    assert (splits.forget.labels == 3).all() and not (splits.retain.labels == 3).any()
+    assert not (splits.test.labels == 3).any() and (splits.forget_test.labels == 3).all()
+    assert len(splits.test) + len(splits.forget_test) == len(dataset.test)
+
+
+def test_count_overrides_rate():
+    labels = torch.arange(100) % 10
+    assert len(select_forget(labels, forget_cfg(count=7), seed=0, num_classes=10)) == 7
+
+
+@pytest.mark.parametrize("kw, key", [({"rate": 0.0}, "forget_rate.rate"), ({"rate": 1.0}, "forget_rate.rate"),
+                                     ({"rate": -0.2}, "forget_rate.rate"), ({"rate": 1.5}, "forget_rate.rate"),
+                                     ({"count": 100}, "forget_rate.count"), ({"count": 0}, "forget_rate.count"),
+                                     ({"mode": "class", "class_id": 10}, "forget_rate.class_id"),
+                                     ({"mode": "classes"}, "forget_rate.mode")])
+def test_bad_forget_config_names_the_key(kw, key):
+    with pytest.raises(ConfigError, match=key):
+        select_forget(torch.arange(100) % 10, forget_cfg(**kw), seed=0, num_classes=10)

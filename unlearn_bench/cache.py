@@ -1,0 +1,121 @@
+"""Content-addressed, locked, atomic store for trained models (the original and retrain models).
+
+An entry is `<stage>-<key>.pt` (the state dict) plus `<stage>-<key>.json` (what determined it, the
+checkpoint's sha256, training time). The key hashes everything that determines the weights, so any
+method, augmentation-independent reuse or sweep point that needs the same model finds it. A checkpoint
+whose sha256 does not match its metadata is never loaded: it is retrained, with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from torch import nn
+
+from unlearn_bench.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Bump when a change to the training code changes the weights it produces: old entries stop matching.
+TRAINER_VERSION = 1
+
+
+def stable_hash(obj: object, length: int = 16) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename: readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: object) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+class ModelCache:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as err:
+            raise UserError(f"paths.cache_dir={str(self.root)!r} is not writable ({err.strerror}); "
+                            "accepted: a writable folder (or set UNLEARN_BENCH_CACHE)") from None
+
+    def paths(self, stage: str, key: str) -> tuple[Path, Path]:
+        base = self.root / f"{stage}-{key}"
+        return base.with_suffix(".pt"), base.with_suffix(".json")
+
+    def load(self, stage: str, key: str, model: nn.Module) -> dict | None:
+        """Load a valid entry into `model`; None if absent or damaged (damaged entries are warned about)."""
+        weights, meta_path = self.paths(stage, key)
+        if not weights.is_file() or not meta_path.is_file():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            payload = weights.read_bytes()
+            if hashlib.sha256(payload).hexdigest() != meta["sha256"]:
+                raise ValueError("checksum mismatch")
+            model.load_state_dict(torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True))
+            return meta
+        except Exception as err:  # truncated, corrupted or foreign: never trust it
+            log.warning("cache entry %s is corrupted (%s); retraining it", weights.name, err)
+            return None
+
+    def save(self, stage: str, key: str, model: nn.Module, meta: dict) -> dict:
+        weights, meta_path = self.paths(stage, key)
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+        payload = buffer.getvalue()
+        meta = {**meta, "sha256": hashlib.sha256(payload).hexdigest(), "stage": stage, "key": key,
+                "trainer_version": TRAINER_VERSION, "created": time.time()}
+        atomic_write_bytes(weights, payload)
+        atomic_write_json(meta_path, meta)  # written last: an entry without metadata is not an entry
+        return meta
+
+    def get_or_train(self, stage: str, key_parts: dict, build: Callable[[], nn.Module],
+                     train: Callable[[nn.Module], dict]) -> tuple[nn.Module, dict, bool]:
+        """Return (model, metadata, hit). Under a file lock, so concurrent cells train an entry once.
+
+        `build` must return a freshly initialised model each call: a failed load may have touched the
+        instance it loaded into, and training must start from the seeded initialisation.
+        """
+        key = stable_hash({"stage": stage, "trainer_version": TRAINER_VERSION, **key_parts})
+        model = build()
+        meta = self.load(stage, key, model)
+        if meta is not None:
+            return model, meta, True
+        with FileLock(str(self.root / f"{stage}-{key}.lock")):
+            model = build()
+            meta = self.load(stage, key, model)  # another process may have finished it meanwhile
+            if meta is not None:
+                return model, meta, True
+            model = build()
+            start = time.perf_counter()
+            stats = train(model)
+            meta = self.save(stage, key, model, {"key_parts": key_parts, "train_seconds":
+                                                  time.perf_counter() - start, **stats})
+            return model, meta, False

@@ -1,0 +1,71 @@
+"""The protocol's sets: D (train), D_f (forget), D_r (retain), T (test, without the class in class-wise mode)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+
+from unlearn_bench.data.datasets import ImageData, ImageDataset
+from unlearn_bench.errors import ConfigError
+
+FORGET_MODES = ("random", "class")
+
+
+@dataclass
+class Splits:
+    train: ImageData
+    forget: ImageData
+    retain: ImageData
+    test: ImageData  # T for TA: the forgotten class removed in class-wise mode
+    forget_test: ImageData  # test samples of the forgotten class (empty in random mode)
+    forget_index: torch.Tensor  # indices of D_f in D, sorted
+    num_classes: int
+
+    def to(self, device: torch.device | str) -> Splits:
+        moved = {k: (v.to(device) if isinstance(v, ImageData) else v) for k, v in vars(self).items()}
+        return Splits(**moved)
+
+
+def forget_count(cfg: DictConfig, n_train: int) -> int:
+    """Size of a random forget set: `count` when given, else round(rate * |D|)."""
+    if cfg.get("count") is not None:
+        count = cfg.count
+        if not isinstance(count, int) or not 1 <= count < n_train:
+            raise ConfigError("forget_rate.count", count, f"an integer in [1, {n_train - 1}] (|D| = {n_train})")
+        return count
+    rate = cfg.rate
+    if not isinstance(rate, (int, float)) or not 0.0 < rate < 1.0:
+        raise ConfigError("forget_rate.rate", rate, "a number in the open interval (0, 1)")
+    count = int(round(rate * n_train))
+    if not 1 <= count < n_train:
+        raise ConfigError("forget_rate.rate", rate, f"a rate leaving at least one sample in D_f and D_r (|D| = {n_train})")
+    return count
+
+
+def select_forget(labels: torch.Tensor, cfg: DictConfig, seed: int, num_classes: int) -> torch.Tensor:
+    """Sorted indices of D_f: a deterministic function of (labels, forget config, seed)."""
+    if cfg.mode not in FORGET_MODES:
+        raise ConfigError("forget_rate.mode", cfg.mode, FORGET_MODES)
+    if cfg.mode == "class":
+        class_id = cfg.class_id
+        if not isinstance(class_id, int) or not 0 <= class_id < num_classes:
+            raise ConfigError("forget_rate.class_id", class_id, f"an integer in [0, {num_classes - 1}]")
+        return torch.nonzero(labels.cpu() == class_id).flatten()
+    generator = torch.Generator().manual_seed(int(seed))
+    order = torch.randperm(len(labels), generator=generator)
+    return order[: forget_count(cfg, len(labels))].sort().values
+
+
+def make_splits(dataset: ImageDataset, cfg: DictConfig, seed: int) -> Splits:
+    forget_index = select_forget(dataset.train.labels, cfg, seed, dataset.num_classes)
+    keep = torch.ones(len(dataset.train), dtype=torch.bool)
+    keep[forget_index] = False
+    test, forget_test = dataset.test, dataset.test.subset(torch.zeros(0, dtype=torch.long))
+    if cfg.mode == "class":
+        in_class = dataset.test.labels == cfg.class_id
+        test, forget_test = dataset.test.subset(~in_class), dataset.test.subset(in_class)
+    return Splits(train=dataset.train, forget=dataset.train.subset(forget_index),
+                  retain=dataset.train.subset(keep), test=test, forget_test=forget_test,
+                  forget_index=forget_index, num_classes=dataset.num_classes)

@@ -1,0 +1,17 @@
+"""User-facing errors: one line that names the key, the bad value and what is accepted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A mistake in the input (config, data, paths). The CLI prints it as one line, no traceback."""
+
+
+class ConfigError(UserError):
+    def __init__(self, key: str, value: object, accepted: str | Iterable[object]):
+        if not isinstance(accepted, str):
+            accepted = ", ".join(str(a) for a in accepted)
+        super().__init__(f"{key}={value!r} is not valid; accepted: {accepted}")
+        self.key, self.value = key, value

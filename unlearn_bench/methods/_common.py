@@ -1,0 +1,59 @@
+"""The epoch loop the gradient-based methods share, and SalUn's masked update."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from tqdm.auto import tqdm
+
+from unlearn_bench.registry import Registry
+from unlearn_bench.train import Context, check_positive, sgd
+
+METHODS: Registry = Registry("method")
+
+EpochBatches = Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor]
+Mask = dict[str, torch.Tensor]
+
+
+def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
+    return nn.functional.cross_entropy(model(x), y)
+
+
+def masked_decay_step(model: nn.Module, optimizer: torch.optim.Optimizer, mask: Mask, weight_decay: float) -> None:
+    """Weight decay folded into the gradient, then the mask applied: a masked-out weight then gets a zero
+    gradient, a zero momentum buffer and no decay, so it stays bit-identical (the optimizer has wd=0)."""
+    for name, param in model.named_parameters():
+        if param.grad is not None:
+            if weight_decay:
+                param.grad.add_(param.detach(), alpha=weight_decay)
+            param.grad.mul_(mask[name])
+    optimizer.step()
+
+
+def run_epochs(model: nn.Module, cfg: DictConfig, ctx: Context, desc: str, epoch_batches: EpochBatches,
+               loss_fn: LossFn = cross_entropy, mask: Mask | None = None) -> nn.Module:
+    """SGD over `cfg.epochs` epochs of `epoch_batches(epoch)`. A non-finite loss stops the method and
+    marks the cell as diverged; its metrics are still recorded."""
+    check_positive(cfg, "method", ("epochs", "lr", "batch_size"))
+    model.train()
+    optimizer = sgd(model.parameters(), cfg, weight_decay=0.0 if mask is not None else None)
+    for epoch in tqdm(range(cfg.epochs), desc=desc, disable=not ctx.progress, leave=False):
+        for x, y in epoch_batches(epoch):
+            loss = loss_fn(model, x, y, epoch)
+            if not math.isfinite(loss.item()):
+                ctx.extras["diverged"] = True
+                model.eval()
+                return model
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if mask is None:
+                optimizer.step()
+            else:
+                masked_decay_step(model, optimizer, mask, cfg.weight_decay)
+    model.eval()
+    return model

@@ -1,0 +1,46 @@
+"""SalUn: random-label unlearning restricted to the most salient weights for forgetting.
+
+Mask: g = |Σ over D_f batches of ∇θ(−CE(θ_o(x), y))| (summed first, absolute value after), ranked over all
+parameters at once; the top `ratio` share is 1. Masked-out weights do not move at all: the mask zeroes
+their gradient after weight decay is folded in, so momentum and decay never touch them.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from unlearn_bench.data import Splits
+from unlearn_bench.errors import ConfigError
+from unlearn_bench.methods._common import METHODS, Mask
+from unlearn_bench.methods.rl import random_label_unlearning
+from unlearn_bench.train import Context, batches
+
+
+def saliency_mask(model: nn.Module, splits: Splits, ratio: float, batch_size: int, ctx: Context) -> Mask:
+    if not 0.0 < ratio <= 1.0:
+        raise ConfigError("method.mask_ratio", ratio, "a number in (0, 1]")
+    model.eval()  # as the reference: BN running statistics are not updated by mask generation
+    model.zero_grad(set_to_none=True)
+    for x, y in batches(splits.forget, batch_size, ctx, shuffle=False):
+        (-nn.functional.cross_entropy(model(x), y)).backward()  # gradients accumulate: the sum over batches
+    params = dict(model.named_parameters())
+    saliency = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).abs().flatten()
+                          for p in params.values()])
+    model.zero_grad(set_to_none=True)
+    keep = int(round(ratio * saliency.numel()))
+    flat = torch.zeros_like(saliency)
+    flat[torch.topk(saliency, keep, sorted=False).indices] = 1.0
+    mask, offset = {}, 0
+    for name, param in params.items():
+        mask[name] = flat[offset:offset + param.numel()].view_as(param)
+        offset += param.numel()
+    return mask
+
+
+@METHODS.register("salun")
+def salun(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
+    mask = saliency_mask(model, splits, cfg.mask_ratio, cfg.batch_size, ctx)
+    ctx.extras["saliency_mask"] = mask
+    return random_label_unlearning(model, splits, cfg, ctx, "salun", mask=mask)

@@ -1,0 +1,109 @@
+"""UA, RA, TA, MIA-Efficacy and the Average Gap to the retrained model (SPEC §1).
+
+A model's logits on every set are computed once (large batches, inference mode, no augmentation); each
+registered metric is then a cheap function of them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from unlearn_bench.data import ImageData, Splits
+from unlearn_bench.registry import Registry
+from unlearn_bench.train import Context
+
+METRICS: Registry = Registry("metric")
+
+
+@dataclass
+class Outputs:
+    """Logits of one model on D_f, D_r, T and the test samples of a forgotten class."""
+
+    forget: torch.Tensor
+    retain: torch.Tensor
+    test: torch.Tensor
+    forget_test: torch.Tensor
+
+
+@torch.inference_mode()
+def logits_on(model: nn.Module, data: ImageData, ctx: Context) -> torch.Tensor:
+    model.eval()
+    chunks = [model(ctx.inputs(data.images[i:i + ctx.eval_batch_size], augment=False)).float().cpu()
+              for i in range(0, len(data), ctx.eval_batch_size)]
+    return torch.cat(chunks) if chunks else torch.zeros(0, ctx.num_classes)
+
+
+def model_outputs(model: nn.Module, splits: Splits, ctx: Context) -> Outputs:
+    return Outputs(*(logits_on(model, getattr(splits, name), ctx)
+                     for name in ("forget", "retain", "test", "forget_test")))
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Percent correct; NaN logits (a diverged model) count as wrong, never as a crash."""
+    if len(labels) == 0:
+        return float("nan")
+    correct = (logits.argmax(1) == labels.cpu()) & torch.isfinite(logits).all(1)
+    return 100.0 * correct.float().mean().item()
+
+
+def confidence(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """Softmax probability of the true label: the MIA feature of SPEC §1."""
+    probs = torch.softmax(logits.double(), 1).gather(1, labels.cpu()[:, None]).squeeze(1)
+    return torch.nan_to_num(probs, nan=0.0).numpy()
+
+
+@METRICS.register("UA")
+def unlearning_accuracy(out: Outputs, splits: Splits, cfg: DictConfig, seed: int) -> float:
+    return 100.0 - accuracy(out.forget, splits.forget.labels)
+
+
+@METRICS.register("RA")
+def retain_accuracy(out: Outputs, splits: Splits, cfg: DictConfig, seed: int) -> float:
+    return accuracy(out.retain, splits.retain.labels)
+
+
+@METRICS.register("TA")
+def test_accuracy(out: Outputs, splits: Splits, cfg: DictConfig, seed: int) -> float:
+    return accuracy(out.test, splits.test.labels)
+
+
+@METRICS.register("forget_TA")
+def forget_class_test_accuracy(out: Outputs, splits: Splits, cfg: DictConfig, seed: int) -> float | None:
+    """Test accuracy on the forgotten class; None (left out of the record) in random-data forgetting."""
+    return accuracy(out.forget_test, splits.forget_test.labels) if len(splits.forget_test) else None
+
+
+@METRICS.register("MIA")
+def mia_efficacy(out: Outputs, splits: Splits, cfg: DictConfig, seed: int) -> float:
+    """Share of D_f an SVC on confidences, fitted on D_r (members) vs T (non-members), calls non-member."""
+    from sklearn.svm import SVC
+
+    n_shadow = min(len(splits.retain), len(splits.test))
+    generator = torch.Generator().manual_seed(int(seed))
+    shadow = torch.randperm(len(splits.retain), generator=generator)[:n_shadow]
+    members = confidence(out.retain[shadow], splits.retain.labels.cpu()[shadow])
+    non_members = confidence(out.test, splits.test.labels)
+    features = np.concatenate([members, non_members])[:, None]
+    target = np.concatenate([np.ones(len(members)), np.zeros(len(non_members))])
+    svc = SVC(C=cfg.mia.C, gamma=cfg.mia.gamma, kernel=cfg.mia.kernel)
+    svc.fit(features, target)
+    predicted = svc.predict(confidence(out.forget, splits.forget.labels)[:, None])
+    return 100.0 * float(np.mean(predicted == 0))
+
+
+def evaluate(model: nn.Module, splits: Splits, ctx: Context, cfg: DictConfig) -> dict[str, float]:
+    out = model_outputs(model, splits, ctx)
+    values = {name: METRICS.get(name)(out, splits, cfg, ctx.seed) for name in cfg.names}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def avg_gap(metrics: dict[str, float], reference: dict[str, float], over: list[str]) -> float:
+    """Mean absolute difference to the retrained model over `over` (UA, RA, TA, MIA): lower is better."""
+    gaps = [abs(metrics[k] - reference[k]) for k in over]
+    return float(sum(gaps) / len(gaps)) if all(math.isfinite(g) for g in gaps) else float("nan")

@@ -1,0 +1,218 @@
+"""The runner: one cell of the protocol (SPEC §1), from data to the Average Gap.
+
+    python -m unlearn_bench.run method=salun dataset=mnist forget_rate=random_50 seed=1
+    python -m unlearn_bench.run -m method=ft,rl,ga,salun seed=0,1,2
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from unlearn_bench import tracking
+from unlearn_bench.cache import ModelCache
+from unlearn_bench.data import Splits, load_dataset, make_splits
+from unlearn_bench.data.augment import build_augment
+from unlearn_bench.errors import ConfigError, UserError
+from unlearn_bench.methods import METHODS
+from unlearn_bench.metrics import avg_gap, evaluate
+from unlearn_bench.models import build_model
+from unlearn_bench.train import Context, fit, seed_stage
+
+log = logging.getLogger(__name__)
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+DEVICES = "auto, cpu, cuda, cuda:N"
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError("device", name, DEVICES) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", name, "cpu or auto (no CUDA device is visible)")
+    return device
+
+
+def configure_torch(cfg: DictConfig) -> None:
+    if cfg.num_threads:
+        torch.set_num_threads(int(cfg.num_threads))
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def data_digest(images, labels) -> str:
+    """Fingerprint of a training set: a cache entry never outlives a change of the data under it."""
+    digest = hashlib.sha256(images.cpu().numpy().tobytes())
+    digest.update(labels.cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return result, time.perf_counter() - start
+
+
+def summary_table(rows: dict[str, dict[str, float]], columns: list[str]) -> str:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows).T.reindex(columns=columns)
+    return frame.to_string(float_format=lambda v: f"{v:.2f}", na_rep="-")
+
+
+@dataclass
+class Cell:
+    """Everything a cell's stages share: the splits on the device and the training context."""
+
+    cfg: DictConfig
+    splits: Splits
+    ctx: Context
+    channels: int
+
+    def new_model(self, stage: str) -> nn.Module:
+        """A freshly initialised model, seeded per stage so cache hits leave later stages unchanged."""
+        seed_stage(self.cfg.seed, f"{stage}-init")
+        cfg = self.cfg
+        return build_model(cfg.model, self.channels, self.ctx.num_classes, cfg.dataset.image_size).to(self.ctx.device)
+
+
+def prepare(cfg: DictConfig, cache_root: Path | None = None) -> Cell:
+    """Load the data, select the forget set and build the context; validates the config on the way."""
+    device = pick_device(cfg.device)
+    configure_torch(cfg)
+    dataset = load_dataset(cfg.dataset, Path(cfg.paths.data_root), cache_root)
+    splits = make_splits(dataset, cfg.forget_rate, cfg.seed)
+    augment = build_augment(cfg.augmentation, cfg.dataset.image_size, cfg.dataset.channels)
+    channels = dataset.train.images.shape[1]
+    mean, std = (torch.tensor(list(v), dtype=torch.float32) for v in (cfg.dataset.mean, cfg.dataset.std))
+    if len(mean) != channels or len(std) != channels:
+        raise ConfigError("dataset.mean/std", [list(cfg.dataset.mean), list(cfg.dataset.std)],
+                          f"{channels} values each (one per channel)")
+    ctx = Context(device=device, augment=augment, mean=mean.view(1, -1, 1, 1).to(device),
+                  std=std.view(1, -1, 1, 1).to(device), num_classes=dataset.num_classes, seed=cfg.seed,
+                  progress=bool(cfg.progress), eval_batch_size=cfg.metrics.eval_batch_size)
+    return Cell(cfg, splits.to(device), ctx, channels)
+
+
+def reference_models(cell: Cell, cache: ModelCache) -> tuple[dict[str, nn.Module], dict[str, dict]]:
+    """The original model (trained on D) and the retrain model (on D_r), trained or loaded from the cache."""
+    cfg, splits = cell.cfg, cell.splits
+    common = {name: OmegaConf.to_container(cfg[name], resolve=True)
+              for name in ("dataset", "model", "train", "augmentation")}
+    common.update(seed=cfg.seed, device=cell.ctx.device.type,
+                  train_data=data_digest(splits.train.images, splits.train.labels))
+    stages = {"original": (splits.train, {}),
+              "retrain": (splits.retain, {"forget_index": data_digest(splits.forget_index, splits.forget_index)})}
+    models, metas = {}, {}
+    for stage, (data, extra_key) in stages.items():
+        def train(model: nn.Module, stage=stage, data=data) -> dict:
+            seed_stage(cfg.seed, f"{stage}-train")
+            return fit(model, data, cfg.train, cell.ctx, stage)
+
+        models[stage], metas[stage], hit = cache.get_or_train(stage, {**common, **extra_key},
+                                                              lambda stage=stage: cell.new_model(stage), train)
+        print(f"{stage}: {'cache hit' if hit else 'trained'} ({metas[stage]['key']}, "
+              f"{metas[stage]['train_seconds']:.1f} s to train)")
+    return models, metas
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run one cell and return its record; a cell with a valid record is skipped unless force=true."""
+    records_dir = Path(cfg.paths.records_dir)
+    record_file = tracking.record_path(records_dir, cfg)
+    if not cfg.force and (existing := tracking.read_record(record_file)) is not None:
+        print(f"skip: cell {existing['cell_id']} already has a record ({record_file}); force=true redoes it")
+        return existing
+    _check_writable(records_dir, "paths.records_dir")
+    method_fn = METHODS.get(cfg.method.name)  # fail on a bad name before any training
+    cache = ModelCache(Path(cfg.paths.cache_dir))
+    cell = prepare(cfg, cache.root)
+    models, metas = reference_models(cell, cache)
+    splits, ctx = cell.splits, cell.ctx
+
+    ctx.extras["retrain"] = (models["retrain"], metas["retrain"])
+    seed_stage(cfg.seed, "unlearn")
+    unlearned, seconds = timed(method_fn, copy.deepcopy(models["original"]), splits, cfg.method, ctx)
+    rte = seconds + ctx.extras.get("charged_seconds", 0.0)
+    diverged = bool(ctx.extras.get("diverged")) or not all(
+        torch.isfinite(p).all() for p in unlearned.parameters())
+    if diverged:
+        log.warning("method %s diverged (non-finite loss or weights); its metrics are recorded as they are",
+                    cfg.method.name)
+
+    results = {name: evaluate(model, splits, ctx, cfg.metrics)
+               for name, model in (("method", unlearned), ("retrain", models["retrain"]),
+                                   ("original", models["original"]))}
+    for metrics in results.values():
+        metrics["avg_gap"] = avg_gap(metrics, results["retrain"], list(cfg.metrics.gap_over))
+    results["method"]["RTE"] = rte
+    results["retrain"]["RTE"] = metas["retrain"]["train_seconds"]
+
+    record = {"cell_id": tracking.cell_id(cfg), "config": tracking.cell_config(cfg), "method": cfg.method.name,
+              "metrics": results["method"], "retrain_metrics": results["retrain"],
+              "original_metrics": results["original"], "diverged": diverged,
+              "forget_size": len(splits.forget), "retain_size": len(splits.retain), "test_size": len(splits.test),
+              "models": {stage: {"key": metas[stage]["key"], "train_seconds": metas[stage]["train_seconds"]}
+                         for stage in metas},
+              "git_commit": tracking.git_commit(), "packages": tracking.package_versions(),
+              "device": str(ctx.device), "finished": time.time()}
+    tracking.write_record(record_file, record)
+    tracking.log_to_wandb(cfg, record, Path(cfg.paths.output_dir))
+
+    columns = [c for c in [*cfg.metrics.names, "avg_gap", "RTE"] if c in results["method"]]
+    rows = {cfg.method.name: results["method"], "retrain": results["retrain"], "original": results["original"]}
+    print(summary_table(rows, columns))
+    print(f"record: {record_file}")
+    return record
+
+
+def _check_writable(folder: Path, key: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"{key}={str(folder)!r} is not writable ({err.strerror}); accepted: a writable folder")
+
+
+def alias_overrides(argv: list[str]) -> list[str]:
+    """`forget.X=...` is accepted as a short alias of `forget_rate.X=...` (SPEC writes forget.class_id)."""
+    return [("forget_rate." + a[len("forget."):]) if a.startswith("forget.") else a for a in argv]
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def _hydra_main(cfg: DictConfig) -> float:
+    try:
+        record = run(cfg)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    gap = record["metrics"]["avg_gap"]
+    return gap if math.isfinite(gap) else float("inf")  # what an Optuna sweeper minimises
+
+
+def main() -> None:
+    sys.argv = alias_overrides(sys.argv)
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

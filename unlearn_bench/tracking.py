@@ -1,0 +1,92 @@
+"""Result records (one JSON per cell, written atomically) and the W&B run of a cell."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from unlearn_bench.cache import atomic_write_json, stable_hash
+
+log = logging.getLogger(__name__)
+
+RECORD_VERSION = 1
+# Keys that do not change what a cell computes: excluded from its identity.
+NON_SEMANTIC_KEYS = ("paths", "logger", "force", "progress", "device", "num_threads", "hydra")
+PACKAGES = ("torch", "torchvision", "timm", "hydra-core", "scikit-learn", "numpy", "wandb", "pandas")
+
+
+def cell_config(cfg: DictConfig) -> dict:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    return {k: v for k, v in container.items() if k not in NON_SEMANTIC_KEYS}
+
+
+def cell_id(cfg: DictConfig) -> str:
+    return stable_hash(cell_config(cfg))
+
+
+def record_path(records_dir: Path, cfg: DictConfig) -> Path:
+    return records_dir / f"{cfg.method.name}-{cell_id(cfg)}.json"
+
+
+def read_record(path: Path) -> dict | None:
+    """A finished cell's record, or None when absent or unreadable (a partial record is never trusted)."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if record.get("record_version") != RECORD_VERSION or "metrics" not in record:
+            raise ValueError("not a complete record")
+        return record
+    except (ValueError, OSError) as err:
+        log.warning("record %s is unreadable (%s); the cell will be rerun", path, err)
+        return None
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def write_record(path: Path, record: dict) -> None:
+    atomic_write_json(path, {"record_version": RECORD_VERSION, **record})
+
+
+def log_to_wandb(cfg: DictConfig, record: dict, output_dir: Path) -> None:
+    """One W&B run per cell, grouped by everything but method and seed so the UI compares them."""
+    if cfg.logger.name == "none":
+        return
+    import wandb
+
+    group = cfg.logger.group or (f"{cfg.dataset.name}-{cfg.model.name}-{cfg.forget_rate.mode}"
+                                 f"{cfg.forget_rate.rate or cfg.forget_rate.class_id}-{cfg.augmentation.name}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode,
+                     group=group, job_type=cfg.method.name, tags=list(cfg.logger.tags),
+                     name=f"{cfg.method.name}-seed{cfg.seed}", dir=str(output_dir),
+                     config=record["config"], reinit=True)
+    try:
+        summary = {**record["metrics"], **{f"retrain/{k}": v for k, v in record["retrain_metrics"].items()},
+                   "cell_id": record["cell_id"], "diverged": record["diverged"]}
+        run.log(summary)
+        run.summary.update(summary)
+    finally:
+        run.finish()

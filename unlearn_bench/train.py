@@ -1,0 +1,122 @@
+"""The training loop shared by the original model, the retrain model and the unlearning methods.
+
+Data stay uint8 on the model's device; each batch is indexed, augmented in one batched call and
+normalised there, so there is no per-sample Python in the loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from tqdm.auto import tqdm
+
+from unlearn_bench.data import ImageData
+from unlearn_bench.data.augment import Augment
+from unlearn_bench.errors import ConfigError
+
+SCHEDULERS = ("constant", "multistep", "cosine")
+
+
+@dataclass
+class Context:
+    """What every training stage needs besides its own hyperparameters."""
+
+    device: torch.device
+    augment: Augment
+    mean: torch.Tensor  # (1, C, 1, 1) float, on device
+    std: torch.Tensor
+    num_classes: int
+    seed: int
+    progress: bool = True
+    eval_batch_size: int = 1024
+    extras: dict = field(default_factory=dict)
+
+    def inputs(self, images: torch.Tensor, augment: bool = True) -> torch.Tensor:
+        """uint8 batch -> normalised float batch; augmentation only where asked (never in evaluation)."""
+        if augment:
+            images = self.augment(images)
+        return (images.float().div_(255.0) - self.mean) / self.std
+
+
+def derive_seed(seed: int, stage: str) -> int:
+    """A per-stage seed, so a stage draws the same randomness whether earlier stages ran or hit the cache."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{stage}".encode()).digest()[:4], "little")
+
+
+def seed_stage(seed: int, stage: str) -> None:
+    derived = derive_seed(seed, stage)
+    torch.manual_seed(derived)
+    np.random.seed(derived)
+    random.seed(derived)
+
+
+def batch_indices(n: int, batch_size: int, device: torch.device, shuffle: bool = True) -> Iterator[torch.Tensor]:
+    order = torch.randperm(n, device=device) if shuffle else torch.arange(n, device=device)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+def batches(data: ImageData, batch_size: int, ctx: Context, *, augment: bool = True,
+            shuffle: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for index in batch_indices(len(data), batch_size, ctx.device, shuffle):
+        yield ctx.inputs(data.images[index], augment), data.labels[index]
+
+
+def check_positive(cfg: DictConfig, prefix: str, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        value = cfg.get(key)
+        if not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(f"{prefix}.{key}", value, "a positive number")
+
+
+def sgd(params, cfg: DictConfig, weight_decay: float | None = None) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay if weight_decay is None else weight_decay,
+                           nesterov=bool(cfg.get("nesterov", False)) and cfg.momentum > 0)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: DictConfig, steps_per_epoch: int):
+    """Per-step schedules; MultiStep milestones are fractions of training (SPEC: 91/182 and 136/182)."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    kind = cfg.get("scheduler", "constant")
+    if kind == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    if kind == "multistep":
+        milestones = [int(round(m * total)) for m in cfg.milestones]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.gamma)
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
+    raise ConfigError("train.scheduler", kind, SCHEDULERS)
+
+
+def fit(model: nn.Module, data: ImageData, cfg: DictConfig, ctx: Context, desc: str) -> dict:
+    """Standard supervised training (the recipe of SPEC §2); returns a few statistics for the record."""
+    check_positive(cfg, "train", ("epochs", "lr", "batch_size"))
+    model.train()
+    optimizer = sgd(model.parameters(), cfg)
+    steps_per_epoch = -(-len(data) // cfg.batch_size)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.get("label_smoothing", 0.0))
+    bar = tqdm(range(cfg.epochs), desc=desc, disable=not ctx.progress, leave=False)
+    last_loss = float("nan")
+    for _ in bar:
+        total, seen = 0.0, 0
+        for x, y in batches(data, cfg.batch_size, ctx):
+            loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * len(y)
+            seen += len(y)
+        last_loss = total / max(seen, 1)
+        bar.set_postfix(loss=f"{last_loss:.4f}")
+    model.eval()
+    return {"final_train_loss": last_loss}
