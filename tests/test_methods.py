@@ -85,3 +85,77 @@ def test_random_labels(mode):
     assert relabelled.min() >= 0 and relabelled.max() < 10
     same = (relabelled == labels).float().mean().item()
     assert (same == 0.0) if mode == "wrong" else (0.03 < same < 0.2)
+
+
+def test_iu_moves_the_weights_by_alpha_times_inverse_hvp_in_one_step(cell_and_models):
+    from unlearn_bench.methods.iu import influence_perturbation
+
+    cell, models = cell_and_models("method=iu", "method.num_samples=50")
+    original = models["original"]
+    expected = influence_perturbation(copy.deepcopy(original), cell.splits, cell.cfg.method, cell.ctx)
+    unlearned = METHODS.get("iu")(copy.deepcopy(original), cell.splits, cell.cfg.method, cell.ctx)
+    delta = torch.cat([(a - b).flatten() for a, b in zip(unlearned.parameters(), original.parameters())])
+    assert expected.norm() > 0
+    assert torch.allclose(delta, expected, atol=1e-6)
+
+
+def test_iu_exact_recursion_matches_a_dense_inverse(cell_and_models):
+    from unlearn_bench.methods.iu import sample_gradients, woodfisher_inverse_hvp
+
+    cell, models = cell_and_models("method=iu")
+    model = models["original"]
+    n = 6
+    v = torch.randn(sum(p.numel() for p in model.parameters()))
+    result = woodfisher_inverse_hvp(model, cell.splits.retain, v, n, "exact", cell.ctx)
+    grads = torch.stack(list(sample_gradients(model, cell.splits.retain, n, cell.ctx))).double()
+    # (I + G^T G / N)^-1 v by the Woodbury identity, in the small N x N space
+    small = torch.eye(n, dtype=torch.double) * n + grads @ grads.T
+    dense = v.double() - grads.T @ torch.linalg.solve(small, grads @ v.double())
+    assert torch.allclose(result.double(), dense, rtol=1e-3, atol=1e-5)
+
+
+def test_l1_sparse_raises_the_share_of_near_zero_weights(cell_and_models):
+    cell, models = cell_and_models("method=l1_sparse", "method.gamma=0.05", "method.epochs=3")
+    def near_zero(model):
+        w = torch.cat([p.detach().abs().flatten() for p in model.parameters()])
+        return (w < 1e-2).float().mean().item()
+    ft_cfg = cell.cfg.method.copy()
+    ft_cfg.gamma = 0.0
+    plain = METHODS.get("l1_sparse")(copy.deepcopy(models["original"]), cell.splits, ft_cfg, cell.ctx)
+    sparse = METHODS.get("l1_sparse")(copy.deepcopy(models["original"]), cell.splits, cell.cfg.method, cell.ctx)
+    assert near_zero(sparse) > near_zero(plain) + 0.02
+
+
+def test_boundary_expanding_ends_with_the_original_outputs(cell_and_models):
+    cell, models = cell_and_models("method=boundary_expanding", "method.lr=0.01")
+    original = models["original"]
+    unlearned = METHODS.get("boundary_expanding")(copy.deepcopy(original), cell.splits, cell.cfg.method,
+                                                  cell.ctx)
+    assert unlearned.get_classifier().out_features == cell.ctx.num_classes
+    x = cell.ctx.inputs(cell.splits.forget.images[:8], augment=False)
+    assert unlearned(x).shape == (8, cell.ctx.num_classes)
+    assert not torch.equal(unlearned.get_classifier().weight, original.get_classifier().weight)
+
+
+def test_boundary_shrink_relabels_to_other_classes(cell_and_models):
+    cell, models = cell_and_models("method=boundary_shrink", "method.epsilon=0.3")
+    METHODS.get("boundary_shrink")(copy.deepcopy(models["original"]), cell.splits, cell.cfg.method, cell.ctx)
+    counts = cell.ctx.extras["relabel_counts"]
+    assert counts["total"] == len(cell.splits.forget)
+    assert counts["changed"] / counts["total"] > 0.5
+
+
+def test_rate_dependent_learning_rate_of_the_boundary_methods(make_cfg):
+    assert make_cfg("method=boundary_shrink", tiny=False).method.lr == 1e-6
+    assert make_cfg("method=boundary_shrink", "forget_rate=random_50", tiny=False).method.lr == 5e-6
+    assert make_cfg("method=boundary_expanding", "forget_rate=class", tiny=False).method.lr == 1e-6
+
+
+@pytest.mark.parametrize("method", ["retrain", "ft", "rl", "ga", "salun", "iu", "l1_sparse",
+                                    "boundary_expanding", "boundary_shrink"])
+def test_every_method_runs_class_wise(make_cfg, method):
+    from unlearn_bench.run import run
+
+    record = run(make_cfg(f"method={method}", "forget_rate=class", "forget_rate.class_id=1",
+                          ))
+    assert {"UA", "RA", "TA", "MIA", "forget_TA", "avg_gap"} <= set(record["metrics"])

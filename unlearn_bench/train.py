@@ -42,7 +42,11 @@ class Context:
         """uint8 batch -> normalised float batch; augmentation only where asked (never in evaluation)."""
         if augment:
             images = self.augment(images)
-        return (images.float().div_(255.0) - self.mean) / self.std
+        return self.normalize(images.float().div_(255.0))
+
+    def normalize(self, unit_images: torch.Tensor) -> torch.Tensor:
+        """[0, 1] float images -> model inputs (attacks perturb in [0, 1] space, then normalise)."""
+        return (unit_images - self.mean) / self.std
 
 
 def derive_seed(seed: int, stage: str) -> int:

@@ -1,0 +1,42 @@
+"""Boundary Shrink: relabel each D_f sample to the class a frozen θ_o predicts for its FGSM neighbour
+(ε in [0, 1] pixel space), then train on D_f with those labels."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from unlearn_bench.data import Splits
+from unlearn_bench.methods._common import METHODS, run_epochs
+from unlearn_bench.train import Context, batch_indices
+
+
+def fgsm_neighbour_labels(frozen: nn.Module, unit_images: torch.Tensor, labels: torch.Tensor, epsilon: float,
+                          ctx: Context) -> torch.Tensor:
+    """argmax θ_o(x + ε·sign ∇ₓ CE(θ_o(x), y)), the nearest 'other side' of the decision boundary."""
+    x = unit_images.clone().requires_grad_(True)
+    loss = nn.functional.cross_entropy(frozen(ctx.normalize(x)), labels)
+    (grad,) = torch.autograd.grad(loss, x)
+    with torch.no_grad():
+        adversarial = (x + epsilon * grad.sign()).clamp_(0.0, 1.0)
+        return frozen(ctx.normalize(adversarial)).argmax(1)
+
+
+@METHODS.register("boundary_shrink")
+def boundary_shrink(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
+    frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    forget = splits.forget
+    changed = ctx.extras.setdefault("relabel_counts", {"changed": 0, "total": 0})
+
+    def epoch_batches(epoch: int):
+        for index in batch_indices(len(forget), cfg.batch_size, ctx.device):
+            unit = ctx.augment(forget.images[index]).float().div_(255.0)
+            neighbour = fgsm_neighbour_labels(frozen, unit, forget.labels[index], cfg.epsilon, ctx)
+            changed["changed"] += int((neighbour != forget.labels[index]).sum())
+            changed["total"] += len(index)
+            yield ctx.normalize(unit), neighbour
+
+    return run_epochs(model, cfg, ctx, "boundary_shrink", epoch_batches)

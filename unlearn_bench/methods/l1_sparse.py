@@ -1,0 +1,26 @@
+"""l1-sparse: FT on D_r with an added γ_t·‖θ‖₁, γ_t decayed linearly from γ to 0 over the epochs
+(the reference code's `alpha * (1 - epoch / epochs)`)."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from unlearn_bench.data import Splits
+from unlearn_bench.methods._common import METHODS, run_epochs
+from unlearn_bench.train import Context, batches
+
+
+def l1_norm(model: nn.Module) -> torch.Tensor:
+    return sum(p.abs().sum() for p in model.parameters())
+
+
+@METHODS.register("l1_sparse")
+def l1_sparse(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
+    def loss_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
+        gamma = cfg.gamma * (1.0 - epoch / cfg.epochs)
+        return nn.functional.cross_entropy(net(x), y) + gamma * l1_norm(net)
+
+    return run_epochs(model, cfg, ctx, "l1_sparse", lambda epoch: batches(splits.retain, cfg.batch_size, ctx),
+                      loss_fn=loss_fn)
