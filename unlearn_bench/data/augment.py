@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 from omegaconf import DictConfig
 
+from unlearn_bench.data import policies
 from unlearn_bench.registry import Registry
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
@@ -58,6 +59,37 @@ def none(cfg: DictConfig, image_size: int, channels: int) -> Augment:
 @AUGMENTATIONS.register("default")
 def default(cfg: DictConfig, image_size: int, channels: int) -> Augment:
     return crop_flip(cfg, image_size)
+
+
+def _after_crop_flip(cfg: DictConfig, image_size: int, policy: Augment) -> Augment:
+    """SPEC §4: every pipeline but `none` is RandomCrop + HFlip followed by its own policy."""
+    crop = crop_flip(cfg, image_size)
+    return lambda images: policy(crop(images))
+
+
+@AUGMENTATIONS.register("randaugment")
+def randaugment(cfg: DictConfig, image_size: int, channels: int) -> Augment:
+    return _after_crop_flip(cfg, image_size, policies.rand_augment(cfg, image_size, image_size))
+
+
+@AUGMENTATIONS.register("autoaugment")
+def autoaugment(cfg: DictConfig, image_size: int, channels: int) -> Augment:
+    return _after_crop_flip(cfg, image_size, policies.auto_augment(cfg, image_size, image_size))
+
+
+@AUGMENTATIONS.register("trivialaug")
+def trivialaug(cfg: DictConfig, image_size: int, channels: int) -> Augment:
+    return _after_crop_flip(cfg, image_size, policies.trivial_augment(cfg, image_size, image_size))
+
+
+@AUGMENTATIONS.register("augmix")
+def augmix(cfg: DictConfig, image_size: int, channels: int) -> Augment:
+    return _after_crop_flip(cfg, image_size, policies.aug_mix(cfg, image_size, image_size))
+
+
+@AUGMENTATIONS.register("random_erasing")
+def random_erasing(cfg: DictConfig, image_size: int, channels: int) -> Augment:
+    return _after_crop_flip(cfg, image_size, policies.random_erasing(cfg, image_size, image_size))
 
 
 def build_augment(cfg: DictConfig, image_size: int, channels: int) -> Augment:
