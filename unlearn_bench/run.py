@@ -10,6 +10,7 @@ import copy
 import hashlib
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from unlearn_bench.data.augment import build_augment
 from unlearn_bench.errors import ConfigError, UserError
 from unlearn_bench.methods import METHODS
 from unlearn_bench.metrics import avg_gap, evaluate
+from unlearn_bench.metrics.relearn import relearn_forget_accuracy
 from unlearn_bench.models import build_model
 from unlearn_bench.train import Context, fit, seed_stage
 
@@ -162,6 +164,9 @@ def run(cfg: DictConfig) -> dict:
                                    ("original", models["original"]))}
     for metrics in results.values():
         metrics["avg_gap"] = avg_gap(metrics, results["retrain"], list(cfg.metrics.gap_over))
+    if cfg.relearn.enabled:
+        for name, model in (("method", unlearned), ("retrain", models["retrain"])):
+            results[name]["relearn_FA"] = relearn_forget_accuracy(model, splits, cfg.relearn, ctx)
     results["method"]["RTE"] = rte
     results["retrain"]["RTE"] = metas["retrain"]["train_seconds"]
 
@@ -176,7 +181,7 @@ def run(cfg: DictConfig) -> dict:
     tracking.write_record(record_file, record)
     tracking.log_to_wandb(cfg, record, Path(cfg.paths.output_dir))
 
-    columns = [c for c in [*cfg.metrics.names, "avg_gap", "RTE"] if c in results["method"]]
+    columns = [c for c in [*cfg.metrics.names, "avg_gap", "RTE", "relearn_FA"] if c in results["method"]]
     rows = {cfg.method.name: results["method"], "retrain": results["retrain"], "original": results["original"]}
     print(summary_table(rows, columns))
     print(f"record: {record_file}")
@@ -186,7 +191,7 @@ def run(cfg: DictConfig) -> dict:
 def _check_writable(folder: Path, key: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
+        probe = folder / f".write-test-{os.getpid()}"
         probe.touch()
         probe.unlink()
     except OSError as err:
@@ -215,4 +220,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Re-import under the package name: parallel launchers (joblib, submitit) pickle the task function,
+    # which works by reference for `unlearn_bench.run` but would copy this `__main__` module by value.
+    import unlearn_bench.run
+
+    unlearn_bench.run.main()

@@ -15,7 +15,7 @@ MODELS: Registry = Registry("model")
 class SmallCNN(nn.Module):
     """conv-BN-ReLU blocks with a 2x2 max-pool after each block but the last, global average pool, linear."""
 
-    pretrained_cfg = {"classifier": "fc"}
+    pretrained_cfg = {"classifier": "fc"}  # noqa: RUF012 (timm's attribute, read-only)
 
     def __init__(self, in_chans: int, num_classes: int, widths: list[int], dropout: float = 0.0):
         super().__init__()

@@ -1,0 +1,199 @@
+#!/usr/bin/env python
+"""Aggregate cell records into a leaderboard: mean ± std over seeds, ranked by Avg Gap to retrain.
+
+    python scripts/leaderboard.py --records results/records --out results/salun_table \
+        --augmentation default --title "SalUn table (CPU scale)"
+
+Writes leaderboard.md, leaderboard.csv, leaderboard.html and leaderboard.png into --out; with --wandb
+also logs the table to W&B (offline unless WANDB_MODE=online). Corrupt or partial records are skipped
+with a warning naming the file. The retrain row of every augmentation is always kept: it is the
+reference each gap is measured against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+METRICS = ["UA", "RA", "TA", "MIA", "forget_TA", "avg_gap", "RTE", "relearn_FA"]
+GROUP = ["dataset", "model", "forget", "augmentation"]
+REQUIRED = ("config", "metrics", "retrain_metrics", "method")
+
+
+def forget_label(forget: dict) -> str:
+    if forget.get("mode") == "class":
+        return f"class {forget.get('class_id')}"
+    if forget.get("count") is not None:
+        return f"random n={forget['count']}"
+    return f"random {100 * float(forget['rate']):g}%"
+
+
+def load_records(folders: list[Path]) -> pd.DataFrame:
+    rows = []
+    for folder in folders:
+        for path in sorted(folder.glob("*.json")):
+            try:
+                record = json.loads(path.read_text())
+                missing = [k for k in REQUIRED if k not in record]
+                if missing:
+                    raise ValueError(f"missing {', '.join(missing)}")
+                cfg = record["config"]
+                row = {"file": path.name, "dataset": cfg["dataset"]["name"], "model": cfg["model"]["name"],
+                       "augmentation": cfg["augmentation"]["name"], "forget": forget_label(cfg["forget_rate"]),
+                       "method": record["method"], "seed": cfg["seed"], "diverged": record.get("diverged", False)}
+                row.update({k: record["metrics"].get(k) for k in METRICS})
+                rows.append(row)
+                # Every record carries its retrain reference: the retrain row exists even when
+                # method=retrain itself was not run.
+                rows.append({**row, "method": "retrain", "diverged": False,
+                             **{k: record["retrain_metrics"].get(k) for k in METRICS}})
+            except (ValueError, KeyError, TypeError, OSError) as err:
+                warnings.warn(f"skipping {path}: {err}", stacklevel=1)
+    frame = pd.DataFrame(rows)
+    return frame.drop_duplicates(subset=[*GROUP, "method", "seed"]) if not frame.empty else frame
+
+
+def parse_list(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def select(frame: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
+    for column in ("dataset", "model", "augmentation", "forget"):
+        wanted = parse_list(getattr(args, column))
+        if wanted:
+            frame = frame[frame[column].isin(wanted)]
+    methods = parse_list(args.method)
+    if methods:
+        frame = frame[frame["method"].isin([*methods, "retrain"])]  # retrain always stays
+    return frame
+
+
+def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds; Avg Gap is the mean of the per-seed gaps (SPEC §1)."""
+    metrics = [m for m in METRICS if m in frame and frame[m].notna().any()]
+    grouped = frame.groupby([*GROUP, "method"], dropna=False)
+    table = grouped[metrics].agg(["mean", "std"])
+    table.columns = [f"{m}_{stat}" for m, stat in table.columns]
+    table["seeds"] = grouped["seed"].nunique()
+    table["diverged"] = grouped["diverged"].sum()
+    table = table.reset_index()
+    is_retrain = table["method"] == "retrain"
+    # retrain is rank 0 (the reference); the methods rank 1, 2, ... by Avg Gap within their setting
+    gap = table["avg_gap_mean"].where(~is_retrain, float("-inf")).fillna(float("inf"))
+    table["rank"] = gap.groupby([table[c] for c in GROUP]).rank(method="min").astype(int) - 1
+    return table.sort_values([*GROUP, "rank"]).reset_index(drop=True)
+
+
+def pretty(table: pd.DataFrame) -> pd.DataFrame:
+    shown = table[[*GROUP, "method", "rank", "seeds"]].copy()
+    for m in METRICS:
+        if f"{m}_mean" in table:
+            mean, std = table[f"{m}_mean"], table[f"{m}_std"].fillna(0.0)
+            shown[m] = [("-" if pd.isna(a) else f"{a:.2f} ± {b:.2f}") for a, b in zip(mean, std)]
+    if table["diverged"].any():
+        shown["diverged"] = table["diverged"]
+    return shown
+
+
+def relative_gaps(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Avg Gap of each augmentation relative to `baseline`, per method and forget setting (negative = better)."""
+    gaps = table[table["method"] != "retrain"].pivot_table(index=["dataset", "model", "forget", "method"],
+                                                          columns="augmentation", values="avg_gap_mean")
+    if baseline not in gaps:
+        return pd.DataFrame()
+    return (100.0 * (gaps.sub(gaps[baseline], axis=0)).div(gaps[baseline], axis=0)).round(1)
+
+
+def plot(table: pd.DataFrame, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = table[table["method"] != "retrain"]
+    panels = list(data.groupby(["dataset", "model", "forget"]))
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6 * max(1, len(panels)), 4.5), squeeze=False)
+    for ax, ((dataset, model, forget), part) in zip(axes[0], panels):
+        means = part.pivot_table(index="augmentation", columns="method", values="avg_gap_mean")
+        stds = part.pivot_table(index="augmentation", columns="method", values="avg_gap_std").fillna(0.0)
+        means.plot.bar(ax=ax, yerr=stds.reindex_like(means), capsize=2, width=0.8)
+        ax.set_title(f"{dataset} / {model} / {forget}")
+        ax.set_ylabel("Avg Gap to retrain (lower is better)")
+        ax.set_xlabel("augmentation")
+        ax.tick_params(axis="x", rotation=30)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def log_wandb(shown: pd.DataFrame, title: str) -> None:
+    import wandb
+
+    run = wandb.init(project="unlearn-bench", job_type="leaderboard", name=title, reinit=True)
+    try:
+        run.log({"leaderboard": wandb.Table(dataframe=shown.astype(str))})
+    finally:
+        run.finish()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=Path, nargs="+", default=[Path("records")],
+                        help="folders of cell records (default: ./records)")
+    parser.add_argument("--out", type=Path, default=Path("leaderboard"), help="output folder")
+    parser.add_argument("--dataset", help="keep these datasets (comma-separated), e.g. cifar10")
+    parser.add_argument("--model", help="keep these models, e.g. small_cnn,resnet18")
+    parser.add_argument("--augmentation", help="keep these augmentations, e.g. default,trivialaug")
+    parser.add_argument("--forget", help="keep these forget settings, e.g. 'random 10%%,class 0'")
+    parser.add_argument("--method", help="keep these methods (retrain is always kept)")
+    parser.add_argument("--relative-to", metavar="AUG", help="also write each augmentation's Avg Gap change "
+                        "relative to AUG (percent) to relative_gap.md/.csv")
+    parser.add_argument("--title", default="unlearn-bench leaderboard")
+    parser.add_argument("--command", help="the command that produced the records (quoted in the Markdown)")
+    parser.add_argument("--wandb", action="store_true", help="log the table as a wandb.Table")
+    args = parser.parse_args(argv)
+
+    frame = load_records(args.records)
+    if frame.empty:
+        print(f"error: no readable records in {', '.join(map(str, args.records))}", file=sys.stderr)
+        return 2
+    frame = select(frame, args)
+    if frame.empty:
+        print("error: no record matches the filters", file=sys.stderr)
+        return 2
+    table = aggregate(frame)
+    shown = pretty(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out / "leaderboard.csv", index=False)
+    shown.to_html(args.out / "leaderboard.html", index=False)
+    lines = [f"# {args.title}", ""]
+    if args.command:
+        lines += ["Made by:", "", "```bash", args.command, "```", ""]
+    lines += ["Mean ± std over seeds; Avg Gap = mean |metric − retrain| over UA, RA, TA, MIA (lower is better); "
+              "rank 0 is the retrain reference; RTE in seconds; relearn_FA = forget accuracy after the "
+              "relearning attack.", ""]
+    for keys, part in shown.groupby(GROUP, sort=False):
+        lines += [f"## {' / '.join(map(str, keys))}", "", part.drop(columns=GROUP).to_markdown(index=False), ""]
+    if args.relative_to:
+        relative = relative_gaps(table, args.relative_to)
+        relative.to_csv(args.out / "relative_gap.csv")
+        lines += [f"## Avg Gap change relative to `{args.relative_to}` (%; negative = closer to retrain)", "",
+                  relative.to_markdown(), ""]
+    (args.out / "leaderboard.md").write_text("\n".join(lines))
+    plot(table, args.out / "leaderboard.png", args.title)
+    if args.wandb:
+        log_wandb(shown, args.title)
+    print(shown.to_string(index=False))
+    print(f"wrote {args.out}/leaderboard.{{md,csv,html,png}}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

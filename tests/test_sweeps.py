@@ -1,0 +1,118 @@
+"""Presets, multirun with the joblib launcher, resume after an interrupted sweep, leaderboard."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_CLI = ["logger=none", "progress=false", "train.epochs=3", "train.batch_size=64", "++method.epochs=1",
+            "model.widths=[8,16]"]
+
+
+def cli(tmp_path: Path, *args: str, **kw) -> list[str]:
+    return [sys.executable, "-m", "unlearn_bench.run", *args, *TINY_CLI, f"paths.cache_dir={tmp_path / 'cache'}",
+            f"paths.records_dir={tmp_path / 'records'}", f"paths.output_dir={tmp_path / 'outputs'}"]
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_every_preset_composes_at_both_scales(make_cfg, preset, scale):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={preset}", f"scale={scale}"], return_hydra_config=True)
+    grid = cfg.hydra.sweeper.params
+    assert "seed" in grid and len(str(grid.seed).split(",")) == 3
+    for method in str(grid.get("method", "")).split(","):
+        if method:
+            assert (ROOT / "conf" / "method" / f"{method}.yaml").is_file()
+    assert cfg.relearn.enabled
+    if scale == "paper":
+        assert cfg.model.name == "resnet18" and cfg.train.epochs == 182 and cfg.train.batch_size == 256
+        assert cfg.dataset.name == "cifar10" and cfg.dataset.train_size is None
+
+
+def test_joblib_multirun_trains_each_model_once(tmp_path):
+    methods, seeds = ["ft", "ga", "salun"], [0, 1]
+    done = subprocess.run(cli(tmp_path, "-m", "hydra/launcher=joblib", f"method={','.join(methods)}",
+                              f"seed={','.join(map(str, seeds))}"), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cells = len(seeds)  # a cell here = one (forget set, seed): methods share its two models
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2 * cells
+    assert len(list((tmp_path / "records").glob("*.json"))) == len(methods) * len(seeds)
+    assert done.stdout.count(": trained (") == 2 * cells
+
+
+def test_interrupted_multirun_resumes_without_redoing_finished_cells(tmp_path):
+    args = cli(tmp_path, "-m", "method=ft,ga,rl,salun", "seed=0,1")
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    records = tmp_path / "records"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(records.glob("*.json"))) < 2:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p.name: p.read_bytes() for p in records.glob("*.json")}
+    assert 2 <= len(finished) < 8
+    for payload in finished.values():
+        json.loads(payload)  # every record that exists is complete
+    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("skip: cell") == len(finished)
+    assert len(list(records.glob("*.json"))) == 8
+    for name, payload in finished.items():
+        assert (records / name).read_bytes() == payload  # finished cells were not redone
+
+
+def test_leaderboard_writes_four_outputs_and_skips_corrupt_records(tmp_path):
+    done = subprocess.run(cli(tmp_path, "-m", "method=ft,salun", "seed=0,1"), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (tmp_path / "records" / "broken.json").write_text('{"config": ')
+    (tmp_path / "records" / "partial.json").write_text('{"metrics": {}}')
+    out = tmp_path / "board"
+    board = subprocess.run([sys.executable, str(ROOT / "scripts" / "leaderboard.py"), "--records",
+                            str(tmp_path / "records"), "--out", str(out), "--relative-to", "none"],
+                           capture_output=True, text=True, timeout=300)
+    assert board.returncode == 0, board.stderr
+    assert "skipping" in board.stderr and "broken.json" in board.stderr and "partial.json" in board.stderr
+    for suffix in ("md", "csv", "html", "png"):
+        assert (out / f"leaderboard.{suffix}").stat().st_size > 0
+    import pandas as pd
+
+    table = pd.read_csv(out / "leaderboard.csv")
+    assert set(table["method"]) == {"retrain", "ft", "salun"}
+    assert (table["seeds"] == 2).all()
+    assert table.loc[table["method"] == "retrain", "avg_gap_mean"].iloc[0] == 0.0
+    assert (table.loc[table["method"] == "retrain", "rank"] == 0).all()
+
+
+def test_leaderboard_help_documents_filters():
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "leaderboard.py"), "--help"],
+                         capture_output=True, text=True, timeout=60).stdout
+    for flag in ("--dataset", "--augmentation", "--forget", "--method", "--records", "--wandb"):
+        assert flag in out
+
+
+def test_wandb_sweep_file_drives_the_same_cli():
+    sweep = yaml.safe_load((ROOT / "conf" / "wandb_sweep.yaml").read_text())
+    assert sweep["metric"] == {"name": "avg_gap", "goal": "minimize"}
+    assert "unlearn_bench.run" in sweep["command"]
+
+
+@pytest.mark.slow
+def test_optuna_search_minimises_avg_gap(tmp_path):
+    done = subprocess.run(cli(tmp_path, "-m", "hparams_search=optuna", "method=ft", "hydra.sweeper.n_trials=3"),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    best = next((tmp_path / "outputs" / "multiruns").rglob("optimization_results.yaml"))
+    assert "best_value" in best.read_text()

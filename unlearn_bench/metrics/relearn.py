@@ -1,0 +1,40 @@
+"""Relearning attack for classifiers (SPEC §7): fine-tune the unlearned model briefly on a small sample of
+D_r (never D_f) and measure how far forget accuracy climbs back. Retrain gives the reference value."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from unlearn_bench.data import Splits
+from unlearn_bench.metrics.core import accuracy, logits_on
+from unlearn_bench.train import Context, batch_indices, check_positive, seed_stage, sgd
+
+
+def relearn_sample(splits: Splits, samples: int, seed: int) -> torch.Tensor:
+    """Indices into D_r of the attacker's sample: the same for every model of a cell."""
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.randperm(len(splits.retain), generator=generator)[: min(samples, len(splits.retain))]
+
+
+def relearn_forget_accuracy(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> float:
+    """Forget-set accuracy (%) after `cfg.steps` SGD steps on the retain sample."""
+    check_positive(cfg, "relearn", ("samples", "steps", "lr", "batch_size"))
+    seed_stage(ctx.seed, "relearn")
+    attacked = copy.deepcopy(model).train()
+    sample = splits.retain.subset(relearn_sample(splits, cfg.samples, ctx.seed).to(splits.retain.labels.device))
+    optimizer = sgd(attacked.parameters(), cfg)
+    step = 0
+    while step < cfg.steps:
+        for index in batch_indices(len(sample), cfg.batch_size, ctx.device):
+            loss = nn.functional.cross_entropy(attacked(ctx.inputs(sample.images[index])), sample.labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if step >= cfg.steps:
+                break
+    return accuracy(logits_on(attacked, splits.forget, ctx), splits.forget.labels)
