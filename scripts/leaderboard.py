@@ -45,7 +45,7 @@ def load_records(folders: list[Path]) -> pd.DataFrame:
                 cfg = record["config"]
                 row = {"file": path.name, "dataset": cfg["dataset"]["name"], "model": cfg["model"]["name"],
                        "augmentation": cfg["augmentation"]["name"], "forget": forget_label(cfg["forget_rate"]),
-                       "method": record["method"], "seed": cfg["seed"], "diverged": record.get("diverged", False)}
+                       "method": cfg["method"].get("label") or record["method"], "seed": cfg["seed"], "diverged": record.get("diverged", False)}
                 row.update({k: record["metrics"].get(k) for k in METRICS})
                 rows.append(row)
                 # Every record carries its retrain reference: the retrain row exists even when

@@ -13,7 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_CLI = ["logger=none", "progress=false", "train.epochs=3", "train.batch_size=64", "++method.epochs=1",
-            "model.widths=[8,16]"]
+            "++model.widths=[8,16]"]
 
 
 def cli(tmp_path: Path, *args: str, **kw) -> list[str]:

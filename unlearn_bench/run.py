@@ -110,7 +110,9 @@ def prepare(cfg: DictConfig, cache_root: Path | None = None) -> Cell:
     ctx = Context(device=device, augment=augment, mean=mean.view(1, -1, 1, 1).to(device),
                   std=std.view(1, -1, 1, 1).to(device), num_classes=dataset.num_classes, seed=cfg.seed,
                   progress=bool(cfg.progress), eval_batch_size=cfg.metrics.eval_batch_size)
-    return Cell(cfg, splits.to(device), ctx, channels)
+    cell = Cell(cfg, splits.to(device), ctx, channels)
+    ctx.new_model = lambda: cell.new_model("fresh")
+    return cell
 
 
 def reference_models(cell: Cell, cache: ModelCache) -> tuple[dict[str, nn.Module], dict[str, dict]]:

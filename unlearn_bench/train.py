@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +36,7 @@ class Context:
     seed: int
     progress: bool = True
     eval_batch_size: int = 1024
+    new_model: Callable[[], nn.Module] | None = None  # a freshly initialised model of the cell's architecture
     extras: dict = field(default_factory=dict)
 
     def inputs(self, images: torch.Tensor, augment: bool = True) -> torch.Tensor:
