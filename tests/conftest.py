@@ -14,7 +14,7 @@ CONFIG_DIR = str(ROOT / "conf")
 SHARED_DATA = Path(os.environ.get("UNLEARN_BENCH_DATA", ROOT.parent / "shared" / "data"))
 
 TINY = ["logger=none", "progress=false", "train.epochs=4", "train.batch_size=64", "++method.epochs=1",
-        "model.widths=[8,16]"]
+        "++model.widths=[8,16]"]
 
 
 @pytest.fixture

@@ -115,11 +115,15 @@ def prepare(cfg: DictConfig, cache_root: Path | None = None) -> Cell:
     return cell
 
 
-def reference_models(cell: Cell, cache: ModelCache) -> tuple[dict[str, nn.Module], dict[str, dict]]:
-    """The original model (trained on D) and the retrain model (on D_r), trained or loaded from the cache."""
+def reference_models(cell: Cell, cache: ModelCache, fit_fn=None, key_extra: dict | None = None,
+                     ) -> tuple[dict[str, nn.Module], dict[str, dict]]:
+    """The original model (trained on D) and the retrain model (on D_r), trained or loaded from the cache.
+    `fit_fn(model, data, stage)` replaces the classifier recipe (diffusion models); `key_extra` joins the key."""
     cfg, splits = cell.cfg, cell.splits
+    fit_fn = fit_fn or (lambda model, data, stage: fit(model, data, cfg.train, cell.ctx, stage))
     common = {name: OmegaConf.to_container(cfg[name], resolve=True)
               for name in ("dataset", "model", "train", "augmentation")}
+    common.update(key_extra or {})
     common.update(seed=cfg.seed, device=cell.ctx.device.type,
                   train_data=data_digest(splits.train.images, splits.train.labels))
     stages = {"original": (splits.train, {}),
@@ -128,7 +132,7 @@ def reference_models(cell: Cell, cache: ModelCache) -> tuple[dict[str, nn.Module
     for stage, (data, extra_key) in stages.items():
         def train(model: nn.Module, stage=stage, data=data) -> dict:
             seed_stage(cfg.seed, f"{stage}-train")
-            return fit(model, data, cfg.train, cell.ctx, stage)
+            return fit_fn(model, data, stage)
 
         models[stage], metas[stage], hit = cache.get_or_train(stage, {**common, **extra_key},
                                                               lambda stage=stage: cell.new_model(stage), train)
@@ -145,6 +149,14 @@ def run(cfg: DictConfig) -> dict:
         print(f"skip: cell {existing['cell_id']} already has a record ({record_file}); force=true redoes it")
         return existing
     _check_writable(records_dir, "paths.records_dir")
+    method_task = cfg.method.get("task", "classification")
+    if method_task != cfg.task.name:
+        raise ConfigError("method", cfg.method.name, f"a method of task={cfg.task.name} "
+                          f"(this one is for task={method_task}); see conf/method/*.yaml")
+    if cfg.task.name == "generation":
+        from unlearn_bench.generation.runner import run_generation
+
+        return run_generation(cfg, record_file)
     method_fn = METHODS.get(cfg.method.name)  # fail on a bad name before any training
     cache = ModelCache(Path(cfg.paths.cache_dir))
     cell = prepare(cfg, cache.root)
@@ -212,7 +224,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    gap = record["metrics"]["avg_gap"]
+    gap = record["metrics"].get("avg_gap", float("nan"))
     return gap if math.isfinite(gap) else float("inf")  # what an Optuna sweeper minimises
 
 

@@ -78,6 +78,20 @@ def timm_model(cfg: DictConfig, in_chans: int, num_classes: int, image_size: int
     return _timm(cfg.arch, in_chans, num_classes, bool(cfg.pretrained), dict(cfg.get("kwargs") or {}))
 
 
+@MODELS.register("ddpm_unet")
+def ddpm_unet(cfg: DictConfig, in_chans: int, num_classes: int, image_size: int) -> nn.Module:
+    from diffusers import UNet2DModel
+
+    levels = len(cfg.block_out_channels)
+    if image_size % 2 ** (levels - 1):
+        raise ConfigError("model.block_out_channels", list(cfg.block_out_channels),
+                          f"at most {levels - 1} halvings that divide the image size {image_size}")
+    return UNet2DModel(sample_size=image_size, in_channels=in_chans, out_channels=in_chans,
+                       block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
+                       down_block_types=("DownBlock2D",) * levels, up_block_types=("UpBlock2D",) * levels,
+                       norm_num_groups=cfg.norm_num_groups, num_class_embeds=num_classes + 1)
+
+
 def build_model(cfg: DictConfig, in_chans: int, num_classes: int, image_size: int) -> nn.Module:
     return MODELS.get(cfg.name)(cfg, in_chans, num_classes, image_size)
 

@@ -1,0 +1,93 @@
+"""Diffusion unlearning: the DiMUM loss, DiMRA's data, the evaluation metrics, one tiny end-to-end cell."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from unlearn_bench.data import ImageData
+from unlearn_bench.generation.diffusion import Diffusion, to_unit
+from unlearn_bench.generation.dimra import auxiliary_set
+from unlearn_bench.generation.evaluate import frechet_distance, generation_metrics
+from unlearn_bench.methods.dimum import dimum_loss
+from unlearn_bench.run import prepare, run
+
+TINY_GEN = ["task=generation", "model.block_out_channels=[8,16]", "model.norm_num_groups=4",
+            "generation.timesteps=20", "generation.train.steps=20", "generation.sample_steps=4",
+            "generation.samples_per_class=4", "generation.classifier.epochs=2", "method.steps=5",
+            "attack.steps=5", "attack.aux_size=40"]
+
+
+@pytest.mark.parametrize("aux", ["retain", "sample"])
+def test_dimra_data_never_contains_the_forgotten_class(make_cfg, aux):
+    cfg = make_cfg(*TINY_GEN, "forget_rate.class_id=4", f"attack.aux={aux}")
+    cell = prepare(cfg)
+    data = auxiliary_set(cell.splits, cfg.attack, seed=0)
+    assert len(data) > 0 and not (data.labels == 4).any()
+    assert len(data) == (len(cell.splits.retain) if aux == "retain" else 40)
+
+
+def test_dimum_loss_is_alt_denoising_plus_lambda_retain(make_cfg):
+    cfg = make_cfg(*TINY_GEN)
+    cell = prepare(cfg)
+    diffusion = Diffusion.create(cfg.generation, 10)
+    model = cell.new_model("original")
+    x_alt, x_r = to_unit(cell.splits.retain.images[:8]), to_unit(cell.splits.retain.images[8:16])
+    y_alt, y_r = torch.zeros(8, dtype=torch.long), cell.splits.retain.labels[8:16]
+
+    def parts(lam):
+        torch.manual_seed(0)
+        return dimum_loss(model, diffusion, x_alt, y_alt, x_r, y_r, lam).item()
+
+    torch.manual_seed(0)
+    alt = diffusion.denoise_loss(model, x_alt, y_alt, label_dropout=0.0).item()
+    assert parts(0.0) == pytest.approx(alt, rel=1e-5)
+    torch.manual_seed(0)
+    diffusion.denoise_loss(model, x_alt, y_alt, label_dropout=0.0)
+    retain = diffusion.denoise_loss(model, x_r, y_r).item()
+    assert parts(2.5) == pytest.approx(alt + 2.5 * retain, rel=1e-5)
+
+
+def test_frechet_distance_is_zero_on_identical_sets_and_grows_with_a_shift():
+    torch.manual_seed(0)
+    a = torch.randn(400, 5)
+    assert abs(frechet_distance(a, a)) < 1e-6
+    assert frechet_distance(a, a + 3.0) == pytest.approx(9.0 * 5, rel=0.05)
+
+
+def test_generation_metrics_on_known_inputs(make_cfg):
+    """A 'generator' that returns real images: UA is the classifier's error on c_f, FD is small."""
+    cfg = make_cfg(*TINY_GEN)
+    cell = prepare(cfg)
+
+    class Oracle(torch.nn.Module):  # predicts the label of the image's index: known answers
+        def forward_features(self, x):
+            return x
+
+        def forward_head(self, x, pre_logits=False):
+            feats = x.flatten(1)[:, :6]
+            return feats if pre_logits else torch.nn.functional.one_hot(self.labels, 10).float()
+
+    oracle = Oracle()
+    test = cell.splits.test
+    oracle.labels = torch.where(test.labels == 1, torch.full_like(test.labels, 2), test.labels)[:]
+    metrics = generation_metrics(oracle, test.images, test.labels, test.images, test.labels, 1,
+                                 cell.ctx.__class__(**{**vars(cell.ctx), "eval_batch_size": 10_000}))
+    assert metrics["UA"] == 100.0  # every c_f image is classified as another class
+    assert metrics["acc_retained"] == 100.0
+    assert abs(metrics["FD"]) < 1e-6
+
+
+def test_generation_cell_end_to_end(make_cfg):
+    record = run(make_cfg(*TINY_GEN, "method=dimum"))
+    assert record["task"] == "generation"
+    for key in ("UA", "acc_retained", "FD", "UA_dimra", "RTE"):
+        assert key in record["metrics"]
+    assert 0.0 <= record["metrics"]["UA"] <= 100.0
+    assert all(__import__("pathlib").Path(p).is_file() for p in record["grids"].values())
+
+
+def test_classification_method_under_generation_task_is_refused(make_cfg):
+    from unlearn_bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="method='ft'"):
+        run(make_cfg(*TINY_GEN[:1], "method=ft"))

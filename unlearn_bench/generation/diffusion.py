@@ -1,0 +1,114 @@
+"""DDPM with classifier-free guidance on diffusers' UNet2DModel and schedulers.
+
+Class index `num_classes` is the null label: training drops the label with probability `label_dropout`,
+sampling mixes conditional and unconditional noise predictions with the guidance scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from tqdm.auto import tqdm
+
+from unlearn_bench.data import ImageData
+from unlearn_bench.errors import ConfigError
+
+SCHEDULES = ("linear", "squaredcos_cap_v2")
+
+
+@dataclass
+class Diffusion:
+    """The noise schedule and the sampler of one run."""
+
+    train_scheduler: object
+    num_classes: int
+    cfg: DictConfig
+
+    @classmethod
+    def create(cls, cfg: DictConfig, num_classes: int) -> Diffusion:
+        from diffusers import DDPMScheduler
+
+        if cfg.beta_schedule not in SCHEDULES:
+            raise ConfigError("generation.beta_schedule", cfg.beta_schedule, SCHEDULES)
+        scheduler = DDPMScheduler(num_train_timesteps=cfg.timesteps, beta_schedule=cfg.beta_schedule)
+        return cls(scheduler, num_classes, cfg)
+
+    def noised(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, self.cfg.timesteps, (len(x0),), device=x0.device)
+        return self.train_scheduler.add_noise(x0, noise, t), t, noise
+
+    def eps(self, model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return model(x_t, t, class_labels=labels).sample
+
+    def denoise_loss(self, model: nn.Module, x0: torch.Tensor, labels: torch.Tensor,
+                     label_dropout: float | None = None) -> torch.Tensor:
+        """The standard ε-prediction loss; labels dropped to the null class for classifier-free guidance."""
+        p = self.cfg.label_dropout if label_dropout is None else label_dropout
+        drop = torch.rand(len(labels), device=labels.device) < p
+        labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+        x_t, t, noise = self.noised(x0)
+        return nn.functional.mse_loss(self.eps(model, x_t, t, labels), noise)
+
+    @torch.no_grad()
+    def sample(self, model: nn.Module, labels: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+        """DDIM sampling with classifier-free guidance; returns images in [-1, 1]."""
+        from diffusers import DDIMScheduler
+
+        model.eval()
+        scheduler = DDIMScheduler.from_config(self.train_scheduler.config)
+        scheduler.set_timesteps(self.cfg.sample_steps)
+        x = torch.randn(len(labels), *shape, device=labels.device)
+        null = torch.full_like(labels, self.num_classes)
+        w = self.cfg.guidance_scale
+        for t in scheduler.timesteps:
+            t_batch = t.expand(len(labels)).to(labels.device)
+            eps = model(torch.cat([x, x]), torch.cat([t_batch, t_batch]),
+                        class_labels=torch.cat([labels, null])).sample
+            cond, uncond = eps.chunk(2)
+            x = scheduler.step(uncond + w * (cond - uncond), t, x).prev_sample
+        return x.clamp(-1.0, 1.0)
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 -> [-1, 1] float, the diffusion model's range."""
+    return images.float() / 127.5 - 1.0
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def image_batches(data: ImageData, batch_size: int, steps: int, device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """`steps` shuffled batches, cycling through the data as often as needed."""
+    done = 0
+    while done < steps:
+        order = torch.randperm(len(data), device=device)
+        for start in range(0, len(data), batch_size):
+            if done >= steps:
+                return
+            index = order[start:start + batch_size]
+            yield to_unit(data.images[index]), data.labels[index]
+            done += 1
+
+
+def optimise(model: nn.Module, steps: int, lr: float, batches: Iterator, loss_fn: Callable, desc: str,
+             progress: bool, step_fn: Callable | None = None) -> float:
+    """Adam over `steps` batches of `loss_fn(x, y)`; `step_fn(optimizer)` may replace optimizer.step()
+    (SalUn's masked step). Returns the mean loss of the last tenth of the steps."""
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    losses = []
+    for x, y in tqdm(batches, total=steps, desc=desc, disable=not progress, leave=False):
+        loss = loss_fn(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        (step_fn or (lambda opt: opt.step()))(optimizer)
+        losses.append(loss.item())
+    model.eval()
+    tail = losses[-max(1, len(losses) // 10):]
+    return float(sum(tail) / len(tail))

@@ -1,0 +1,36 @@
+"""DiMRA, the relearning attack on diffusion unlearning: fine-tune the unlearned model with the plain
+denoising loss on an auxiliary set WITHOUT the forgotten class, then regenerate it."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from unlearn_bench.data import ImageData, Splits
+from unlearn_bench.errors import ConfigError
+from unlearn_bench.generation.diffusion import Diffusion, image_batches, optimise
+
+AUX_SETS = ("retain", "sample")
+
+
+def auxiliary_set(splits: Splits, cfg: DictConfig, seed: int) -> ImageData:
+    """The attacker's data: all of D_r, or a seeded random sample of it; D_f never enters."""
+    if cfg.aux not in AUX_SETS:
+        raise ConfigError("attack.aux", cfg.aux, AUX_SETS)
+    if cfg.aux == "retain":
+        return splits.retain
+    generator = torch.Generator().manual_seed(int(seed))
+    index = torch.randperm(len(splits.retain), generator=generator)[: cfg.aux_size]
+    return splits.retain.subset(index.to(splits.retain.labels.device))
+
+
+def dimra(model: nn.Module, splits: Splits, cfg: DictConfig, diffusion: Diffusion, seed: int,
+          progress: bool) -> nn.Module:
+    attacked = copy.deepcopy(model)
+    aux = auxiliary_set(splits, cfg, seed)
+    optimise(attacked, cfg.steps, cfg.lr, image_batches(aux, cfg.batch_size, cfg.steps, aux.labels.device),
+             lambda x, y: diffusion.denoise_loss(attacked, x, y), "dimra", progress)
+    return attacked

@@ -1,0 +1,140 @@
+"""One generation cell (SPEC §6): original and retrain-without-c_f diffusion models (cached), an
+unlearning method, the evaluation classifier's scores, and the DiMRA attack on the result."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from unlearn_bench import tracking
+from unlearn_bench.cache import ModelCache
+from unlearn_bench.errors import ConfigError
+from unlearn_bench.generation.common import GenContext
+from unlearn_bench.generation.diffusion import Diffusion, image_batches, optimise, to_uint8
+from unlearn_bench.generation.dimra import dimra
+from unlearn_bench.generation.evaluate import generation_metrics
+from unlearn_bench.models import build_model
+from unlearn_bench.train import fit, seed_stage
+
+COLUMNS = ["UA", "acc_retained", "FD", "UA_dimra", "RTE"]
+
+
+def train_diffusion(model: nn.Module, data, diffusion: Diffusion, cfg: DictConfig, progress: bool, desc: str) -> dict:
+    loss = optimise(model, cfg.steps, cfg.lr, image_batches(data, cfg.batch_size, cfg.steps, data.labels.device),
+                    lambda x, y: diffusion.denoise_loss(model, x, y), desc, progress)
+    return {"final_train_loss": loss}
+
+
+def evaluation_classifier(cell, cache: ModelCache) -> nn.Module:
+    """A classifier of real images, trained once per dataset (seed 0, whatever the run seed)."""
+    cfg, splits = cell.cfg, cell.splits
+    clf_cfg = cfg.generation.classifier
+
+    def build() -> nn.Module:
+        seed_stage(0, "eval-classifier-init")
+        return build_model(OmegaConf.create({"name": "small_cnn", "widths": list(clf_cfg.widths)}), cell.channels,
+                           cell.ctx.num_classes, cfg.dataset.image_size).to(cell.ctx.device)
+
+    def train(model: nn.Module) -> dict:
+        seed_stage(0, "eval-classifier-train")
+        return fit(model, splits.train, clf_cfg, cell.ctx, "eval classifier")
+
+    from unlearn_bench.run import data_digest
+
+    key = {"dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+           "classifier": OmegaConf.to_container(clf_cfg, resolve=True), "device": cell.ctx.device.type,
+           "train_data": data_digest(splits.train.images, splits.train.labels)}
+    model, meta, hit = cache.get_or_train("eval_classifier", key, build, train)
+    print(f"eval classifier: {'cache hit' if hit else 'trained'} ({meta['key']})")
+    return model.eval()
+
+
+def sample_grid(model: nn.Module, diffusion: Diffusion, cell, per_class: int, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """`per_class` images of every class, from the same seeded noise for every model of the cell."""
+    seed_stage(cell.cfg.seed, "sample")
+    labels = torch.arange(cell.ctx.num_classes, device=cell.ctx.device).repeat_interleave(per_class)
+    shape = tuple(cell.splits.train.images.shape[1:])
+    images = torch.cat([to_uint8(diffusion.sample(model, labels[i:i + 500], shape))
+                        for i in range(0, len(labels), 500)])
+    return images, labels
+
+
+def save_grid(images: torch.Tensor, per_class: int, path: Path, columns: int = 10) -> None:
+    """One row per class, the first `columns` samples of each."""
+    from torchvision.utils import save_image
+
+    rows = images.view(-1, per_class, *images.shape[1:])[:, :columns].reshape(-1, *images.shape[1:])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(rows.float() / 255.0, str(path), nrow=min(columns, per_class), padding=1)
+
+
+def run_generation(cfg: DictConfig, record_file: Path) -> dict:
+    from unlearn_bench.methods import METHODS
+    from unlearn_bench.run import prepare, reference_models, timed
+
+    if cfg.forget_rate.mode != "class":
+        raise ConfigError("forget_rate", cfg.forget_rate.mode, "class (task=generation forgets one class)")
+    method_fn = METHODS.get(cfg.method.name)
+    cache = ModelCache(Path(cfg.paths.cache_dir))
+    cell = prepare(cfg, cache.root)
+    gen = cfg.generation
+    diffusion = Diffusion.create(gen, cell.ctx.num_classes)
+
+    def fit_diffusion(model: nn.Module, data, stage: str) -> dict:
+        return train_diffusion(model, data, diffusion, gen.train, cell.ctx.progress, stage)
+
+    models, metas = reference_models(cell, cache, fit_fn=fit_diffusion,
+                                     key_extra={"generation": OmegaConf.to_container(gen, resolve=True)})
+    classifier = evaluation_classifier(cell, cache)
+    gctx = GenContext(cell.ctx, diffusion, int(cfg.forget_rate.class_id), retrain=(models["retrain"], metas["retrain"]))
+    seed_stage(cfg.seed, "unlearn")
+    unlearned, seconds = timed(method_fn, copy.deepcopy(models["original"]), cell.splits, cfg.method, gctx)
+
+    output_dir = Path(cfg.paths.output_dir) / "generation" / tracking.cell_id(cfg)
+    # real reference images: the whole test set (the forgotten class is excluded inside the metric)
+    real_images = torch.cat([cell.splits.test.images, cell.splits.forget_test.images])
+    real_labels = torch.cat([cell.splits.test.labels, cell.splits.forget_test.labels])
+    results, grids, attacked = {}, {}, {}
+    if cfg.attack.name == "dimra":
+        for name in ("method", "retrain"):
+            model = unlearned if name == "method" else models["retrain"]
+            seed_stage(cfg.seed, "dimra")
+            attacked[name] = dimra(model, cell.splits, cfg.attack, diffusion, cfg.seed, cell.ctx.progress)
+    for name, model in (("method", unlearned), ("retrain", models["retrain"]), ("original", models["original"])):
+        images, labels = sample_grid(model, diffusion, cell, gen.samples_per_class, name)
+        results[name] = generation_metrics(classifier, images, labels, real_images, real_labels, gctx.forget_class,
+                                           cell.ctx)
+        grids[name] = output_dir / f"{name}.png"
+        save_grid(images, gen.samples_per_class, grids[name])
+        if name in attacked:
+            images, labels = sample_grid(attacked[name], diffusion, cell, gen.samples_per_class, name)
+            results[name]["UA_dimra"] = generation_metrics(classifier, images, labels, real_images, real_labels,
+                                                           gctx.forget_class, cell.ctx)["UA"]
+            grids[f"{name}_dimra"] = output_dir / f"{name}_dimra.png"
+            save_grid(images, gen.samples_per_class, grids[f"{name}_dimra"])
+    results["method"]["RTE"] = seconds + gctx.charged_seconds
+    results["retrain"]["RTE"] = metas["retrain"]["train_seconds"]
+
+    record = {"cell_id": tracking.cell_id(cfg), "config": tracking.cell_config(cfg), "method": cfg.method.name,
+              "task": "generation", "metrics": results["method"], "retrain_metrics": results["retrain"],
+              "original_metrics": results["original"], "diverged": False,
+              "grids": {k: str(v) for k, v in grids.items()},
+              "models": {stage: {"key": metas[stage]["key"], "train_seconds": metas[stage]["train_seconds"]}
+                         for stage in metas},
+              "git_commit": tracking.git_commit(), "packages": tracking.package_versions(),
+              "device": str(cell.ctx.device), "finished": time.time()}
+    tracking.write_record(record_file, record)
+    tracking.log_to_wandb(cfg, record, Path(cfg.paths.output_dir))
+    from unlearn_bench.run import summary_table
+
+    rows = {cfg.method.name: results["method"], "retrain_gen": results["retrain"], "original": results["original"]}
+    print(summary_table(rows, [c for c in COLUMNS if any(c in r for r in rows.values())]))
+    print(f"sample grids: {output_dir}")
+    print(f"record: {record_file}")
+    return record
+
