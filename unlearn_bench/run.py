@@ -228,8 +228,34 @@ def _hydra_main(cfg: DictConfig) -> float:
     return gap if math.isfinite(gap) else float("inf")  # what an Optuna sweeper minimises
 
 
+def unknown_group_choice(argv: list[str], config_dir: Path = Path(CONFIG_DIR)) -> str | None:
+    """One-line error for `group=option` where conf/<group>/ has no such option (Hydra's own message
+    lists its search path too); None when every choice exists. Launcher and sweeper groups, which
+    plugins provide, and sweep expressions are left to Hydra."""
+    import difflib
+    import re
+
+    for arg in argv[1:]:
+        key, sep, value = arg.partition("=")
+        group_dir = config_dir / key
+        if not sep or key.startswith(("+", "~", "hydra")) or "." in key or not group_dir.is_dir():
+            continue
+        if re.search(r"[()\[\]${}]", value):
+            continue
+        options = sorted(str(p.relative_to(group_dir).with_suffix("")) for p in group_dir.rglob("*.yaml"))
+        for choice in value.split(","):
+            if choice not in (*options, "null"):
+                close = difflib.get_close_matches(choice, options, n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                return f"error: {key}={choice!r} is not valid; accepted: {', '.join(options)}{hint}"
+    return None
+
+
 def main() -> None:
     sys.argv = alias_overrides(sys.argv)
+    if message := unknown_group_choice(sys.argv):
+        print(message, file=sys.stderr)
+        sys.exit(2)
     _hydra_main()
 
 

@@ -1,0 +1,243 @@
+#!/usr/bin/env python
+"""Training throughput, side by side on one machine, for each augmentation:
+
+  (a) conventional: a Dataset of PIL images, per-sample torchvision transforms, a DataLoader with workers
+      (what the reference code runs);
+  (b) suite: the whole dataset as a uint8 tensor on the device, batched per-image augmentation there;
+  (c) limit: the model's pure training step on pre-made tensors (no data work at all).
+
+Reports images/s, the ratios b/a and b/c, peak memory, and the wall time of one full cell (original +
+retrain + SalUn) at the CPU scale of the presets. Writes results/bench/bench.{md,json}.
+
+    python scripts/bench.py                      # CPU: small CNN on a CIFAR-10 subset
+    python scripts/bench.py --model resnet18 --batch-size 256 --steps 60 --workers 8   # GPU, paper recipe
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from unlearn_bench.data import load_dataset  # noqa: E402
+from unlearn_bench.data.augment import build_augment  # noqa: E402
+from unlearn_bench.models import build_model  # noqa: E402
+
+AUGMENTATIONS = ["none", "default", "trivialaug", "randaugment", "augmix"]
+
+
+def conventional_transform(name: str, aug_cfg, mean, std):
+    """The reference pipeline: per-sample PIL transforms (torchvision v1 API, as the reference code)."""
+    from torchvision import transforms as T
+
+    steps = [] if name == "none" else [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()]
+    steps += {"none": [], "default": [], "trivialaug": [T.TrivialAugmentWide()],
+              "randaugment": [T.RandAugment(num_ops=aug_cfg.get("num_ops", 2), magnitude=aug_cfg.get("magnitude", 9))],
+              "augmix": [T.AugMix()]}[name]
+    return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
+
+
+class PILDataset(torch.utils.data.Dataset):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        from PIL import Image
+
+        self.images = [Image.fromarray(img) for img in images]
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), int(self.labels[i])
+
+
+def make_step(model: nn.Module, device: torch.device, amp: bool):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        with autocast:
+            loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def timed_images(run_batches, steps: int, batch_size: int, device: torch.device, warmup: int = 3) -> float:
+    """Images per second over `steps` steps after `warmup` steps."""
+    iterator = run_batches()
+    for _ in range(warmup):
+        next(iterator)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(iterator)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def bench_one(name: str, args, data, device, mean, std, model_cfg) -> dict:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        aug_cfg = compose("config", overrides=[f"augmentation={name}"]).augmentation
+    images_np = data.train.images.permute(0, 2, 3, 1).numpy()
+    labels_np = data.train.labels.numpy()
+    mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    total = args.steps + 3
+
+    def new_step():
+        torch.manual_seed(0)
+        model = build_model(model_cfg, 3, 10, 32).to(device).train()
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return make_step(model, device, args.amp)
+
+    # (a) conventional
+    step = new_step()
+    loader = torch.utils.data.DataLoader(PILDataset(images_np, labels_np, conventional_transform(name, aug_cfg, mean, std)),
+                                         batch_size=args.batch_size, shuffle=True, drop_last=True,
+                                         num_workers=args.workers, pin_memory=device.type == "cuda",
+                                         persistent_workers=args.workers > 0)
+
+    def conventional():
+        while True:
+            for x, y in loader:
+                step(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+                yield
+
+    a = timed_images(conventional, args.steps, args.batch_size, device)
+    del loader
+
+    # (b) suite path
+    step = new_step()
+    augment = build_augment(aug_cfg, 32, 3)
+    gpu_images, gpu_labels = data.train.images.to(device), data.train.labels.to(device)
+
+    def suite():
+        while True:
+            order = torch.randperm(len(gpu_labels), device=device)
+            for s in range(0, len(order) - args.batch_size + 1, args.batch_size):
+                index = order[s:s + args.batch_size]
+                x = (augment(gpu_images[index]).float().div_(255.0) - mean_t) / std_t
+                step(x, gpu_labels[index])
+                yield
+
+    b = timed_images(suite, args.steps, args.batch_size, device)
+
+    # (c) the model's limit: pre-made tensors
+    step = new_step()
+    x = torch.randn(args.batch_size, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (args.batch_size,), device=device)
+
+    def limit():
+        while True:
+            step(x, y)
+            yield
+
+    c = timed_images(limit, args.steps, args.batch_size, device)
+    del total
+    return {"augmentation": name, "conventional_img_s": a, "suite_img_s": b, "limit_img_s": c,
+            "suite_over_conventional": b / a, "suite_over_limit": b / c}
+
+
+def full_cell_seconds(device_arg: str) -> float:
+    """Wall time of one preset cell from an empty cache: original + retrain + SalUn at CPU scale."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "unlearn_bench.run", "experiment=salun_table", "method=salun",
+                        "logger=none", "progress=false", f"device={device_arg}", f"paths.cache_dir={tmp}/cache",
+                        f"paths.records_dir={tmp}/records", f"paths.output_dir={tmp}/out"],
+                       cwd=ROOT, check=True, capture_output=True)
+        return time.perf_counter() - start
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cores": os.cpu_count(),
+            "cpu": platform.processor() or platform.machine()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", default=os.environ.get("UNLEARN_BENCH_DATA", str(ROOT.parent / "shared" / "data")))
+    parser.add_argument("--train-size", type=int, default=4096)
+    parser.add_argument("--model", default="small_cnn", choices=["small_cnn", "resnet18"])
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the conventional pipeline")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast (GPU)")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--augmentations", default=",".join(AUGMENTATIONS))
+    parser.add_argument("--skip-cell", action="store_true", help="do not time the full CPU-scale cell")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    cache = Path(os.environ.get("UNLEARN_BENCH_CACHE", Path.home() / ".cache" / "unlearn_bench"))
+    ds_cfg = OmegaConf.load(ROOT / "conf" / "dataset" / "cifar10.yaml")
+    ds_cfg.train_size, ds_cfg.test_size = args.train_size, 16
+    data = load_dataset(ds_cfg, Path(args.data_root), cache)
+    model_cfg = (OmegaConf.create({"name": "small_cnn", "widths": [16, 32, 64]}) if args.model == "small_cnn"
+                 else OmegaConf.create({"name": "resnet18", "cifar_stem": True}))
+    rows = [bench_one(name, args, data, device, list(ds_cfg.mean), list(ds_cfg.std), model_cfg)
+            for name in args.augmentations.split(",")]
+    peak = {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        peak["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    cell = None if args.skip_cell else full_cell_seconds(args.device)
+    result = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
+              "memory": peak, "full_cell_seconds": cell, "command": " ".join(["python", *sys.argv])}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(result, indent=2))
+    import pandas as pd
+
+    table = pd.DataFrame(rows).round(2)
+    lines = ["# Training throughput: conventional pipeline vs the suite vs the model's limit", "",
+             f"Command: `{result['command']}`", "",
+             f"Machine: {result['machine']}", "",
+             f"Model {args.model}, batch {args.batch_size}, {args.steps} timed steps, CIFAR-10 subset of "
+             f"{args.train_size}, {args.workers} DataLoader workers for (a); device {args.device}.", "",
+             table.to_markdown(index=False), "",
+             f"Peak memory: {peak}", ""]
+    if cell is not None:
+        lines.append(f"One full cell at CPU scale (original + retrain + SalUn, empty cache): {cell:.1f} s")
+    (args.out / "bench.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
