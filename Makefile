@@ -32,5 +32,15 @@ lint: ## ruff
 format: ## ruff format
 	$(PY) -m ruff format unlearn_bench tests scripts
 
+sweep: ## a preset grid two cells at a time: make sweep EXP=salun_table (records in results/records)
+	$(PY) -m unlearn_bench.run -m experiment=$(or $(EXP),salun_table) hydra/launcher=joblib logger=none \
+		progress=false paths.records_dir=results/records
+
+leaderboard: ## aggregate ./records into ./leaderboard (md, csv, html, png)
+	$(PY) scripts/leaderboard.py --records records --out leaderboard
+
+bench: ## training throughput: conventional pipeline vs the suite vs the model's limit
+	$(PY) scripts/bench.py
+
 clean: ## remove run outputs and records (not the model cache)
 	rm -rf outputs multirun records

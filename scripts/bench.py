@@ -104,7 +104,6 @@ def bench_one(name: str, args, data, device, mean, std, model_cfg) -> dict:
     labels_np = data.train.labels.numpy()
     mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
-    total = args.steps + 3
 
     def new_step():
         torch.manual_seed(0)
@@ -127,7 +126,6 @@ def bench_one(name: str, args, data, device, mean, std, model_cfg) -> dict:
                 yield
 
     a = timed_images(conventional, args.steps, args.batch_size, device)
-    del loader
 
     # (b) suite path
     step = new_step()
@@ -156,7 +154,6 @@ def bench_one(name: str, args, data, device, mean, std, model_cfg) -> dict:
             yield
 
     c = timed_images(limit, args.steps, args.batch_size, device)
-    del total
     return {"augmentation": name, "conventional_img_s": a, "suite_img_s": b, "limit_img_s": c,
             "suite_over_conventional": b / a, "suite_over_limit": b / c}
 

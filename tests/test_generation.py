@@ -2,9 +2,7 @@
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from unlearn_bench.data import ImageData
 from unlearn_bench.generation.diffusion import Diffusion, to_unit
 from unlearn_bench.generation.dimra import auxiliary_set
 from unlearn_bench.generation.evaluate import frechet_distance, generation_metrics

@@ -209,7 +209,7 @@ def _check_writable(folder: Path, key: str) -> None:
         probe.touch()
         probe.unlink()
     except OSError as err:
-        raise UserError(f"{key}={str(folder)!r} is not writable ({err.strerror}); accepted: a writable folder")
+        raise UserError(f"{key}={str(folder)!r} is not writable ({err.strerror}); accepted: a writable folder") from None
 
 
 def alias_overrides(argv: list[str]) -> list[str]:

@@ -61,35 +61,20 @@ def default(cfg: DictConfig, image_size: int, channels: int) -> Augment:
     return crop_flip(cfg, image_size)
 
 
-def _after_crop_flip(cfg: DictConfig, image_size: int, policy: Augment) -> Augment:
-    """SPEC §4: every pipeline but `none` is RandomCrop + HFlip followed by its own policy."""
-    crop = crop_flip(cfg, image_size)
-    return lambda images: policy(crop(images))
+def _policy_pipeline(policy_fn) -> Callable[[DictConfig, int, int], Augment]:
+    """SPEC §4: every pipeline but `none` is RandomCrop + HFlip followed by its own per-image policy."""
+
+    def build(cfg: DictConfig, image_size: int, channels: int) -> Augment:
+        crop, policy = crop_flip(cfg, image_size), policy_fn(cfg, image_size, image_size)
+        return lambda images: policy(crop(images))
+
+    return build
 
 
-@AUGMENTATIONS.register("randaugment")
-def randaugment(cfg: DictConfig, image_size: int, channels: int) -> Augment:
-    return _after_crop_flip(cfg, image_size, policies.rand_augment(cfg, image_size, image_size))
-
-
-@AUGMENTATIONS.register("autoaugment")
-def autoaugment(cfg: DictConfig, image_size: int, channels: int) -> Augment:
-    return _after_crop_flip(cfg, image_size, policies.auto_augment(cfg, image_size, image_size))
-
-
-@AUGMENTATIONS.register("trivialaug")
-def trivialaug(cfg: DictConfig, image_size: int, channels: int) -> Augment:
-    return _after_crop_flip(cfg, image_size, policies.trivial_augment(cfg, image_size, image_size))
-
-
-@AUGMENTATIONS.register("augmix")
-def augmix(cfg: DictConfig, image_size: int, channels: int) -> Augment:
-    return _after_crop_flip(cfg, image_size, policies.aug_mix(cfg, image_size, image_size))
-
-
-@AUGMENTATIONS.register("random_erasing")
-def random_erasing(cfg: DictConfig, image_size: int, channels: int) -> Augment:
-    return _after_crop_flip(cfg, image_size, policies.random_erasing(cfg, image_size, image_size))
+for _name, _policy in {"randaugment": policies.rand_augment, "autoaugment": policies.auto_augment,
+                       "trivialaug": policies.trivial_augment, "augmix": policies.aug_mix,
+                       "random_erasing": policies.random_erasing}.items():
+    AUGMENTATIONS.register(_name)(_policy_pipeline(_policy))
 
 
 def build_augment(cfg: DictConfig, image_size: int, channels: int) -> Augment:

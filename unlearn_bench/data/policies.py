@@ -9,7 +9,6 @@ group, so the image processing is torchvision's and the randomness is per image.
 
 from __future__ import annotations
 
-
 import torch
 from omegaconf import DictConfig
 from torchvision.transforms import InterpolationMode, v2

@@ -7,7 +7,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from unlearn_bench.models import penultimate_features
 from unlearn_bench.train import Context
 
 
