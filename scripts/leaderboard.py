@@ -22,6 +22,7 @@ import pandas as pd
 
 METRICS = ["UA", "RA", "TA", "MIA", "forget_TA", "avg_gap", "RTE", "relearn_FA"]
 GROUP = ["dataset", "model", "forget", "augmentation"]
+AUG_ORDER = ["none", "default", "randaugment", "autoaugment", "random_erasing", "trivialaug", "augmix"]  # SPEC §4
 REQUIRED = ("config", "metrics", "retrain_metrics", "method")
 
 
@@ -106,7 +107,9 @@ def relative_gaps(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
                                                           columns="augmentation", values="avg_gap_mean")
     if baseline not in gaps:
         return pd.DataFrame()
-    return (100.0 * (gaps.sub(gaps[baseline], axis=0)).div(gaps[baseline], axis=0)).round(1)
+    order = [a for a in AUG_ORDER if a in gaps] + [a for a in gaps if a not in AUG_ORDER]
+    relative = (100.0 * (gaps.sub(gaps[baseline], axis=0)).div(gaps[baseline], axis=0)).round(1)
+    return relative[order].reset_index()
 
 
 def plot(table: pd.DataFrame, path: Path, title: str) -> None:
@@ -120,6 +123,8 @@ def plot(table: pd.DataFrame, path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6 * max(1, len(panels)), 4.5), squeeze=False)
     for ax, ((dataset, model, forget), part) in zip(axes[0], panels):
         means = part.pivot_table(index="augmentation", columns="method", values="avg_gap_mean")
+        order = [a for a in AUG_ORDER if a in means.index] + [a for a in means.index if a not in AUG_ORDER]
+        means = means.reindex(order)
         stds = part.pivot_table(index="augmentation", columns="method", values="avg_gap_std").fillna(0.0)
         means.plot.bar(ax=ax, yerr=stds.reindex_like(means), capsize=2, width=0.8)
         ax.set_title(f"{dataset} / {model} / {forget}")
@@ -183,9 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         lines += [f"## {' / '.join(map(str, keys))}", "", part.drop(columns=GROUP).to_markdown(index=False), ""]
     if args.relative_to:
         relative = relative_gaps(table, args.relative_to)
-        relative.to_csv(args.out / "relative_gap.csv")
+        relative.to_csv(args.out / "relative_gap.csv", index=False)
         lines += [f"## Avg Gap change relative to `{args.relative_to}` (%; negative = closer to retrain)", "",
-                  relative.to_markdown(), ""]
+                  relative.to_markdown(index=False), ""]
     (args.out / "leaderboard.md").write_text("\n".join(lines))
     plot(table, args.out / "leaderboard.png", args.title)
     if args.wandb:
