@@ -19,7 +19,8 @@ from omegaconf import OmegaConf
 from unlearn_bench.cache import ModelCache, stable_hash
 from unlearn_bench.data import select_forget
 from unlearn_bench.metrics.core import accuracy, avg_gap
-from unlearn_bench.run import run
+from unlearn_bench.errors import UserError
+from unlearn_bench.run import run, unknown_group_choice
 
 from .conftest import SHARED_DATA
 
@@ -54,24 +55,39 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, case):
+def test_bad_input_is_one_clear_user_error(make_cfg, case):
+    overrides, expected = BAD_INPUTS[case]
+    with pytest.raises(UserError) as info:
+        run(make_cfg(*overrides))
+    message = str(info.value)
+    assert expected in message and "\n" not in message
+    assert "accepted" in message or "not found" in message
+
+
+@pytest.mark.parametrize("case", ["forget rate >= 1", "missing data file", "unknown timm model"])
+def test_bad_input_through_the_cli_is_one_line_and_exit_2(tmp_path, case):
     overrides, expected = BAD_INPUTS[case]
     done = cli(tmp_path, *overrides)
     assert done.returncode == 2, done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
-    assert "accepted" in lines[0] or "not found" in lines[0]
 
 
 @pytest.mark.parametrize("group", ["dataset", "model", "method", "augmentation", "forget_rate", "logger",
-                                   "scale", "experiment"])
-def test_unknown_option_in_every_config_group(tmp_path, group):
-    done = cli(tmp_path, f"{group}=no_such_option")
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {group}='no_such_option' is not valid; accepted: ")
+                                   "scale", "experiment", "task", "attack", "hparams_search"])
+def test_unknown_option_in_every_config_group(group):
+    message = unknown_group_choice(["prog", "seed=1", f"{group}=no_such_option"])
+    assert message is not None and "\n" not in message
+    assert message.startswith(f"error: {group}='no_such_option' is not valid; accepted: ")
     accepted = sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
-    assert all(name in lines[0] for name in accepted)
+    assert accepted and all(name in message for name in accepted)
+    assert unknown_group_choice(["prog", f"{group}={accepted[0]}"]) is None
+
+
+def test_unknown_option_through_the_cli(tmp_path):
+    done = cli(tmp_path, "augmentation=trivial")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "did you mean trivialaug" in lines[0]
 
 
 @pytest.mark.parametrize("key", ["paths.cache_dir", "paths.records_dir"])
