@@ -18,8 +18,8 @@ from omegaconf import OmegaConf
 
 from unlearn_bench.cache import ModelCache, stable_hash
 from unlearn_bench.data import select_forget
-from unlearn_bench.metrics.core import accuracy, avg_gap
 from unlearn_bench.errors import UserError
+from unlearn_bench.metrics.core import accuracy, avg_gap
 from unlearn_bench.run import run, unknown_group_choice
 
 from .conftest import SHARED_DATA
