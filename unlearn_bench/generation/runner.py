@@ -68,9 +68,11 @@ def save_grid(images: torch.Tensor, per_class: int, path: Path, columns: int = 1
     """One row per class, the first `columns` samples of each."""
     from torchvision.utils import save_image
 
-    rows = images.view(-1, per_class, *images.shape[1:])[:, :columns].reshape(-1, *images.shape[1:])
+    rows = images.view(-1, per_class, *images.shape[1:])[:, :columns].reshape(-1, *images.shape[1:]).float() / 255.0
+    if rows.shape[-1] < 32:  # enlarge tiny images (8x8 digits) so the grid can be read
+        rows = torch.nn.functional.interpolate(rows, scale_factor=32 // rows.shape[-1], mode="nearest")
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(rows.float() / 255.0, str(path), nrow=min(columns, per_class), padding=1)
+    save_image(rows, str(path), nrow=min(columns, per_class), padding=2)
 
 
 def run_generation(cfg: DictConfig, record_file: Path) -> dict:
