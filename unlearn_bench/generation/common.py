@@ -9,6 +9,7 @@ from torch import nn
 
 from unlearn_bench.data import ImageData
 from unlearn_bench.generation.diffusion import Diffusion, to_unit
+from unlearn_bench.masks import top_ratio_mask
 from unlearn_bench.train import Context
 
 
@@ -29,15 +30,7 @@ def diffusion_saliency_mask(model: nn.Module, forget: ImageData, diffusion: Diff
     for start in range(0, len(forget), batch_size):
         x0 = to_unit(forget.images[start:start + batch_size])
         diffusion.denoise_loss(model, x0, forget.labels[start:start + batch_size], label_dropout=0.0).backward()
-    params = dict(model.named_parameters())
-    saliency = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).abs().flatten()
-                          for p in params.values()])
+    mask = top_ratio_mask(model, ratio)
     model.zero_grad(set_to_none=True)
-    flat = torch.zeros_like(saliency)
-    flat[torch.topk(saliency, int(round(ratio * saliency.numel())), sorted=False).indices] = 1.0
-    mask, offset = {}, 0
-    for name, param in params.items():
-        mask[name] = flat[offset:offset + param.numel()].view_as(param)
-        offset += param.numel()
     model.eval()
     return mask

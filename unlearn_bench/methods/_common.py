@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from torch import nn
 from tqdm.auto import tqdm
 
+from unlearn_bench.masks import Mask
 from unlearn_bench.registry import Registry
 from unlearn_bench.train import Context, check_positive, sgd
 
@@ -17,7 +18,6 @@ METHODS: Registry = Registry("method")
 
 EpochBatches = Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor]
-Mask = dict[str, torch.Tensor]
 
 
 def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:

@@ -7,12 +7,12 @@ their gradient after weight decay is folded in, so momentum and decay never touc
 
 from __future__ import annotations
 
-import torch
 from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.data import Splits
 from unlearn_bench.errors import ConfigError
+from unlearn_bench.masks import top_ratio_mask
 from unlearn_bench.methods._common import METHODS, Mask
 from unlearn_bench.methods.rl import random_label_unlearning
 from unlearn_bench.train import Context, batches
@@ -25,17 +25,8 @@ def saliency_mask(model: nn.Module, splits: Splits, ratio: float, batch_size: in
     model.zero_grad(set_to_none=True)
     for x, y in batches(splits.forget, batch_size, ctx, shuffle=False):
         (-nn.functional.cross_entropy(model(x), y)).backward()  # gradients accumulate: the sum over batches
-    params = dict(model.named_parameters())
-    saliency = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).abs().flatten()
-                          for p in params.values()])
+    mask = top_ratio_mask(model, ratio)
     model.zero_grad(set_to_none=True)
-    keep = int(round(ratio * saliency.numel()))
-    flat = torch.zeros_like(saliency)
-    flat[torch.topk(saliency, keep, sorted=False).indices] = 1.0
-    mask, offset = {}, 0
-    for name, param in params.items():
-        mask[name] = flat[offset:offset + param.numel()].view_as(param)
-        offset += param.numel()
     return mask
 
 
