@@ -53,17 +53,22 @@ def atomic_write_json(path: Path, obj: object) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
+def ensure_writable(folder: Path, key: str) -> None:
+    """Create `folder` and prove it writable before any work is spent on a cell (per-process probe name,
+    so parallel cells never remove each other's probe)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"{key}={str(folder)!r} is not writable ({err.strerror}); accepted: a writable folder") from None
+
+
 class ModelCache:
     def __init__(self, root: Path):
         self.root = Path(root)
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".write-test-{os.getpid()}"
-            probe.touch()
-            probe.unlink()
-        except OSError as err:
-            raise UserError(f"paths.cache_dir={str(self.root)!r} is not writable ({err.strerror}); "
-                            "accepted: a writable folder (or set UNLEARN_BENCH_CACHE)") from None
+        ensure_writable(self.root, "paths.cache_dir")
 
     def paths(self, stage: str, key: str) -> tuple[Path, Path]:
         base = self.root / f"{stage}-{key}"

@@ -10,7 +10,6 @@ import copy
 import hashlib
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from unlearn_bench import tracking
-from unlearn_bench.cache import ModelCache
+from unlearn_bench.cache import ModelCache, ensure_writable
 from unlearn_bench.data import Splits, load_dataset, make_splits
 from unlearn_bench.data.augment import build_augment
 from unlearn_bench.errors import ConfigError, UserError
@@ -148,7 +147,7 @@ def run(cfg: DictConfig) -> dict:
     if not cfg.force and (existing := tracking.read_record(record_file)) is not None:
         print(f"skip: cell {existing['cell_id']} already has a record ({record_file}); force=true redoes it")
         return existing
-    _check_writable(records_dir, "paths.records_dir")
+    ensure_writable(records_dir, "paths.records_dir")
     method_task = cfg.method.get("task", "classification")
     if method_task != cfg.task.name:
         raise ConfigError("method", cfg.method.name, f"a method of task={cfg.task.name} "
@@ -200,16 +199,6 @@ def run(cfg: DictConfig) -> dict:
     print(summary_table(rows, columns))
     print(f"record: {record_file}")
     return record
-
-
-def _check_writable(folder: Path, key: str) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as err:
-        raise UserError(f"{key}={str(folder)!r} is not writable ({err.strerror}); accepted: a writable folder") from None
 
 
 def alias_overrides(argv: list[str]) -> list[str]:
