@@ -68,6 +68,17 @@ def batch_indices(n: int, batch_size: int, device: torch.device, shuffle: bool =
         yield order[start:start + batch_size]
 
 
+def step_indices(n: int, batch_size: int, steps: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """Exactly `steps` shuffled index batches, cycling through the data as often as needed (step budgets)."""
+    done = 0
+    while done < steps:
+        for index in batch_indices(n, batch_size, device):
+            if done >= steps:
+                return
+            yield index
+            done += 1
+
+
 def batches(data: ImageData, batch_size: int, ctx: Context, *, augment: bool = True,
             shuffle: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for index in batch_indices(len(data), batch_size, ctx.device, shuffle):

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from unlearn_bench.data import ImageData
 from unlearn_bench.errors import ConfigError
+from unlearn_bench.train import step_indices
 
 SCHEDULES = ("linear", "squaredcos_cap_v2")
 
@@ -84,16 +85,9 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 def image_batches(data: ImageData, batch_size: int, steps: int, device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """`steps` shuffled batches, cycling through the data as often as needed."""
-    done = 0
-    while done < steps:
-        order = torch.randperm(len(data), device=device)
-        for start in range(0, len(data), batch_size):
-            if done >= steps:
-                return
-            index = order[start:start + batch_size]
-            yield to_unit(data.images[index]), data.labels[index]
-            done += 1
+    """`steps` shuffled batches in the diffusion model's [-1, 1] range, cycling through the data."""
+    for index in step_indices(len(data), batch_size, steps, device):
+        yield to_unit(data.images[index]), data.labels[index]
 
 
 def optimise(model: nn.Module, steps: int, lr: float, batches: Iterator, loss_fn: Callable, desc: str,

@@ -54,7 +54,7 @@ def evaluation_classifier(cell, cache: ModelCache) -> nn.Module:
     return model.eval()
 
 
-def sample_grid(model: nn.Module, diffusion: Diffusion, cell, per_class: int, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_grid(model: nn.Module, diffusion: Diffusion, cell, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`per_class` images of every class, from the same seeded noise for every model of the cell."""
     seed_stage(cell.cfg.seed, "sample")
     labels = torch.arange(cell.ctx.num_classes, device=cell.ctx.device).repeat_interleave(per_class)
@@ -108,13 +108,13 @@ def run_generation(cfg: DictConfig, record_file: Path) -> dict:
             seed_stage(cfg.seed, "dimra")
             attacked[name] = dimra(model, cell.splits, cfg.attack, diffusion, cfg.seed, cell.ctx.progress)
     for name, model in (("method", unlearned), ("retrain", models["retrain"]), ("original", models["original"])):
-        images, labels = sample_grid(model, diffusion, cell, gen.samples_per_class, name)
+        images, labels = sample_grid(model, diffusion, cell, gen.samples_per_class)
         results[name] = generation_metrics(classifier, images, labels, real_images, real_labels, gctx.forget_class,
                                            cell.ctx)
         grids[name] = output_dir / f"{name}.png"
         save_grid(images, gen.samples_per_class, grids[name])
         if name in attacked:
-            images, labels = sample_grid(attacked[name], diffusion, cell, gen.samples_per_class, name)
+            images, labels = sample_grid(attacked[name], diffusion, cell, gen.samples_per_class)
             results[name]["UA_dimra"] = generation_metrics(classifier, images, labels, real_images, real_labels,
                                                            gctx.forget_class, cell.ctx)["UA"]
             grids[f"{name}_dimra"] = output_dir / f"{name}_dimra.png"

@@ -11,7 +11,7 @@ from torch import nn
 
 from unlearn_bench.data import Splits
 from unlearn_bench.metrics.core import accuracy, logits_on
-from unlearn_bench.train import Context, batch_indices, check_positive, seed_stage, sgd
+from unlearn_bench.train import Context, check_positive, seed_stage, sgd, step_indices
 
 
 def relearn_sample(splits: Splits, samples: int, seed: int) -> torch.Tensor:
@@ -27,14 +27,9 @@ def relearn_forget_accuracy(model: nn.Module, splits: Splits, cfg: DictConfig, c
     attacked = copy.deepcopy(model).train()
     sample = splits.retain.subset(relearn_sample(splits, cfg.samples, ctx.seed).to(splits.retain.labels.device))
     optimizer = sgd(attacked.parameters(), cfg)
-    step = 0
-    while step < cfg.steps:
-        for index in batch_indices(len(sample), cfg.batch_size, ctx.device):
-            loss = nn.functional.cross_entropy(attacked(ctx.inputs(sample.images[index])), sample.labels[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            if step >= cfg.steps:
-                break
+    for index in step_indices(len(sample), cfg.batch_size, cfg.steps, ctx.device):
+        loss = nn.functional.cross_entropy(attacked(ctx.inputs(sample.images[index])), sample.labels[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
     return accuracy(logits_on(attacked, splits.forget, ctx), splits.forget.labels)
