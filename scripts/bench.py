@@ -7,10 +7,14 @@
   (c) limit: the model's pure training step on pre-made tensors (no data work at all).
 
 Reports images/s, the ratios b/a and b/c, peak memory, and the wall time of one full cell (original +
-retrain + SalUn) at the CPU scale of the presets. Writes results/bench/bench.{md,json}.
+retrain + SalUn) at the CPU scale of the presets. Also (d): K models of the same architecture trained
+at once as one vmapped step (torch.func: stacked weights, one kernel launch per layer for all K), the
+aggregate images/s against (c), which is what a small model on a large GPU gains from.
+Writes <out>/bench.{md,json} (default results/bench).
 
     python scripts/bench.py                      # CPU: small CNN on a CIFAR-10 subset
-    python scripts/bench.py --model resnet18 --batch-size 256 --steps 60 --workers 8   # GPU, paper recipe
+    python scripts/bench.py --widths 64,128,256 --out results/bench/cnn_64_128_256   # a heavier CNN
+    python scripts/bench.py --model resnet18 --batch-size 256 --steps 60 --workers 8 --amp --channels-last  # GPU
 """
 
 from __future__ import annotations
@@ -93,6 +97,35 @@ def timed_images(run_batches, steps: int, batch_size: int, device: torch.device,
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * batch_size / (time.perf_counter() - start)
+
+
+def stacked_models_images(model_cfg, device: torch.device, k: int, batch_size: int, steps: int) -> float:
+    """(d) Aggregate images/s of K models trained at once: torch.func.vmap over their stacked weights and
+    buffers (batch-norm statistics included), plain SGD on pre-made tensors, as (c) but K-fold."""
+    import copy
+
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    torch.manual_seed(0)
+    models = [build_model(model_cfg, 3, 10, 32).to(device).train() for _ in range(k)]
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+
+    def loss(p, b, x, y):
+        return nn.functional.cross_entropy(functional_call(base, (p, b), (x,)), y)
+
+    gradients = vmap(grad(loss), randomness="different")
+    x = torch.randn(k, batch_size, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (k, batch_size), device=device)
+
+    def run_steps():
+        while True:
+            grads = gradients(params, buffers, x, y)
+            with torch.no_grad():
+                torch._foreach_add_(list(params.values()), list(grads.values()), alpha=-0.01)
+            yield
+
+    return timed_images(run_steps, steps, k * batch_size, device)
 
 
 def bench_one(name: str, args, data, device, mean, std, model_cfg) -> dict:
@@ -186,11 +219,13 @@ def machine() -> dict:
     return info
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=os.environ.get("UNLEARN_BENCH_DATA", str(ROOT.parent / "shared" / "data")))
     parser.add_argument("--train-size", type=int, default=4096)
     parser.add_argument("--model", default="small_cnn", choices=["small_cnn", "resnet18"])
+    parser.add_argument("--widths", default="16,32,64", help="small_cnn widths (16,32,64: the CPU-scale presets)")
+    parser.add_argument("--models", type=int, default=4, help="(d): models trained at once; 0 skips it")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the conventional pipeline")
@@ -200,23 +235,31 @@ def main() -> int:
     parser.add_argument("--augmentations", default=",".join(AUGMENTATIONS))
     parser.add_argument("--skip-cell", action="store_true", help="do not time the full CPU-scale cell")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     device = torch.device(args.device)
     cache = Path(os.environ.get("UNLEARN_BENCH_CACHE", Path.home() / ".cache" / "unlearn_bench"))
     ds_cfg = OmegaConf.load(ROOT / "conf" / "dataset" / "cifar10.yaml")
     ds_cfg.train_size, ds_cfg.test_size = args.train_size, 16
     data = load_dataset(ds_cfg, Path(args.data_root), cache)
-    model_cfg = (OmegaConf.create({"name": "small_cnn", "widths": [16, 32, 64]}) if args.model == "small_cnn"
+    widths = [int(w) for w in args.widths.split(",")]
+    model_cfg = (OmegaConf.create({"name": "small_cnn", "widths": widths}) if args.model == "small_cnn"
                  else OmegaConf.create({"name": "resnet18", "cifar_stem": True}))
     rows = [bench_one(name, args, data, device, list(ds_cfg.mean), list(ds_cfg.std), model_cfg)
             for name in args.augmentations.split(",")]
+    stacked = None
+    if args.models > 0:
+        limit = sum(r["limit_img_s"] for r in rows) / len(rows)
+        aggregate = stacked_models_images(model_cfg, device, args.models, args.batch_size, args.steps)
+        stacked = {"models": args.models, "aggregate_img_s": aggregate, "one_model_limit_img_s": limit,
+                   "aggregate_over_limit": aggregate / limit}
     peak = {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if device.type == "cuda":
         peak["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
     cell = None if args.skip_cell else full_cell_seconds(args.device)
     result = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
-              "memory": peak, "full_cell_seconds": cell, "command": " ".join(["python", *sys.argv])}
+              "memory": peak, "full_cell_seconds": cell,
+              "stacked_models": stacked, "command": " ".join(["python", *sys.argv])}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(result, indent=2))
     import pandas as pd
@@ -225,10 +268,14 @@ def main() -> int:
     lines = ["# Training throughput: conventional pipeline vs the suite vs the model's limit", "",
              f"Command: `{result['command']}`", "",
              f"Machine: {result['machine']}", "",
-             f"Model {args.model}, batch {args.batch_size}, {args.steps} timed steps, CIFAR-10 subset of "
+             f"Model {args.model}{f' {widths}' if args.model == 'small_cnn' else ''}, batch {args.batch_size}, {args.steps} timed steps, CIFAR-10 subset of "
              f"{args.train_size}, {args.workers} DataLoader workers for (a); device {args.device}.", "",
              table.to_markdown(index=False), "",
              f"Peak memory: {peak}", ""]
+    if stacked is not None:
+        lines += [f"(d) {stacked['models']} models trained at once (torch.func.vmap, pre-made tensors): "
+                  f"{stacked['aggregate_img_s']:.0f} img/s in all, {stacked['aggregate_over_limit']:.2f}x the "
+                  f"one-model limit (c) of {stacked['one_model_limit_img_s']:.0f} img/s", ""]
     if cell is not None:
         lines.append(f"One full cell at CPU scale (original + retrain + SalUn, empty cache): {cell:.1f} s")
     (args.out / "bench.md").write_text("\n".join(lines) + "\n")

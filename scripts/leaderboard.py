@@ -8,6 +8,12 @@ Writes leaderboard.md, leaderboard.csv, leaderboard.html and leaderboard.png int
 also logs the table to W&B (offline unless WANDB_MODE=online). Corrupt or partial records are skipped
 with a warning naming the file. The retrain row of every augmentation is always kept: it is the
 reference each gap is measured against.
+
+Generation records (task=generation) form their own table with --task generation: UA, accuracy on the
+retained classes, Fréchet distance, UA after DiMRA and run time, with the original and retrain rows;
+--grids also lays out each dataset's sample grids (seed 0) in one figure.
+
+    python scripts/leaderboard.py --task generation --records results/records --out results/generation --grids
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from pathlib import Path
 
 import pandas as pd
 
-METRICS = ["UA", "RA", "TA", "MIA", "forget_TA", "avg_gap", "RTE", "relearn_FA"]
+METRICS = ["UA", "RA", "TA", "MIA", "forget_TA", "avg_gap", "RTE", "relearn_FA", "acc_retained", "FD", "UA_dimra"]
+TASKS = ("classification", "generation")
+REFERENCES = ("original", "retrain")  # rows every record carries besides its method
 GROUP = ["dataset", "model", "forget", "augmentation"]
 AUG_ORDER = ["none", "default", "randaugment", "autoaugment", "random_erasing", "trivialaug", "augmix"]  # SPEC §4
 REQUIRED = ("config", "metrics", "retrain_metrics", "method")
@@ -44,7 +52,8 @@ def load_records(folders: list[Path]) -> pd.DataFrame:
                 if missing:
                     raise ValueError(f"missing {', '.join(missing)}")
                 cfg = record["config"]
-                row = {"file": path.name, "dataset": cfg["dataset"]["name"], "model": cfg["model"]["name"],
+                task = record.get("task", "classification")
+                row = {"file": path.name, "task": task, "grids": record.get("grids", {}), "dataset": cfg["dataset"]["name"], "model": cfg["model"]["name"],
                        "augmentation": cfg["augmentation"]["name"], "forget": forget_label(cfg["forget_rate"]),
                        "method": cfg["method"].get("label") or record["method"], "seed": cfg["seed"], "diverged": record.get("diverged", False)}
                 row.update({k: record["metrics"].get(k) for k in METRICS})
@@ -53,6 +62,9 @@ def load_records(folders: list[Path]) -> pd.DataFrame:
                 # method=retrain itself was not run.
                 rows.append({**row, "method": "retrain", "diverged": False,
                              **{k: record["retrain_metrics"].get(k) for k in METRICS}})
+                if task == "generation":  # the model before unlearning is part of the generation table
+                    rows.append({**row, "method": "original", "diverged": False,
+                                 **{k: record["original_metrics"].get(k) for k in METRICS}})
             except (ValueError, KeyError, TypeError, OSError) as err:
                 warnings.warn(f"skipping {path}: {err}", stacklevel=1)
     frame = pd.DataFrame(rows)
@@ -64,13 +76,14 @@ def parse_list(value: str | None) -> list[str] | None:
 
 
 def select(frame: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
+    frame = frame[frame["task"] == args.task]
     for column in ("dataset", "model", "augmentation", "forget"):
         wanted = parse_list(getattr(args, column))
         if wanted:
             frame = frame[frame[column].isin(wanted)]
     methods = parse_list(args.method)
     if methods:
-        frame = frame[frame["method"].isin([*methods, "retrain"])]  # retrain always stays
+        frame = frame[frame["method"].isin([*methods, *REFERENCES])]  # the references always stay
     return frame
 
 
@@ -83,6 +96,10 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     table["seeds"] = grouped["seed"].nunique()
     table["diverged"] = grouped["diverged"].sum()
     table = table.reset_index()
+    if "avg_gap_mean" not in table:  # generation: no gap to rank by; references first, then methods
+        order = {"original": 0, "retrain": 1}
+        table["rank"] = [order.get(m, 2) for m in table["method"]]
+        return table.sort_values([*GROUP, "rank", "method"]).reset_index(drop=True).drop(columns="rank")
     is_retrain = table["method"] == "retrain"
     # retrain is rank 0 (the reference); the methods rank 1, 2, ... by Avg Gap within their setting
     gap = table["avg_gap_mean"].where(~is_retrain, float("-inf")).fillna(float("inf"))
@@ -91,7 +108,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def pretty(table: pd.DataFrame) -> pd.DataFrame:
-    shown = table[[*GROUP, "method", "rank", "seeds"]].copy()
+    shown = table[[c for c in (*GROUP, "method", "rank", "seeds") if c in table]].copy()
     for m in METRICS:
         if f"{m}_mean" in table:
             mean, std = table[f"{m}_mean"], table[f"{m}_std"].fillna(0.0)
@@ -138,6 +155,64 @@ def plot(table: pd.DataFrame, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def plot_generation(table: pd.DataFrame, path: Path, title: str) -> None:
+    """UA before and after DiMRA per method: what the attack brings back."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(table.groupby(["dataset", "model", "forget"]))
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6 * max(1, len(panels)), 4.5), squeeze=False)
+    for ax, ((dataset, model, forget), part) in zip(axes[0], panels):
+        part = part.set_index("method")
+        columns = [c for c in ("UA", "UA_dimra") if f"{c}_mean" in part]
+        means = part[[f"{c}_mean" for c in columns]].set_axis(columns, axis=1)
+        stds = part[[f"{c}_std" for c in columns]].set_axis(columns, axis=1).fillna(0.0)
+        means.plot.bar(ax=ax, yerr=stds, capsize=2, width=0.8)
+        ax.set_title(f"{dataset} / {model} / forget {forget}")
+        ax.set_ylabel("UA (%): generated c_f not classified as c_f")
+        ax.tick_params(axis="x", rotation=0)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def grid_figures(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """Per dataset, the seed-0 sample grids (one row per class): original, retrain and each method, each
+    before (top) and after (bottom) DiMRA, in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    written = []
+    seed = frame["seed"].min()
+    for (dataset, model, forget), part in frame[frame["seed"] == seed].groupby(["dataset", "model", "forget"]):
+        panels = {}
+        for _, row in part.iterrows():
+            prefix = {"original": "original", "retrain": "retrain"}.get(row["method"], "method")
+            panels.setdefault(row["method"], (row["grids"].get(prefix), row["grids"].get(f"{prefix}_dimra")))
+        names = sorted(panels, key=lambda m: ({"original": 0, "retrain": 1}.get(m, 2), m))
+        fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 6.8), squeeze=False)
+        for column, name in enumerate(names):
+            for line, (label, file) in enumerate(zip(("", " + DiMRA"), panels[name])):
+                ax = axes[line][column]
+                ax.axis("off")
+                if file and Path(file).is_file():
+                    ax.imshow(mpimg.imread(file), cmap="gray")
+                    ax.set_title(f"{name}{label}", fontsize=10)
+        fig.suptitle(f"{dataset} / {model} / forget {forget}: one row per class (seed {seed})")
+        fig.tight_layout()
+        path = out / f"grids_{dataset}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
 def log_wandb(shown: pd.DataFrame, title: str) -> None:
     import wandb
 
@@ -163,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default="unlearn-bench leaderboard")
     parser.add_argument("--command", help="the command that produced the records (quoted in the Markdown)")
     parser.add_argument("--wandb", action="store_true", help="log the table as a wandb.Table")
+    parser.add_argument("--task", default="classification", choices=TASKS, help="which records to tabulate")
+    parser.add_argument("--grids", action="store_true", help="generation: one figure of sample grids per dataset")
     args = parser.parse_args(argv)
 
     frame = load_records(args.records)
@@ -181,9 +258,16 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# {args.title}", ""]
     if args.command:
         lines += ["Made by:", "", "```bash", args.command, "```", ""]
-    lines += ["Mean ± std over seeds; Avg Gap = mean |metric − retrain| over UA, RA, TA, MIA (lower is better); "
-              "rank 0 is the retrain reference; RTE in seconds; relearn_FA = forget accuracy after the "
-              "relearning attack.", ""]
+    if args.task == "generation":
+        lines += ["Mean ± std over seeds. UA: % of images generated for the forgotten class that the evaluation "
+                  "classifier does not classify as it (higher = forgotten); acc_retained: % of generated "
+                  "retained-class images classified as their class; FD: Fréchet distance to real retained-class "
+                  "images in the classifier's feature space (lower = closer); UA_dimra: UA after the DiMRA "
+                  "relearning attack (lower = the class came back); RTE in seconds (retrain: its training).", ""]
+    else:
+        lines += ["Mean ± std over seeds; Avg Gap = mean |metric − retrain| over UA, RA, TA, MIA (lower is "
+                  "better); rank 0 is the retrain reference; RTE in seconds; relearn_FA = forget accuracy after "
+                  "the relearning attack.", ""]
     for keys, part in shown.groupby(GROUP, sort=False):
         lines += [f"## {' / '.join(map(str, keys))}", "", part.drop(columns=GROUP).to_markdown(index=False), ""]
     if args.relative_to:
@@ -191,8 +275,11 @@ def main(argv: list[str] | None = None) -> int:
         relative.to_csv(args.out / "relative_gap.csv", index=False)
         lines += [f"## Avg Gap change relative to `{args.relative_to}` (%; negative = closer to retrain)", "",
                   relative.to_markdown(index=False), ""]
+    if args.grids and args.task == "generation":
+        figures = grid_figures(frame, args.out)
+        lines += ["## Sample grids", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
     (args.out / "leaderboard.md").write_text("\n".join(lines))
-    plot(table, args.out / "leaderboard.png", args.title)
+    (plot_generation if args.task == "generation" else plot)(table, args.out / "leaderboard.png", args.title)
     if args.wandb:
         log_wandb(shown, args.title)
     print(shown.to_string(index=False))

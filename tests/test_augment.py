@@ -33,21 +33,52 @@ def test_autoaugment_and_augmix_draw_per_image(make_cfg):
         assert distinct(fn(cfg, 32, 32)(same_image_batch())) > 8, name
 
 
-def test_per_image_op_matches_torchvision_kernel():
-    """Grouped application = torchvision's kernel applied to each image alone."""
+FAMILIES = {"trivialaug": lambda v2: (v2.TrivialAugmentWide(num_magnitude_bins=31), 31),
+            "randaugment": lambda v2: (v2.RandAugment(), 31),
+            "autoaugment": lambda v2: (v2.AutoAugment(), 10),
+            "augmix": lambda v2: (v2.AugMix(all_ops=True), 10)}
+
+
+@pytest.mark.parametrize("family_name", list(FAMILIES))
+@pytest.mark.parametrize("channels, size", [(3, 32), (1, 28)])
+def test_per_image_magnitudes_match_torchvision_kernel(family_name, channels, size):
+    """One call per op with a magnitude per image = torchvision's kernel applied to each image alone,
+    bit for bit, for every op of the space and magnitudes across all bins (rotations by 90° included)."""
+    from torchvision.transforms import v2
+
+    family, bins = FAMILIES[family_name](v2)
+    space = policies.OpSpace(family, list(family._AUGMENTATION_SPACE), bins, size, size)
+    torch.manual_seed(1)
+    n = 48
+    smooth = torch.randint(0, 256, (n // 2, channels, 8, 8)).float()
+    images = torch.cat([torch.randint(0, 256, (n // 2, channels, size, size)),  # noise and smooth images
+                        torch.nn.functional.interpolate(smooth, size=(size, size), mode="bilinear").round()])
+    images = images.to(torch.uint8)
+    for op_id, name in enumerate(space.names):
+        op = torch.full((n,), op_id)
+        mags = space.magnitudes(op, torch.arange(n) % bins)
+        out = space.apply(images, op, mags)
+        for i in range(n):
+            single = family._apply_image_or_video_transform(images[i:i + 1], name, float(mags[i]),
+                                                             interpolation=family.interpolation, fill=family._fill)
+            assert torch.equal(out[i:i + 1], single), f"{name} at magnitude {float(mags[i])}"
+
+
+def test_mixed_ops_in_one_batch_match_torchvision_kernel():
     from torchvision.transforms import v2
 
     family = v2.TrivialAugmentWide(num_magnitude_bins=31)
     space = policies.OpSpace(family, list(family._AUGMENTATION_SPACE), 31, 32, 32)
-    torch.manual_seed(1)
-    images = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8)
-    op = torch.arange(12) % len(space.names)
-    mags = space.magnitudes(op, torch.full((12,), 20))
+    torch.manual_seed(2)
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    op = torch.randint(-1, len(space.names), (64,))  # -1: left alone
+    mags = space.magnitudes(op, torch.randint(31, (64,)))
     out = space.apply(images, op, mags)
-    for i in range(12):
-        single = family._apply_image_or_video_transform(images[i:i + 1], space.names[op[i]], float(mags[i]),
-                                                         interpolation=family.interpolation, fill=family._fill)
-        assert torch.equal(out[i:i + 1], single), space.names[op[i]]
+    for i in range(64):
+        expected = images[i:i + 1] if op[i] < 0 else family._apply_image_or_video_transform(
+            images[i:i + 1], space.names[op[i]], float(mags[i]), interpolation=family.interpolation,
+            fill=family._fill)
+        assert torch.equal(out[i:i + 1], expected)
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -75,13 +75,41 @@ def test_generation_metrics_on_known_inputs(make_cfg):
     assert abs(metrics["FD"]) < 1e-6
 
 
-def test_generation_cell_end_to_end(make_cfg):
-    record = run(make_cfg(*TINY_GEN, "method=dimum"))
+def test_generation_cells_share_references_and_make_a_table(make_cfg, tmp_path, capsys):
+    """Two methods and two seeds with reference_seed=0: one original/retrain pair, their samples scored
+    once per seed; the leaderboard's generation table has the original, retrain and both methods."""
+    import json
+    import sys
+    from pathlib import Path
+
+    records = []
+    for method in ("dimum", "esd"):
+        for seed in (0, 1):
+            records.append(run(make_cfg(*TINY_GEN, f"method={method}", f"seed={seed}",
+                                        "generation.reference_seed=0")))
+    record = records[0]
     assert record["task"] == "generation"
     for key in ("UA", "acc_retained", "FD", "UA_dimra", "RTE"):
         assert key in record["metrics"]
-    assert 0.0 <= record["metrics"]["UA"] <= 100.0
-    assert all(__import__("pathlib").Path(p).is_file() for p in record["grids"].values())
+    assert 0.0 <= record["metrics"]["UA"] <= 100.0 and 0.0 <= record["classifier_test_acc"] <= 100.0
+    assert {"original", "retrain", "retrain_dimra", "method", "method_dimra"} <= set(record["grids"])
+    assert all(Path(p).is_file() for p in record["grids"].values())
+    assert len({json.dumps(r["models"], sort_keys=True) for r in records}) == 1  # one pair for all
+    assert records[0]["retrain_metrics"] == records[2]["retrain_metrics"]  # seed 0, cached evaluation
+    assert len(list((tmp_path / "cache").glob("retrain-gen-eval-*/result.json"))) == 2  # one per seed
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import leaderboard
+
+    out = tmp_path / "board"
+    assert leaderboard.main(["--task", "generation", "--records", str(tmp_path / "records"), "--out", str(out),
+                             "--grids"]) == 0
+    table = __import__("pandas").read_csv(out / "leaderboard.csv")
+    assert list(table["method"]) == ["original", "retrain", "dimum", "esd"]
+    assert (table["seeds"] == 2).all() and "UA_dimra_mean" in table
+    assert (out / "grids_digits.png").is_file() and (out / "leaderboard.png").is_file()
+    classification = tmp_path / "cls"
+    assert leaderboard.main(["--records", str(tmp_path / "records"), "--out", str(classification)]) == 2
 
 
 def test_classification_method_under_generation_task_is_refused(make_cfg):
@@ -89,3 +117,14 @@ def test_classification_method_under_generation_task_is_refused(make_cfg):
 
     with pytest.raises(ConfigError, match="method='ft'"):
         run(make_cfg(*TINY_GEN[:1], "method=ft"))
+
+
+@pytest.mark.parametrize("schedule", ["linear", "squaredcos_cap_v2"])
+@pytest.mark.parametrize("timesteps", [20, 200, 1000])
+def test_noise_schedule_ends_in_pure_noise(schedule, timesteps):
+    """Sampling starts from N(0, I): the schedule must leave (almost) nothing of the image at step T,
+    whatever the number of steps (1,000-step linear betas over 200 steps would leave a third of it)."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"timesteps": timesteps, "beta_schedule": schedule, "label_dropout": 0.1})
+    assert Diffusion.create(cfg, num_classes=10).terminal_signal() < 0.01

@@ -69,3 +69,21 @@ def test_unwritable_cache_dir_is_a_user_error(make_cfg, tmp_path):
     blocker.write_text("x")
     with pytest.raises(UserError, match="paths.cache_dir"):
         run(make_cfg(f"paths.cache_dir={blocker / 'sub'}"))
+
+
+def test_reference_evaluations_are_cached_and_a_corrupt_entry_is_recomputed(make_cfg, tmp_path, caplog):
+    """Every method of a cell shares the retrain/original metrics: computed once, stored, and the same
+    numbers as a fresh computation; a damaged stored result is recomputed, never trusted."""
+    first = run(make_cfg("method=ft", "relearn.enabled=true"))
+    cache = tmp_path / "cache"
+    stored = sorted(cache.glob("retrain-eval-*/result.json")) + sorted(cache.glob("original-eval-*/result.json"))
+    assert len(stored) == 2
+    assert json.loads(stored[0].read_text())["result"]["relearn_FA"] == first["retrain_metrics"]["relearn_FA"]
+    stored[0].write_text('{"result": ')  # truncated
+    second = run(make_cfg("method=salun", "relearn.enabled=true"))
+    assert "corrupted" in caplog.text
+    fresh = run(make_cfg("method=salun", "relearn.enabled=true", "force=true",
+                         f"paths.cache_dir={tmp_path / 'fresh-cache'}"))
+    for record in (second, fresh):
+        assert record["retrain_metrics"] | {"RTE": 0} == first["retrain_metrics"] | {"RTE": 0}
+        assert record["original_metrics"] == first["original_metrics"]

@@ -116,3 +116,26 @@ def test_optuna_search_minimises_avg_gap(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     best = next((tmp_path / "outputs" / "multiruns").rglob("optimization_results.yaml"))
     assert "best_value" in best.read_text()
+
+
+def test_wandb_runs_of_a_multirun_carry_the_sweep_tag(workdirs):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from unlearn_bench.tracking import sweep_tag
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=workdirs, return_hydra_config=True)
+    from omegaconf import read_write
+
+    with read_write(cfg.hydra):
+        cfg.hydra.sweep.dir = "outputs/multiruns/2026-01-01_10-00-00"
+        cfg.hydra.mode = RunMode.RUN
+    HydraConfig.instance().set_config(cfg)
+    assert sweep_tag() is None
+    with read_write(cfg.hydra):
+        cfg.hydra.mode = RunMode.MULTIRUN
+    HydraConfig.instance().set_config(cfg)
+    assert sweep_tag() == "sweep:2026-01-01_10-00-00"
+    HydraConfig.instance().cfg = None  # leave no Hydra state behind for other tests

@@ -124,3 +124,30 @@ class ModelCache:
             meta = self.save(stage, key, model, {"key_parts": key_parts, "train_seconds":
                                                   time.perf_counter() - start, **stats})
             return model, meta, False
+
+    def get_or_compute(self, stage: str, key_parts: dict, compute: Callable[[Path], dict]) -> tuple[dict, Path, bool]:
+        """Return (result, folder, hit) for a JSON-able evaluation of a cached model, e.g. the retrain model's
+        metrics that every method of a cell shares. `compute(folder)` may leave files (sample grids) in
+        `folder`; the result is written last and atomically, so a half-finished evaluation is recomputed."""
+        key = stable_hash({"stage": stage, "trainer_version": TRAINER_VERSION, **key_parts})
+        folder = self.root / f"{stage}-{key}"
+        result_path = folder / "result.json"
+
+        def read() -> dict | None:
+            try:
+                return json.loads(result_path.read_text())["result"]
+            except FileNotFoundError:
+                return None
+            except (ValueError, KeyError, OSError) as err:
+                log.warning("cache entry %s is corrupted (%s); recomputing it", result_path, err)
+                return None
+
+        if (result := read()) is not None:
+            return result, folder, True
+        with FileLock(str(self.root / f"{stage}-{key}.lock")):
+            if (result := read()) is not None:
+                return result, folder, True
+            folder.mkdir(parents=True, exist_ok=True)
+            result = compute(folder)
+            atomic_write_json(result_path, {"result": result, "key_parts": key_parts, "created": time.time()})
+            return result, folder, False

@@ -29,6 +29,8 @@ from unlearn_bench.methods import METHODS
 from unlearn_bench.metrics import avg_gap, evaluate
 from unlearn_bench.metrics.relearn import relearn_forget_accuracy
 from unlearn_bench.models import build_model
+from unlearn_bench.perf import prepare_model
+from unlearn_bench.perf import resolve as resolve_perf
 from unlearn_bench.train import Context, fit, seed_stage
 
 log = logging.getLogger(__name__)
@@ -87,11 +89,12 @@ class Cell:
     ctx: Context
     channels: int
 
-    def new_model(self, stage: str) -> nn.Module:
+    def new_model(self, stage: str, seed: int | None = None) -> nn.Module:
         """A freshly initialised model, seeded per stage so cache hits leave later stages unchanged."""
-        seed_stage(self.cfg.seed, f"{stage}-init")
+        seed_stage(self.cfg.seed if seed is None else seed, f"{stage}-init")
         cfg = self.cfg
-        return build_model(cfg.model, self.channels, self.ctx.num_classes, cfg.dataset.image_size).to(self.ctx.device)
+        model = build_model(cfg.model, self.channels, self.ctx.num_classes, cfg.dataset.image_size)
+        return prepare_model(model.to(self.ctx.device), self.ctx.perf, self.ctx.device)
 
 
 def prepare(cfg: DictConfig, cache_root: Path | None = None) -> Cell:
@@ -108,33 +111,38 @@ def prepare(cfg: DictConfig, cache_root: Path | None = None) -> Cell:
                           f"{channels} values each (one per channel)")
     ctx = Context(device=device, augment=augment, mean=mean.view(1, -1, 1, 1).to(device),
                   std=std.view(1, -1, 1, 1).to(device), num_classes=dataset.num_classes, seed=cfg.seed,
-                  progress=bool(cfg.progress), eval_batch_size=cfg.metrics.eval_batch_size)
-    cell = Cell(cfg, splits.to(device), ctx, channels)
+                  progress=bool(cfg.progress), eval_batch_size=cfg.metrics.eval_batch_size,
+                  perf=resolve_perf(cfg.get("perf"), device))
+    cell = Cell(cfg, splits.to(device, pin_memory=ctx.perf.pin_memory), ctx, channels)
     ctx.new_model = lambda: cell.new_model("fresh")
     return cell
 
 
 def reference_models(cell: Cell, cache: ModelCache, fit_fn=None, key_extra: dict | None = None,
-                     ) -> tuple[dict[str, nn.Module], dict[str, dict]]:
+                     seed: int | None = None) -> tuple[dict[str, nn.Module], dict[str, dict]]:
     """The original model (trained on D) and the retrain model (on D_r), trained or loaded from the cache.
-    `fit_fn(model, data, stage)` replaces the classifier recipe (diffusion models); `key_extra` joins the key."""
+    `fit_fn(model, data, stage)` replaces the classifier recipe (diffusion models); `key_extra` joins the key;
+    `seed` (default: the run seed) seeds their initialisation and training."""
     cfg, splits = cell.cfg, cell.splits
+    seed = cfg.seed if seed is None else int(seed)
     fit_fn = fit_fn or (lambda model, data, stage: fit(model, data, cfg.train, cell.ctx, stage))
     common = {name: OmegaConf.to_container(cfg[name], resolve=True)
               for name in ("dataset", "model", "train", "augmentation")}
     common.update(key_extra or {})
-    common.update(seed=cfg.seed, device=cell.ctx.device.type,
+    if cell.ctx.perf.any():  # weights trained with a speed switch differ in the last bits: their own entry
+        common.update(perf=cell.ctx.perf.as_dict())
+    common.update(seed=seed, device=cell.ctx.device.type,
                   train_data=data_digest(splits.train.images, splits.train.labels))
     stages = {"original": (splits.train, {}),
               "retrain": (splits.retain, {"forget_index": data_digest(splits.forget_index, splits.forget_index)})}
     models, metas = {}, {}
     for stage, (data, extra_key) in stages.items():
         def train(model: nn.Module, stage=stage, data=data) -> dict:
-            seed_stage(cfg.seed, f"{stage}-train")
+            seed_stage(seed, f"{stage}-train")
             return fit_fn(model, data, stage)
 
         models[stage], metas[stage], hit = cache.get_or_train(stage, {**common, **extra_key},
-                                                              lambda stage=stage: cell.new_model(stage), train)
+                                                              lambda stage=stage: cell.new_model(stage, seed), train)
         print(f"{stage}: {'cache hit' if hit else 'trained'} ({metas[stage]['key']}, "
               f"{metas[stage]['train_seconds']:.1f} s to train)")
     return models, metas
@@ -172,14 +180,21 @@ def run(cfg: DictConfig) -> dict:
         log.warning("method %s diverged (non-finite loss or weights); its metrics are recorded as they are",
                     cfg.method.name)
 
-    results = {name: evaluate(model, splits, ctx, cfg.metrics)
-               for name, model in (("method", unlearned), ("retrain", models["retrain"]),
-                                   ("original", models["original"]))}
+    def scores(model: nn.Module, attack: bool) -> dict[str, float]:
+        metrics = evaluate(model, splits, ctx, cfg.metrics)
+        if attack:
+            metrics["relearn_FA"] = relearn_forget_accuracy(model, splits, cfg.relearn, ctx)
+        return metrics
+
+    results = {"method": scores(unlearned, cfg.relearn.enabled)}
+    for stage in ("retrain", "original"):  # shared by every method of the cell: computed once, cached
+        attack = cfg.relearn.enabled and stage == "retrain"
+        key = {"model": metas[stage]["key"], "metrics": OmegaConf.to_container(cfg.metrics, resolve=True),
+               "relearn": OmegaConf.to_container(cfg.relearn, resolve=True) if attack else None,
+               "seed": cfg.seed, "forget_index": data_digest(splits.forget_index, splits.forget_index)}
+        results[stage], _, _ = cache.get_or_compute(f"{stage}-eval", key, lambda _, m=models[stage], a=attack: scores(m, a))
     for metrics in results.values():
         metrics["avg_gap"] = avg_gap(metrics, results["retrain"], list(cfg.metrics.gap_over))
-    if cfg.relearn.enabled:
-        for name, model in (("method", unlearned), ("retrain", models["retrain"])):
-            results[name]["relearn_FA"] = relearn_forget_accuracy(model, splits, cfg.relearn, ctx)
     results["method"]["RTE"] = rte
     results["retrain"]["RTE"] = metas["retrain"]["train_seconds"]
 
@@ -190,7 +205,7 @@ def run(cfg: DictConfig) -> dict:
               "models": {stage: {"key": metas[stage]["key"], "train_seconds": metas[stage]["train_seconds"]}
                          for stage in metas},
               "git_commit": tracking.git_commit(), "packages": tracking.package_versions(),
-              "device": str(ctx.device), "finished": time.time()}
+              "device": str(ctx.device), "perf": ctx.perf.as_dict(), "finished": time.time()}
     tracking.write_record(record_file, record)
     tracking.log_to_wandb(cfg, record, Path(cfg.paths.output_dir))
 

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 RECORD_VERSION = 1
 # Keys that do not change what a cell computes: excluded from its identity.
-NON_SEMANTIC_KEYS = ("paths", "logger", "force", "progress", "device", "num_threads", "hydra")
+NON_SEMANTIC_KEYS = ("paths", "logger", "force", "progress", "device", "num_threads", "perf", "hydra")
 PACKAGES = ("torch", "torchvision", "timm", "hydra-core", "scikit-learn", "numpy", "wandb", "pandas")
 
 
@@ -70,6 +70,17 @@ def write_record(path: Path, record: dict) -> None:
     atomic_write_json(path, {"record_version": RECORD_VERSION, **record})
 
 
+def sweep_tag() -> str | None:
+    """`sweep:<multirun folder>` inside a Hydra multirun, so one sweep's runs can be told from another's
+    in a shared group; None outside one."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return f"sweep:{Path(HydraConfig.get().sweep.dir).name}"
+
+
 def log_to_wandb(cfg: DictConfig, record: dict, output_dir: Path) -> None:
     """One W&B run per cell, grouped by everything but method and seed so the UI compares them."""
     if cfg.logger.name == "none":
@@ -80,7 +91,8 @@ def log_to_wandb(cfg: DictConfig, record: dict, output_dir: Path) -> None:
                                  f"{cfg.forget_rate.rate or cfg.forget_rate.class_id}-{cfg.augmentation.name}")
     output_dir.mkdir(parents=True, exist_ok=True)
     run = wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode,
-                     group=group, job_type=cfg.method.name, tags=list(cfg.logger.tags),
+                     group=group, job_type=cfg.method.name,
+                     tags=[*cfg.logger.tags, *filter(None, [sweep_tag()])],
                      name=f"{cfg.method.name}-seed{cfg.seed}", dir=str(output_dir),
                      config=record["config"], reinit=True)
     try:

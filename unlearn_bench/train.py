@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from unlearn_bench.data import ImageData
 from unlearn_bench.data.augment import Augment
 from unlearn_bench.errors import ConfigError
+from unlearn_bench.perf import Perf, prepare_inputs, training_model
 
 SCHEDULERS = ("constant", "multistep", "cosine")
 
@@ -38,12 +39,13 @@ class Context:
     eval_batch_size: int = 1024
     new_model: Callable[[], nn.Module] | None = None  # a freshly initialised model of the cell's architecture
     extras: dict = field(default_factory=dict)
+    perf: Perf = field(default_factory=Perf)
 
     def inputs(self, images: torch.Tensor, augment: bool = True) -> torch.Tensor:
         """uint8 batch -> normalised float batch; augmentation only where asked (never in evaluation)."""
         if augment:
             images = self.augment(images)
-        return self.normalize(images.float().div_(255.0))
+        return prepare_inputs(self.normalize(images.float().div_(255.0)), self.perf)
 
     def normalize(self, unit_images: torch.Tensor) -> torch.Tensor:
         """[0, 1] float images -> model inputs (attacks perturb in [0, 1] space, then normalise)."""
@@ -122,10 +124,11 @@ def fit(model: nn.Module, data: ImageData, cfg: DictConfig, ctx: Context, desc: 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.get("label_smoothing", 0.0))
     bar = tqdm(range(cfg.epochs), desc=desc, disable=not ctx.progress, leave=False)
     last_loss = float("nan")
+    forward = training_model(model, ctx.perf)
     for _ in bar:
         total, seen = 0.0, 0
         for x, y in batches(data, cfg.batch_size, ctx):
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(forward(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

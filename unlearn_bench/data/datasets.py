@@ -34,7 +34,12 @@ class ImageData:
     def subset(self, index: torch.Tensor) -> ImageData:
         return ImageData(self.images[index], self.labels[index])
 
-    def to(self, device: torch.device | str) -> ImageData:
+    def to(self, device: torch.device | str, pin_memory: bool = False) -> ImageData:
+        """One copy to `device`, from pinned host memory where asked (CUDA)."""
+        device = torch.device(device)
+        if pin_memory and device.type == "cuda" and self.images.device.type == "cpu":
+            return ImageData(self.images.pin_memory().to(device, non_blocking=True),
+                             self.labels.pin_memory().to(device, non_blocking=True))
         return ImageData(self.images.to(device), self.labels.to(device))
 
 

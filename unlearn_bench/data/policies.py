@@ -3,19 +3,141 @@ applied to a whole uint8 batch at once.
 
 torchvision.transforms.v2 applied to a batch tensor draws ONE op for the whole batch; the reference
 pipelines draw per image. Here every image draws its own ops and magnitudes from the same spaces as
-torchvision, then the batch is grouped by (op, magnitude) and torchvision's own op kernels run once per
-group, so the image processing is torchvision's and the randomness is per image.
+torchvision, the batch is grouped by op, and each op runs once on its group with a magnitude per image:
+the colour ops broadcast a per-image factor (torchvision's formulas), the geometric ops share one
+grid_sample with a per-image affine matrix (torchvision's matrices and grid); ops without a per-image
+kernel fall back to torchvision's own kernel once per (op, magnitude) group.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from omegaconf import DictConfig
 from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as F
+from torchvision.transforms.v2._utils import _get_fill
+from torchvision.transforms.v2.functional import _color as tv_color
+from torchvision.transforms.v2.functional import _geometry as tv_geometry
 
 from unlearn_bench.errors import ConfigError
 
 INTERPOLATIONS = {"nearest": InterpolationMode.NEAREST, "bilinear": InterpolationMode.BILINEAR}
+GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+
+
+def _column(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-image scalars as an (N, 1, 1, 1) float32 tensor on `like`'s device."""
+    return values.to(torch.float32).view(-1, 1, 1, 1).to(like.device)
+
+
+def _blend(image: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """torchvision's uint8 _blend, image * r + other * (1 - r), with one ratio per image (float64 in)."""
+    ratio, rest = _column(factor, image), _column(1.0 - factor, image)
+    return _fused_add(image.mul(ratio), other, rest).clamp_(0, 255).to(image.dtype)
+
+
+def _fused_add(base: torch.Tensor, other: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """float32 base + other * alpha rounded once, as torch's add(alpha=) kernel computes it (a fused
+    multiply-add): the product of two float32 numbers is exact in float64."""
+    return base.double().add_(other.double() * alpha.double()).float()
+
+
+def _grayscale(image: torch.Tensor) -> torch.Tensor:
+    return tv_color._rgb_to_grayscale_image(image, num_output_channels=1, preserve_dtype=False).floor_()
+
+
+def _brightness(image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return image.mul(_column(factor, image)).clamp_(0, 255).to(image.dtype)
+
+
+def _saturation(image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return image if image.shape[-3] == 1 else _blend(image, _grayscale(image), factor)
+
+
+def _contrast(image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    gray = _grayscale(image) if image.shape[-3] == 3 else image.to(torch.float32)
+    return _blend(image, gray.mean(dim=(-3, -2, -1), keepdim=True), factor)
+
+
+def _sharpness(image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """torchvision's adjust_sharpness (3x3 smoothing kernel, border kept) with one factor per image."""
+    channels, height, width = image.shape[-3:]
+    if height <= 2 or width <= 2:
+        return image
+    a, b = 1.0 / 13.0, 5.0 / 13.0
+    kernel = torch.tensor([[a, a, a], [a, b, a], [a, a, a]], device=image.device).expand(channels, 1, 3, 3)
+    output = image.to(torch.float32, copy=True)
+    degenerate = torch.nn.functional.conv2d(output, kernel, groups=channels).round_()
+    view = output[..., 1:-1, 1:-1]
+    view.copy_(_fused_add(view, degenerate.sub_(view), _column(1.0 - factor, image)))
+    return output.clamp_(0, 255).to(image.dtype)
+
+
+def _posterize(image: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    bits = bits.to(torch.int64)
+    masks = torch.where(bits >= 8, 255, ((1 << bits) - 1) << (8 - bits.clamp(max=8)))
+    return image & masks.to(torch.uint8).view(-1, 1, 1, 1).to(image.device)
+
+
+def _solarize(image: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    return torch.where(image >= _column(threshold, image), 255 - image, image)
+
+
+# op name -> (kernel on a uint8 batch, per-image parameter from torchvision's magnitude), as its
+# _apply_image_or_video_transform maps a magnitude to a functional call
+COLOUR_KERNELS = {
+    "Brightness": (_brightness, lambda m: 1.0 + m),
+    "Color": (_saturation, lambda m: 1.0 + m),
+    "Contrast": (_contrast, lambda m: 1.0 + m),
+    "Sharpness": (_sharpness, lambda m: 1.0 + m),
+    "Posterize": (_posterize, lambda m: m.trunc()),
+    "Solarize": (_solarize, lambda m: 255.0 * m),
+    "AutoContrast": (lambda image, _: F.autocontrast(image), lambda m: m),
+    "Equalize": (lambda image, _: F.equalize(image), lambda m: m),
+    "Invert": (lambda image, _: F.invert(image), lambda m: m),
+}
+
+
+def _inverse_affine(name: str, magnitude: float, height: int, width: int) -> list[float] | None:
+    """torchvision's inverse affine matrix for one geometric op; None where torchvision takes an exact
+    fast path instead (rotation by a multiple of 90 degrees)."""
+    if name == "Rotate":
+        angle = magnitude % 360
+        if angle == 0 or angle == 180 or (height == width and angle in (90, 270)):
+            return None
+        return tv_geometry._get_inverse_affine_matrix([0.0, 0.0], -angle, [0.0, 0.0], 1.0, [0.0, 0.0])
+    if name in ("ShearX", "ShearY"):
+        shear = math.degrees(math.atan(magnitude))
+        shear_xy = [shear, 0.0] if name == "ShearX" else [0.0, shear]
+        return tv_geometry._get_inverse_affine_matrix([-0.5 * width, -0.5 * height], 0.0, [0.0, 0.0], 1.0,
+                                                      shear_xy)
+    shift = [float(int(magnitude)), 0.0] if name == "TranslateX" else [0.0, float(int(magnitude))]
+    return tv_geometry._get_inverse_affine_matrix([0.0, 0.0], 0.0, shift, 1.0, [0.0, 0.0])
+
+
+def _affine_batch(images: torch.Tensor, matrices: list[list[float]], interpolation: InterpolationMode,
+                  fill) -> torch.Tensor:
+    """torchvision's affine_image for a batch with one inverse matrix per image (one grid_sample)."""
+    height, width = images.shape[-2:]
+    theta = torch.tensor(matrices, dtype=torch.float32, device=images.device).view(-1, 2, 3)
+    mode = tv_geometry._check_interpolation(interpolation).value
+    return tv_geometry._apply_grid_transform(images, _affine_grids(theta, height, width), mode,
+                                             fill=fill)
+
+
+def _affine_grids(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """torchvision's _affine_grid for N matrices at once."""
+    device, dtype = theta.device, theta.dtype
+    base = torch.empty(1, height, width, 3, dtype=dtype, device=device)
+    base[..., 0].copy_(torch.linspace((1.0 - width) * 0.5, (width - 1.0) * 0.5, steps=width, device=device))
+    base[..., 1].copy_(torch.linspace((1.0 - height) * 0.5, (height - 1.0) * 0.5, steps=height,
+                                      device=device).unsqueeze_(-1))
+    base[..., 2].fill_(1)
+    scaled = theta.transpose(1, 2).div(torch.tensor([0.5 * width, 0.5 * height], dtype=dtype, device=device))
+    grids = base.view(1, height * width, 3).expand(len(theta), -1, -1).bmm(scaled)
+    return grids.view(len(theta), height, width, 2)
 
 
 class OpSpace:
@@ -42,18 +164,42 @@ class OpSpace:
         return torch.where(flip, -mags, mags)
 
     def apply(self, images: torch.Tensor, op: torch.Tensor, mags: torch.Tensor) -> torch.Tensor:
-        """Apply op[i] with magnitude mags[i] to image i (op -1: leave it), one kernel call per group."""
-        op, mags = op.cpu(), mags.cpu()
-        keys = torch.stack([op.double(), mags.double()], 1)
-        groups, inverse = torch.unique(keys, dim=0, return_inverse=True)
+        """Apply op[i] with magnitude mags[i] to image i (op -1: leave it): one kernel call per op, one
+        grid_sample for all geometric ops."""
+        op, mags = op.cpu(), mags.cpu().double()
         out = images.clone()
-        for g, (op_id, magnitude) in enumerate(groups.tolist()):
-            if op_id < 0:
+        height, width = images.shape[-2:]
+        warp_index, warp_matrices, fallback = [], [], []
+        for op_id in torch.unique(op).tolist():
+            name = self.names[op_id] if op_id >= 0 else "Identity"
+            if name == "Identity":
                 continue
-            index = torch.nonzero(inverse == g).flatten().to(images.device)
+            members = torch.nonzero(op == op_id).flatten()
+            if name in COLOUR_KERNELS:
+                kernel, parameter = COLOUR_KERNELS[name]
+                index = members.to(images.device)
+                out[index] = kernel(images[index], parameter(mags[members]))
+            elif name in GEOMETRIC:
+                for i, magnitude in zip(members.tolist(), mags[members].tolist()):
+                    matrix = _inverse_affine(name, magnitude, height, width)
+                    if matrix is None:
+                        fallback.append((i, name, magnitude))
+                    else:
+                        warp_index.append(i)
+                        warp_matrices.append(matrix)
+            else:
+                fallback.extend((i, name, m) for i, m in zip(members.tolist(), mags[members].tolist()))
+        if warp_index:
+            index = torch.tensor(warp_index, device=images.device)
+            out[index] = _affine_batch(images[index], warp_matrices, self.family.interpolation,
+                                       _get_fill(self.family._fill, torch.Tensor))
+        groups: dict[tuple[str, float], list[int]] = {}
+        for i, name, magnitude in fallback:
+            groups.setdefault((name, magnitude), []).append(i)
+        for (name, magnitude), members in groups.items():
+            index = torch.tensor(members, device=images.device)
             out[index] = self.family._apply_image_or_video_transform(
-                images[index], self.names[int(op_id)], magnitude, interpolation=self.family.interpolation,
-                fill=self.family._fill)
+                images[index], name, magnitude, interpolation=self.family.interpolation, fill=self.family._fill)
         return out
 
 
@@ -130,15 +276,22 @@ def aug_mix(cfg: DictConfig, height: int, width: int):
         weights = torch.distributions.Dirichlet(torch.full((b, cfg.mixture_width), float(cfg.alpha))).sample()
         weights = (weights * m[:, 1:]).to(images.device)
         mix = m[:, 0].to(images.device).view(shape) * images.float()
+        # draw every chain's ops first (in chain order), then run the chains side by side as one batch
+        ops = [[None] * max_depth for _ in range(cfg.mixture_width)]
+        mags = [[None] * max_depth for _ in range(cfg.mixture_width)]
         for chain in range(cfg.mixture_width):
             depth = (torch.full((b,), cfg.chain_depth) if cfg.chain_depth > 0
                      else torch.randint(1, 4, (b,)))  # per image, as torchvision draws per chain
-            aug = images
             for step in range(max_depth):
                 op = torch.randint(len(names), (b,))
-                mags = space.magnitudes(op, torch.randint(cfg.severity, (b,)))
+                mags[chain][step] = space.magnitudes(op, torch.randint(cfg.severity, (b,)))
                 op[depth <= step] = -1
-                aug = space.apply(aug, op, mags)
+                ops[chain][step] = op
+        chains = images.repeat(cfg.mixture_width, 1, 1, 1)
+        for step in range(max_depth):
+            chains = space.apply(chains, torch.cat([ops[c][step] for c in range(cfg.mixture_width)]),
+                                 torch.cat([mags[c][step] for c in range(cfg.mixture_width)]))
+        for chain, aug in enumerate(chains.split(b)):
             mix += weights[:, chain].view(shape) * aug.float()
         return mix.to(images.dtype)
 

@@ -23,8 +23,8 @@ class Splits:
     forget_index: torch.Tensor  # indices of D_f in D, sorted
     num_classes: int
 
-    def to(self, device: torch.device | str) -> Splits:
-        moved = {k: (v.to(device) if isinstance(v, ImageData) else v) for k, v in vars(self).items()}
+    def to(self, device: torch.device | str, pin_memory: bool = False) -> Splits:
+        moved = {k: (v.to(device, pin_memory) if isinstance(v, ImageData) else v) for k, v in vars(self).items()}
         return Splits(**moved)
 
 

@@ -19,6 +19,7 @@ from unlearn_bench.errors import ConfigError
 from unlearn_bench.train import step_indices
 
 SCHEDULES = ("linear", "squaredcos_cap_v2")
+LINEAR_BETAS_AT_1000 = (1e-4, 0.02)  # DDPM's linear schedule, defined for 1,000 steps
 
 
 @dataclass
@@ -35,8 +36,27 @@ class Diffusion:
 
         if cfg.beta_schedule not in SCHEDULES:
             raise ConfigError("generation.beta_schedule", cfg.beta_schedule, SCHEDULES)
-        scheduler = DDPMScheduler(num_train_timesteps=cfg.timesteps, beta_schedule=cfg.beta_schedule)
+        scheduler = DDPMScheduler(num_train_timesteps=cfg.timesteps, beta_schedule=cfg.beta_schedule,
+                                  **cls.beta_range(cfg))
         return cls(scheduler, num_classes, cfg)
+
+    @staticmethod
+    def beta_range(cfg: DictConfig) -> dict[str, float]:
+        """The linear schedule's betas scaled by 1000 / timesteps (as in improved DDPM): with the 1,000-step
+        betas over fewer steps, x_T would keep a third of the image and sampling from pure noise would fail."""
+        if cfg.beta_schedule != "linear":
+            return {}
+        scale = 1000.0 / cfg.timesteps
+        return {"beta_start": LINEAR_BETAS_AT_1000[0] * scale, "beta_end": min(LINEAR_BETAS_AT_1000[1] * scale, 0.999)}
+
+    def terminal_signal(self) -> float:
+        """sqrt(ᾱ_T): how much of the image is left at the last step (sampling assumes about none)."""
+        return float(self.train_scheduler.alphas_cumprod[-1].sqrt())
+
+    def describe(self) -> dict:
+        """What determines the noise schedule: part of the diffusion models' cache key."""
+        return {"timesteps": self.cfg.timesteps, "beta_schedule": self.cfg.beta_schedule,
+                "label_dropout": self.cfg.label_dropout, **self.beta_range(self.cfg)}
 
     def noised(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         noise = torch.randn_like(x0)
@@ -91,10 +111,15 @@ def image_batches(data: ImageData, batch_size: int, steps: int, device) -> Itera
 
 
 def optimise(model: nn.Module, steps: int, lr: float, batches: Iterator, loss_fn: Callable, desc: str,
-             progress: bool, step_fn: Callable | None = None) -> float:
+             progress: bool, step_fn: Callable | None = None, ema_decay: float | None = None) -> float:
     """Adam over `steps` batches of `loss_fn(x, y)`; `step_fn(optimizer)` may replace optimizer.step()
-    (SalUn's masked step). Returns the mean loss of the last tenth of the steps."""
+    (SalUn's masked step). With `ema_decay` the model ends with the exponential moving average of its
+    weights (DDPM's standard for sampling quality). Returns the mean loss of the last tenth of the steps."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    average = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+               if ema_decay else None)
     model.train()
     losses = []
     for x, y in tqdm(batches, total=steps, desc=desc, disable=not progress, leave=False):
@@ -102,7 +127,11 @@ def optimise(model: nn.Module, steps: int, lr: float, batches: Iterator, loss_fn
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         (step_fn or (lambda opt: opt.step()))(optimizer)
+        if average is not None:
+            average.update_parameters(model)
         losses.append(loss.item())
+    if average is not None:
+        model.load_state_dict(average.module.state_dict())
     model.eval()
     tail = losses[-max(1, len(losses) // 10):]
     return float(sum(tail) / len(tail))

@@ -4,6 +4,8 @@ unlearning method, the evaluation classifier's scores, and the DiMRA attack on t
 from __future__ import annotations
 
 import copy
+import dataclasses
+import shutil
 import time
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from unlearn_bench.errors import ConfigError
 from unlearn_bench.generation.common import GenContext
 from unlearn_bench.generation.diffusion import Diffusion, image_batches, optimise, to_uint8
 from unlearn_bench.generation.dimra import dimra
-from unlearn_bench.generation.evaluate import generation_metrics
+from unlearn_bench.generation.evaluate import classify, generation_metrics
 from unlearn_bench.models import build_model
 from unlearn_bench.train import fit, seed_stage
 
@@ -26,11 +28,23 @@ COLUMNS = ["UA", "acc_retained", "FD", "UA_dimra", "RTE"]
 
 def train_diffusion(model: nn.Module, data, diffusion: Diffusion, cfg: DictConfig, progress: bool, desc: str) -> dict:
     loss = optimise(model, cfg.steps, cfg.lr, image_batches(data, cfg.batch_size, cfg.steps, data.labels.device),
-                    lambda x, y: diffusion.denoise_loss(model, x, y), desc, progress)
+                    lambda x, y: diffusion.denoise_loss(model, x, y), desc, progress, ema_decay=cfg.get("ema_decay"))
     return {"final_train_loss": loss}
 
 
-def evaluation_classifier(cell, cache: ModelCache) -> nn.Module:
+def pixel_noise(max_std: float):
+    """Gaussian pixel noise with a per-image std drawn from [0, max_std] (in units of the pixel range): the
+    evaluation classifier then reads samples of a small, briefly trained DDPM, whose backgrounds are
+    noisy, instead of calling every noisy image one class."""
+
+    def augment(images: torch.Tensor) -> torch.Tensor:
+        std = torch.rand(len(images), 1, 1, 1, device=images.device) * (max_std * 255.0)
+        return (images.float() + std * torch.randn(images.shape, device=images.device)).round_().clamp_(0, 255).to(images.dtype)
+
+    return augment
+
+
+def evaluation_classifier(cell, cache: ModelCache) -> tuple[nn.Module, str]:
     """A classifier of real images, trained once per dataset (seed 0, whatever the run seed)."""
     cfg, splits = cell.cfg, cell.splits
     clf_cfg = cfg.generation.classifier
@@ -42,7 +56,9 @@ def evaluation_classifier(cell, cache: ModelCache) -> nn.Module:
 
     def train(model: nn.Module) -> dict:
         seed_stage(0, "eval-classifier-train")
-        return fit(model, splits.train, clf_cfg, cell.ctx, "eval classifier")
+        noise_std = clf_cfg.get("noise_std") or 0.0
+        ctx = dataclasses.replace(cell.ctx, augment=pixel_noise(noise_std)) if noise_std > 0 else cell.ctx
+        return fit(model, splits.train, clf_cfg, ctx, "eval classifier")
 
     from unlearn_bench.run import data_digest
 
@@ -51,7 +67,7 @@ def evaluation_classifier(cell, cache: ModelCache) -> nn.Module:
            "train_data": data_digest(splits.train.images, splits.train.labels)}
     model, meta, hit = cache.get_or_train("eval_classifier", key, build, train)
     print(f"eval classifier: {'cache hit' if hit else 'trained'} ({meta['key']})")
-    return model.eval()
+    return model.eval(), meta["key"]
 
 
 def sample_grid(model: nn.Module, diffusion: Diffusion, cell, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,9 +106,11 @@ def run_generation(cfg: DictConfig, record_file: Path) -> dict:
     def fit_diffusion(model: nn.Module, data, stage: str) -> dict:
         return train_diffusion(model, data, diffusion, gen.train, cell.ctx.progress, stage)
 
-    models, metas = reference_models(cell, cache, fit_fn=fit_diffusion,
-                                     key_extra={"generation": OmegaConf.to_container(gen, resolve=True)})
-    classifier = evaluation_classifier(cell, cache)
+    reference_seed = gen.get("reference_seed")
+    models, metas = reference_models(cell, cache, fit_fn=fit_diffusion, seed=reference_seed,
+                                     key_extra={"generation": OmegaConf.to_container(gen.train, resolve=True),
+                                                "schedule": diffusion.describe()})
+    classifier, classifier_key = evaluation_classifier(cell, cache)
     gctx = GenContext(cell.ctx, diffusion, int(cfg.forget_rate.class_id), retrain=(models["retrain"], metas["retrain"]))
     seed_stage(cfg.seed, "unlearn")
     unlearned, seconds = timed(method_fn, copy.deepcopy(models["original"]), cell.splits, cfg.method, gctx)
@@ -101,35 +119,53 @@ def run_generation(cfg: DictConfig, record_file: Path) -> dict:
     # real reference images: the whole test set (the forgotten class is excluded inside the metric)
     real_images = torch.cat([cell.splits.test.images, cell.splits.forget_test.images])
     real_labels = torch.cat([cell.splits.test.labels, cell.splits.forget_test.labels])
-    results, grids, attacked = {}, {}, {}
-    if cfg.attack.name == "dimra":
-        for name in ("method", "retrain"):
-            model = unlearned if name == "method" else models["retrain"]
-            seed_stage(cfg.seed, "dimra")
-            attacked[name] = dimra(model, cell.splits, cfg.attack, diffusion, cfg.seed, cell.ctx.progress)
-    for name, model in (("method", unlearned), ("retrain", models["retrain"]), ("original", models["original"])):
+    real_predictions, _ = classify(classifier, real_images, cell.ctx)
+    classifier_test_acc = 100.0 * (real_predictions == real_labels.cpu()).float().mean().item()
+    print(f"eval classifier: {classifier_test_acc:.2f} % on the real test images")
+
+    def score(model: nn.Module, attack: bool, folder: Path) -> dict[str, float]:
+        """Metrics of `model`'s samples (and of its DiMRA-attacked copy); grids written into `folder`."""
         images, labels = sample_grid(model, diffusion, cell, gen.samples_per_class)
-        results[name] = generation_metrics(classifier, images, labels, real_images, real_labels, gctx.forget_class,
-                                           cell.ctx)
-        grids[name] = output_dir / f"{name}.png"
-        save_grid(images, gen.samples_per_class, grids[name])
-        if name in attacked:
-            images, labels = sample_grid(attacked[name], diffusion, cell, gen.samples_per_class)
-            results[name]["UA_dimra"] = generation_metrics(classifier, images, labels, real_images, real_labels,
-                                                           gctx.forget_class, cell.ctx)["UA"]
-            grids[f"{name}_dimra"] = output_dir / f"{name}_dimra.png"
-            save_grid(images, gen.samples_per_class, grids[f"{name}_dimra"])
+        metrics = generation_metrics(classifier, images, labels, real_images, real_labels, gctx.forget_class,
+                                     cell.ctx)
+        save_grid(images, gen.samples_per_class, folder / "samples.png")
+        if attack:
+            seed_stage(cfg.seed, "dimra")
+            attacked = dimra(model, cell.splits, cfg.attack, diffusion, cfg.seed, cell.ctx.progress)
+            images, labels = sample_grid(attacked, diffusion, cell, gen.samples_per_class)
+            metrics["UA_dimra"] = generation_metrics(classifier, images, labels, real_images, real_labels,
+                                                     gctx.forget_class, cell.ctx)["UA"]
+            save_grid(images, gen.samples_per_class, folder / "dimra.png")
+        return metrics
+
+    attack = cfg.attack.name == "dimra"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results = {"method": score(unlearned, attack, output_dir / "method")}
+    sampling = {k: gen[k] for k in ("guidance_scale", "sample_steps", "samples_per_class")}
+    for stage in ("retrain", "original"):  # shared by every method of the cell: computed once, cached
+        stage_attack = attack and stage == "retrain"
+        key = {"model": metas[stage]["key"], "sampling": sampling, "seed": cfg.seed, "classifier": classifier_key,
+               "forget_class": gctx.forget_class,
+               "attack": OmegaConf.to_container(cfg.attack, resolve=True) if stage_attack else None}
+        results[stage], folder, _ = cache.get_or_compute(
+            f"{stage}-gen-eval", key, lambda folder, m=models[stage], a=stage_attack: score(m, a, folder))
+        (output_dir / stage).mkdir(exist_ok=True)
+        for png in folder.glob("*.png"):
+            shutil.copyfile(png, output_dir / stage / png.name)
+    grids = {f"{name}{suffix}": output_dir / name / f"{file}.png" for name in ("method", "retrain", "original")
+             for suffix, file in (("", "samples"), ("_dimra", "dimra")) if (output_dir / name / f"{file}.png").is_file()}
     results["method"]["RTE"] = seconds + gctx.charged_seconds
     results["retrain"]["RTE"] = metas["retrain"]["train_seconds"]
 
     record = {"cell_id": tracking.cell_id(cfg), "config": tracking.cell_config(cfg), "method": cfg.method.name,
               "task": "generation", "metrics": results["method"], "retrain_metrics": results["retrain"],
               "original_metrics": results["original"], "diverged": False,
+              "classifier_test_acc": classifier_test_acc,
               "grids": {k: str(v) for k, v in grids.items()},
               "models": {stage: {"key": metas[stage]["key"], "train_seconds": metas[stage]["train_seconds"]}
                          for stage in metas},
               "git_commit": tracking.git_commit(), "packages": tracking.package_versions(),
-              "device": str(cell.ctx.device), "finished": time.time()}
+              "device": str(cell.ctx.device), "perf": cell.ctx.perf.as_dict(), "finished": time.time()}
     tracking.write_record(record_file, record)
     tracking.log_to_wandb(cfg, record, Path(cfg.paths.output_dir))
     from unlearn_bench.run import summary_table
