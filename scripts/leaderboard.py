@@ -196,7 +196,7 @@ def grid_figures(frame: pd.DataFrame, out: Path) -> list[Path]:
             prefix = {"original": "original", "retrain": "retrain"}.get(row["method"], "method")
             panels.setdefault(row["method"], (row["grids"].get(prefix), row["grids"].get(f"{prefix}_dimra")))
         names = sorted(panels, key=lambda m: ({"original": 0, "retrain": 1}.get(m, 2), m))
-        fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 6.8), squeeze=False)
+        fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 7.6), squeeze=False)
         for column, name in enumerate(names):
             for line, (label, file) in enumerate(zip(("", " + DiMRA"), panels[name])):
                 ax = axes[line][column]

@@ -128,3 +128,24 @@ def test_noise_schedule_ends_in_pure_noise(schedule, timesteps):
 
     cfg = OmegaConf.create({"timesteps": timesteps, "beta_schedule": schedule, "label_dropout": 0.1})
     assert Diffusion.create(cfg, num_classes=10).terminal_signal() < 0.01
+
+
+def test_optimise_with_ema_ends_on_the_moving_average_of_the_weights():
+    """`generation.train.ema_decay` (off unless set): the model ends with the EMA of its per-step weights."""
+    from unlearn_bench.generation.diffusion import optimise
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    data = [(torch.randn(8, 3), torch.randn(8, 1)) for _ in range(4)]
+    snapshots = []
+
+    def step(optimizer):
+        optimizer.step()
+        snapshots.append(model.weight.detach().clone())
+
+    optimise(model, 4, 0.1, iter(data), lambda x, y: torch.nn.functional.mse_loss(model(x), y), "t", False,
+             step_fn=step, ema_decay=0.5)
+    expected = snapshots[0]
+    for weight in snapshots[1:]:
+        expected = 0.5 * expected + 0.5 * weight
+    assert torch.allclose(model.weight, expected) and not torch.allclose(model.weight, snapshots[-1])

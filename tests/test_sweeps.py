@@ -21,7 +21,23 @@ def cli(tmp_path: Path, *args: str, **kw) -> list[str]:
             f"paths.records_dir={tmp_path / 'records'}", f"paths.output_dir={tmp_path / 'outputs'}"]
 
 
-@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
+CLASSIFICATION_PRESETS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml") if p.stem != "generation")
+
+
+def test_generation_preset_composes_a_diffusion_grid():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=generation"], return_hydra_config=True)
+    grid = cfg.hydra.sweeper.params
+    assert cfg.task.name == "generation" and cfg.model.name == "ddpm_unet" and cfg.attack.name == "dimra"
+    assert len(str(grid.seed).split(",")) == 3 and str(grid.dataset) == "mnist,fashion_mnist"
+    for method in str(grid.method).split(","):
+        assert (ROOT / "conf" / "method" / f"{method}.yaml").is_file()
+    assert cfg.generation.reference_seed == 0 and cfg.forget_rate.mode == "class"
+
+
+@pytest.mark.parametrize("preset", CLASSIFICATION_PRESETS)
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
 def test_every_preset_composes_at_both_scales(make_cfg, preset, scale):
     from hydra import compose, initialize_config_dir
