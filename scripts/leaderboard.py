@@ -29,6 +29,11 @@ import pandas as pd
 METRICS = ["UA", "RA", "TA", "MIA", "forget_TA", "avg_gap", "RTE", "relearn_FA", "acc_retained", "FD", "UA_dimra"]
 TASKS = ("classification", "generation")
 REFERENCES = ("original", "retrain")  # rows every record carries besides its method
+
+
+def reference_first(method: str) -> int:
+    """Sort key of the generation table and grids: original, retrain, then the methods."""
+    return REFERENCES.index(method) if method in REFERENCES else len(REFERENCES)
 GROUP = ["dataset", "model", "forget", "augmentation"]
 AUG_ORDER = ["none", "default", "randaugment", "autoaugment", "random_erasing", "trivialaug", "augmix"]  # SPEC §4
 REQUIRED = ("config", "metrics", "retrain_metrics", "method")
@@ -97,8 +102,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     table["diverged"] = grouped["diverged"].sum()
     table = table.reset_index()
     if "avg_gap_mean" not in table:  # generation: no gap to rank by; references first, then methods
-        order = {"original": 0, "retrain": 1}
-        table["rank"] = [order.get(m, 2) for m in table["method"]]
+        table["rank"] = [reference_first(m) for m in table["method"]]
         return table.sort_values([*GROUP, "rank", "method"]).reset_index(drop=True).drop(columns="rank")
     is_retrain = table["method"] == "retrain"
     # retrain is rank 0 (the reference); the methods rank 1, 2, ... by Avg Gap within their setting
@@ -193,9 +197,9 @@ def grid_figures(frame: pd.DataFrame, out: Path) -> list[Path]:
     for (dataset, model, forget), part in frame[frame["seed"] == seed].groupby(["dataset", "model", "forget"]):
         panels = {}
         for _, row in part.iterrows():
-            prefix = {"original": "original", "retrain": "retrain"}.get(row["method"], "method")
+            prefix = row["method"] if row["method"] in REFERENCES else "method"  # the record's grid names
             panels.setdefault(row["method"], (row["grids"].get(prefix), row["grids"].get(f"{prefix}_dimra")))
-        names = sorted(panels, key=lambda m: ({"original": 0, "retrain": 1}.get(m, 2), m))
+        names = sorted(panels, key=lambda m: (reference_first(m), m))
         fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 7.6), squeeze=False)
         for column, name in enumerate(names):
             for line, (label, file) in enumerate(zip(("", " + DiMRA"), panels[name])):

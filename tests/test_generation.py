@@ -5,7 +5,7 @@ import torch
 
 from unlearn_bench.generation.diffusion import Diffusion, to_unit
 from unlearn_bench.generation.dimra import auxiliary_set
-from unlearn_bench.generation.evaluate import frechet_distance, generation_metrics
+from unlearn_bench.generation.evaluate import classify, frechet_distance, generation_metrics
 from unlearn_bench.methods.dimum import dimum_loss
 from unlearn_bench.run import prepare, run
 
@@ -68,8 +68,9 @@ def test_generation_metrics_on_known_inputs(make_cfg):
     oracle = Oracle()
     test = cell.splits.test
     oracle.labels = torch.where(test.labels == 1, torch.full_like(test.labels, 2), test.labels)[:]
-    metrics = generation_metrics(oracle, test.images, test.labels, test.images, test.labels, 1,
-                                 cell.ctx.__class__(**{**vars(cell.ctx), "eval_batch_size": 10_000}))
+    ctx = cell.ctx.__class__(**{**vars(cell.ctx), "eval_batch_size": 10_000})
+    _, real_feats = classify(oracle, test.images, ctx)
+    metrics = generation_metrics(oracle, test.images, test.labels, real_feats, test.labels, 1, ctx)
     assert metrics["UA"] == 100.0  # every c_f image is classified as another class
     assert metrics["acc_retained"] == 100.0
     assert abs(metrics["FD"]) < 1e-6

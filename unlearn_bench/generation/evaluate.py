@@ -35,12 +35,13 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2.0 * root))
 
 
-def generation_metrics(classifier: nn.Module, generated: torch.Tensor, labels: torch.Tensor, real: torch.Tensor,
-                       real_labels: torch.Tensor, forget_class: int, ctx: Context) -> dict[str, float]:
+def generation_metrics(classifier: nn.Module, generated: torch.Tensor, labels: torch.Tensor,
+                       real_feats: torch.Tensor, real_labels: torch.Tensor, forget_class: int,
+                       ctx: Context) -> dict[str, float]:
     """UA: % of images generated for c_f not classified c_f (higher = forgotten); acc_retained: % of
-    retained-class images classified as their class; FD: Fréchet distance to real retained-class images."""
+    retained-class images classified as their class; FD: Fréchet distance to real retained-class images,
+    whose features (`classify` of the real images, computed once per cell) are `real_feats`."""
     preds, feats = classify(classifier, generated, ctx)
-    _, real_feats = classify(classifier, real, ctx)
     labels, real_labels = labels.cpu(), real_labels.cpu()
     is_forget = labels == forget_class
     return {"UA": 100.0 * (preds[is_forget] != forget_class).float().mean().item(),

@@ -119,21 +119,21 @@ def run_generation(cfg: DictConfig, record_file: Path) -> dict:
     # real reference images: the whole test set (the forgotten class is excluded inside the metric)
     real_images = torch.cat([cell.splits.test.images, cell.splits.forget_test.images])
     real_labels = torch.cat([cell.splits.test.labels, cell.splits.forget_test.labels])
-    real_predictions, _ = classify(classifier, real_images, cell.ctx)
+    real_predictions, real_feats = classify(classifier, real_images, cell.ctx)  # once: every score reuses them
     classifier_test_acc = 100.0 * (real_predictions == real_labels.cpu()).float().mean().item()
     print(f"eval classifier: {classifier_test_acc:.2f} % on the real test images")
 
     def score(model: nn.Module, attack: bool, folder: Path) -> dict[str, float]:
         """Metrics of `model`'s samples (and of its DiMRA-attacked copy); grids written into `folder`."""
         images, labels = sample_grid(model, diffusion, cell, gen.samples_per_class)
-        metrics = generation_metrics(classifier, images, labels, real_images, real_labels, gctx.forget_class,
+        metrics = generation_metrics(classifier, images, labels, real_feats, real_labels, gctx.forget_class,
                                      cell.ctx)
         save_grid(images, gen.samples_per_class, folder / "samples.png")
         if attack:
             seed_stage(cfg.seed, "dimra")
             attacked = dimra(model, cell.splits, cfg.attack, diffusion, cfg.seed, cell.ctx.progress)
             images, labels = sample_grid(attacked, diffusion, cell, gen.samples_per_class)
-            metrics["UA_dimra"] = generation_metrics(classifier, images, labels, real_images, real_labels,
+            metrics["UA_dimra"] = generation_metrics(classifier, images, labels, real_feats, real_labels,
                                                      gctx.forget_class, cell.ctx)["UA"]
             save_grid(images, gen.samples_per_class, folder / "dimra.png")
         return metrics
