@@ -51,7 +51,17 @@ BAD_INPUTS = {
     "unknown scheduler": (["train.scheduler=warmup"], "train.scheduler='warmup'"),
     "bad rl switch": (["method=rl", "method.labels=some"], "method.labels='some'"),
     "bad mask ratio": (["method.mask_ratio=1.5"], "method.mask_ratio=1.5"),
+    "bad iu recursion": (["method=iu", "method.recursion=fast"], "method.recursion='fast'"),
+    "bad manif direction": (["method=manif_smc", "method.direction=up"], "method.direction='up'"),
+    "bad manif smc": (["method=manif_smc", "method.smc=linear"], "method.smc='linear'"),
+    "seed not an integer": (["seed=abc"], "seed='abc'"),
+    "zero relearn steps": (["relearn.enabled=true", "relearn.steps=0"], "relearn.steps=0"),
+    "bad dimum data": (["task=generation", "method=dimum", "method.alt_data=blank"], "method.alt_data='blank'"),
+    "bad dimra aux": (["task=generation", "method=esd", "attack=dimra", "attack.aux=test"], "attack.aux='test'"),
 }
+# switches the config alone decides: they must fail before the reference models train
+BEFORE_TRAINING = ["bad rl switch", "bad mask ratio", "bad iu recursion", "bad manif direction", "bad manif smc",
+                   "zero relearn steps", "bad dimum data", "bad dimra aux", "negative learning rate"]
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
@@ -64,6 +74,15 @@ def test_bad_input_is_one_clear_user_error(make_cfg, case):
     assert "accepted" in message or "not found" in message
 
 
+@pytest.mark.parametrize("case", BEFORE_TRAINING)
+def test_method_and_attack_switches_fail_before_any_training(make_cfg, tmp_path, case):
+    overrides, expected = BAD_INPUTS[case]
+    with pytest.raises(UserError, match=expected.replace("(", r"\(")):
+        run(make_cfg(*overrides))
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.glob("*.pt")), sorted(p.name for p in cache.iterdir())
+
+
 @pytest.mark.parametrize("case", ["forget rate >= 1", "missing data file", "unknown timm model"])
 def test_bad_input_through_the_cli_is_one_line_and_exit_2(tmp_path, case):
     overrides, expected = BAD_INPUTS[case]
@@ -71,6 +90,19 @@ def test_bad_input_through_the_cli_is_one_line_and_exit_2(tmp_path, case):
     assert done.returncode == 2, done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("train.epoch=3", "train.epoch is not a key of this config; accepted under train: "),
+    ("lr=[1", "error: no viable alternative"),
+])
+def test_hydra_override_errors_are_one_line_and_exit_2(tmp_path, override, expected):
+    done = cli(tmp_path, override)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
+    if override.startswith("train.epoch="):
+        assert "did you mean epochs?" in lines[0]
 
 
 @pytest.mark.parametrize("group", ["dataset", "model", "method", "augmentation", "forget_rate", "logger",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from unlearn_bench.errors import ConfigError
+
 Mask = dict[str, torch.Tensor]
 
 
@@ -21,3 +23,8 @@ def top_ratio_mask(model: nn.Module, ratio: float) -> Mask:
         mask[name] = flat[offset:offset + param.numel()].view_as(param)
         offset += param.numel()
     return mask
+
+
+def check_mask_ratio(ratio: object) -> None:
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio <= 1.0:
+        raise ConfigError("method.mask_ratio", ratio, "a number in (0, 1]")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from unlearn_bench.errors import ConfigError
 
 T = TypeVar("T", bound=Callable)
+Check = Callable[[Any], None]
 
 
 class Registry(Generic[T]):
@@ -17,16 +18,28 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._checks: dict[str, Check] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
+    def register(self, name: str, check: Check | None = None) -> Callable[[T], T]:
+        """`check(cfg)` validates the entry's config group before any work starts (a bad switch then fails
+        in a second, not after the reference models have trained); it raises ConfigError."""
         def decorator(fn: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice "
                                  f"({self._entries[name].__module__} and {fn.__module__})")
             self._entries[name] = fn
+            if check is not None:
+                self._checks[name] = check
             return fn
 
         return decorator
+
+    def check(self, name: str, cfg: Any) -> T:
+        """The entry, after its config passed the entry's check."""
+        fn = self.get(name)
+        if name in self._checks:
+            self._checks[name](cfg)
+        return fn
 
     def get(self, name: str) -> T:
         if name not in self._entries:

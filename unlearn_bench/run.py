@@ -10,6 +10,7 @@ import copy
 import hashlib
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -27,11 +28,11 @@ from unlearn_bench.data.augment import build_augment
 from unlearn_bench.errors import ConfigError, UserError
 from unlearn_bench.methods import METHODS
 from unlearn_bench.metrics import avg_gap, evaluate
-from unlearn_bench.metrics.relearn import relearn_forget_accuracy
+from unlearn_bench.metrics.relearn import check_relearn, relearn_forget_accuracy
 from unlearn_bench.models import build_model
 from unlearn_bench.perf import prepare_model
 from unlearn_bench.perf import resolve as resolve_perf
-from unlearn_bench.train import Context, fit, seed_stage
+from unlearn_bench.train import Context, check_method, fit, seed_stage
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -150,6 +151,8 @@ def reference_models(cell: Cell, cache: ModelCache, fit_fn=None, key_extra: dict
 
 def run(cfg: DictConfig) -> dict:
     """Run one cell and return its record; a cell with a valid record is skipped unless force=true."""
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise ConfigError("seed", cfg.seed, "an integer")
     records_dir = Path(cfg.paths.records_dir)
     record_file = tracking.record_path(records_dir, cfg)
     if not cfg.force and (existing := tracking.read_record(record_file)) is not None:
@@ -164,7 +167,9 @@ def run(cfg: DictConfig) -> dict:
         from unlearn_bench.generation.runner import run_generation
 
         return run_generation(cfg, record_file)
-    method_fn = METHODS.get(cfg.method.name)  # fail on a bad name before any training
+    method_fn = check_method(cfg.method, METHODS)  # a bad name or switch fails before any training
+    if cfg.relearn.enabled:
+        check_relearn(cfg.relearn)
     cache = ModelCache(Path(cfg.paths.cache_dir))
     cell = prepare(cfg, cache.root)
     models, metas = reference_models(cell, cache)
@@ -255,12 +260,38 @@ def unknown_group_choice(argv: list[str], config_dir: Path = Path(CONFIG_DIR)) -
     return None
 
 
+def hydra_error_line(err: Exception) -> str:
+    """Hydra's composition errors span several lines; a key that does not exist gets the keys that do."""
+    import difflib
+
+    cause = err.__cause__
+    full_key, parent = getattr(cause, "full_key", None), getattr(cause, "parent_node", None)
+    if full_key and isinstance(parent, DictConfig) and "not in struct" in str(cause):
+        keys = sorted(str(k) for k in parent.keys())
+        close = difflib.get_close_matches(str(cause.key), keys, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        where = full_key.rpartition(".")[0] or "the top level"
+        return (f"error: {full_key} is not a key of this config; accepted under {where}: {', '.join(keys)}"
+                f"{hint}; ++{full_key}=... adds it")
+    return "error: " + " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+
+
 def main() -> None:
+    from hydra.errors import CompactHydraException
+
     sys.argv = alias_overrides(sys.argv)
     if message := unknown_group_choice(sys.argv):
         print(message, file=sys.stderr)
         sys.exit(2)
-    _hydra_main()
+    users_choice = "HYDRA_FULL_ERROR" in os.environ
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # composition errors then reach us as exceptions
+    try:
+        _hydra_main()
+    except CompactHydraException as err:  # bad overrides, missing keys: the user's input, one line
+        if users_choice:
+            raise
+        print(hydra_error_line(err), file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -94,6 +94,19 @@ def check_positive(cfg: DictConfig, prefix: str, keys: tuple[str, ...]) -> None:
             raise ConfigError(f"{prefix}.{key}", value, "a positive number")
 
 
+def check_choices(cfg: DictConfig, prefix: str, choices: dict[str, tuple]) -> None:
+    for key, accepted in choices.items():
+        if cfg.get(key) not in accepted:
+            raise ConfigError(f"{prefix}.{key}", cfg.get(key), accepted)
+
+
+def check_method(cfg: DictConfig, registry) -> Callable:
+    """The method's function, after its budget keys (where it has them) and its own switches passed their
+    checks: run before the reference models train, so a typo costs a second, not the training."""
+    check_positive(cfg, "method", tuple(k for k in ("epochs", "steps", "lr", "batch_size") if k in cfg))
+    return registry.check(cfg.name, cfg)
+
+
 def sgd(params, cfg: DictConfig, weight_decay: float | None = None) -> torch.optim.SGD:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                            weight_decay=cfg.weight_decay if weight_decay is None else weight_decay,

@@ -10,16 +10,20 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.data import ImageData, Splits
-from unlearn_bench.errors import ConfigError
 from unlearn_bench.generation.diffusion import Diffusion, image_batches, optimise
+from unlearn_bench.train import check_choices, check_positive
 
 AUX_SETS = ("retain", "sample")
 
 
+def check_dimra(cfg: DictConfig) -> None:
+    check_choices(cfg, "attack", {"aux": AUX_SETS})
+    check_positive(cfg, "attack", ("steps", "batch_size", "lr") + (("aux_size",) if cfg.aux == "sample" else ()))
+
+
 def auxiliary_set(splits: Splits, cfg: DictConfig, seed: int) -> ImageData:
     """The attacker's data: all of D_r, or a seeded random sample of it; D_f never enters."""
-    if cfg.aux not in AUX_SETS:
-        raise ConfigError("attack.aux", cfg.aux, AUX_SETS)
+    check_dimra(cfg)
     if cfg.aux == "retain":
         return splits.retain
     generator = torch.Generator().manual_seed(int(seed))

@@ -18,10 +18,10 @@ from unlearn_bench.cache import ModelCache
 from unlearn_bench.errors import ConfigError
 from unlearn_bench.generation.common import GenContext
 from unlearn_bench.generation.diffusion import Diffusion, image_batches, optimise, to_uint8
-from unlearn_bench.generation.dimra import dimra
+from unlearn_bench.generation.dimra import check_dimra, dimra
 from unlearn_bench.generation.evaluate import classify, generation_metrics
 from unlearn_bench.models import build_model
-from unlearn_bench.train import fit, seed_stage
+from unlearn_bench.train import check_method, fit, seed_stage
 
 COLUMNS = ["UA", "acc_retained", "FD", "UA_dimra", "RTE"]
 
@@ -97,7 +97,9 @@ def run_generation(cfg: DictConfig, record_file: Path) -> dict:
 
     if cfg.forget_rate.mode != "class":
         raise ConfigError("forget_rate", cfg.forget_rate.mode, "class (task=generation forgets one class)")
-    method_fn = METHODS.get(cfg.method.name)
+    method_fn = check_method(cfg.method, METHODS)
+    if cfg.attack.name == "dimra":
+        check_dimra(cfg.attack)
     cache = ModelCache(Path(cfg.paths.cache_dir))
     cell = prepare(cfg, cache.root)
     gen = cfg.generation

@@ -16,6 +16,7 @@ from unlearn_bench.errors import ConfigError
 from unlearn_bench.generation.common import GenContext
 from unlearn_bench.generation.diffusion import image_batches, optimise, to_uint8
 from unlearn_bench.methods._common import METHODS
+from unlearn_bench.train import check_choices
 
 ALT_DATA = ("class", "generated", "noise")
 
@@ -41,7 +42,7 @@ def alternative_data(model: nn.Module, splits: Splits, cfg: DictConfig, gctx: Ge
     return ImageData(images, torch.full((n,), c_f, dtype=torch.long, device=device))
 
 
-@METHODS.register("dimum")
+@METHODS.register("dimum", check=lambda cfg: check_choices(cfg, "method", {"alt_data": ALT_DATA}))
 def dimum(model: nn.Module, splits: Splits, cfg: DictConfig, gctx: GenContext) -> nn.Module:
     diffusion, device = gctx.diffusion, gctx.ctx.device
     alt = alternative_data(model, splits, cfg, gctx)

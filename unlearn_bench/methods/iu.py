@@ -16,7 +16,7 @@ from torch import nn
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.errors import ConfigError
 from unlearn_bench.methods._common import METHODS
-from unlearn_bench.train import Context, batches
+from unlearn_bench.train import Context, batches, check_choices
 
 RECURSIONS = ("reference", "exact")
 V_SCALES = ("reference", "none")
@@ -88,7 +88,7 @@ def influence_perturbation(model: nn.Module, splits: Splits, cfg: DictConfig, ct
     return cfg.alpha * woodfisher_inverse_hvp(model, splits.retain, v, cfg.num_samples, cfg.recursion, ctx)
 
 
-@METHODS.register("iu")
+@METHODS.register("iu", check=lambda cfg: check_choices(cfg, "method", {"recursion": RECURSIONS, "v_scale": V_SCALES}))
 def iu(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
     perturbation = influence_perturbation(model, splits, cfg, ctx)
     with torch.no_grad():

@@ -30,7 +30,7 @@ from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.errors import ConfigError
 from unlearn_bench.methods._common import METHODS
 from unlearn_bench.models import penultimate_features
-from unlearn_bench.train import Context, batch_indices, check_positive
+from unlearn_bench.train import Context, batch_indices, check_choices, check_positive
 
 DIRECTIONS = ("away", "toward")
 SMC_MODES = ("bezier", "blend", "fixed")
@@ -132,7 +132,12 @@ def margins(theta_u: nn.Module, theta_o: nn.Module, splits: Splits, anchors: tor
     return sq_dist(anchors, f_n) - sq_dist(anchors, f_p)
 
 
-@METHODS.register("manif_smc")
+def check_manif_smc(cfg: DictConfig) -> None:
+    check_positive(cfg, "method", ("k",))
+    check_choices(cfg, "method", {"smc": SMC_MODES, "direction": DIRECTIONS})
+
+
+@METHODS.register("manif_smc", check=check_manif_smc)
 def manif_smc(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
     check_positive(cfg, "method", ("epochs", "lr", "batch_size", "k"))
     if cfg.direction not in DIRECTIONS:

@@ -16,7 +16,7 @@ from torch import nn
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.errors import ConfigError
 from unlearn_bench.methods._common import METHODS, Mask, run_epochs
-from unlearn_bench.train import Context, batch_indices, batches
+from unlearn_bench.train import Context, batch_indices, batches, check_choices
 
 LABEL_MODES = ("any", "wrong")
 SCHEDULES = ("mixed", "sequential")
@@ -50,6 +50,10 @@ def random_label_unlearning(model: nn.Module, splits: Splits, cfg: DictConfig, c
     return run_epochs(model, cfg, ctx, desc, lambda epoch: rl_batches(splits, cfg, ctx), mask=mask)
 
 
-@METHODS.register("rl")
+def check_rl(cfg: DictConfig) -> None:
+    check_choices(cfg, "method", {"labels": LABEL_MODES, "schedule": SCHEDULES})
+
+
+@METHODS.register("rl", check=check_rl)
 def rl(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
     return random_label_unlearning(model, splits, cfg, ctx, "rl")

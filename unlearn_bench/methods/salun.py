@@ -11,16 +11,14 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.data import Splits
-from unlearn_bench.errors import ConfigError
-from unlearn_bench.masks import top_ratio_mask
+from unlearn_bench.masks import check_mask_ratio, top_ratio_mask
 from unlearn_bench.methods._common import METHODS, Mask
-from unlearn_bench.methods.rl import random_label_unlearning
+from unlearn_bench.methods.rl import check_rl, random_label_unlearning
 from unlearn_bench.train import Context, batches
 
 
 def saliency_mask(model: nn.Module, splits: Splits, ratio: float, batch_size: int, ctx: Context) -> Mask:
-    if not 0.0 < ratio <= 1.0:
-        raise ConfigError("method.mask_ratio", ratio, "a number in (0, 1]")
+    check_mask_ratio(ratio)
     model.eval()  # as the reference: BN running statistics are not updated by mask generation
     model.zero_grad(set_to_none=True)
     for x, y in batches(splits.forget, batch_size, ctx, shuffle=False):
@@ -30,7 +28,12 @@ def saliency_mask(model: nn.Module, splits: Splits, ratio: float, batch_size: in
     return mask
 
 
-@METHODS.register("salun")
+def check_salun(cfg: DictConfig) -> None:
+    check_mask_ratio(cfg.get("mask_ratio"))
+    check_rl(cfg)
+
+
+@METHODS.register("salun", check=check_salun)
 def salun(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
     mask = saliency_mask(model, splits, cfg.mask_ratio, cfg.batch_size, ctx)
     ctx.extras["saliency_mask"] = mask

@@ -12,10 +12,11 @@ from torch import nn
 from unlearn_bench.data import Splits
 from unlearn_bench.generation.common import GenContext, diffusion_saliency_mask
 from unlearn_bench.generation.diffusion import image_batches, optimise
+from unlearn_bench.masks import check_mask_ratio
 from unlearn_bench.methods._common import METHODS
 
 
-@METHODS.register("salun_gen")
+@METHODS.register("salun_gen", check=lambda cfg: check_mask_ratio(cfg.get("mask_ratio")))
 def salun_gen(model: nn.Module, splits: Splits, cfg: DictConfig, gctx: GenContext) -> nn.Module:
     diffusion, device = gctx.diffusion, gctx.ctx.device
     mask = diffusion_saliency_mask(model, splits.forget, diffusion, cfg.mask_ratio, cfg.batch_size)

@@ -20,9 +20,13 @@ def relearn_sample(splits: Splits, samples: int, seed: int) -> torch.Tensor:
     return torch.randperm(len(splits.retain), generator=generator)[: min(samples, len(splits.retain))]
 
 
+def check_relearn(cfg: DictConfig) -> None:
+    check_positive(cfg, "relearn", ("samples", "steps", "lr", "batch_size"))
+
+
 def relearn_forget_accuracy(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> float:
     """Forget-set accuracy (%) after `cfg.steps` SGD steps on the retain sample."""
-    check_positive(cfg, "relearn", ("samples", "steps", "lr", "batch_size"))
+    check_relearn(cfg)
     seed_stage(ctx.seed, "relearn")
     attacked = copy.deepcopy(model).train()
     sample = splits.retain.subset(relearn_sample(splits, cfg.samples, ctx.seed).to(splits.retain.labels.device))
