@@ -77,7 +77,18 @@ def load_records(folders: list[Path]) -> pd.DataFrame:
 
 
 def parse_list(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+    """Comma-separated names; commas inside brackets belong to a name (`manif_smc[blend,away]`)."""
+    if not value:
+        return None
+    names, depth, current = [], 0, ""
+    for char in value:
+        depth += {"[": 1, "(": 1, "]": -1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            names.append(current)
+            current = ""
+        else:
+            current += char
+    return [name.strip() for name in [*names, current] if name.strip()]
 
 
 def select(frame: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:

@@ -155,3 +155,11 @@ def test_wandb_runs_of_a_multirun_carry_the_sweep_tag(workdirs):
     HydraConfig.instance().set_config(cfg)
     assert sweep_tag() == "sweep:2026-01-01_10-00-00"
     HydraConfig.instance().cfg = None  # leave no Hydra state behind for other tests
+
+
+def test_leaderboard_method_filter_keeps_commas_inside_variant_labels():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import leaderboard
+
+    assert leaderboard.parse_list("salun, manif_smc[blend,away],ft") == ["salun", "manif_smc[blend,away]", "ft"]
+    assert leaderboard.parse_list("") is None
