@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export UNLEARN_BENCH_DATA ?= $(abspath $(wildcard ../shared/data))
 export WANDB_MODE ?= offline
 
-.PHONY: help install run test test-full lint format sweep leaderboard bench clean
+.PHONY: help install run test test-full lint format sweep leaderboard bench bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ leaderboard: ## aggregate ./records into ./leaderboard (md, csv, html, png)
 
 bench: ## training throughput: conventional pipeline vs the suite vs the model's limit
 	$(PY) scripts/bench.py
+
+bench-gpu: ## the GPU figures (paper recipe, several models at once) into results/bench/gpu
+	PYTHON=$(PY) bash scripts/gpu_bench.sh
 
 clean: ## remove run outputs and records (not the model cache)
 	rm -rf outputs multirun records

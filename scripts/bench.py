@@ -6,10 +6,12 @@
   (b) suite: the whole dataset as a uint8 tensor on the device, batched per-image augmentation there;
   (c) limit: the model's pure training step on pre-made tensors (no data work at all).
 
-Reports images/s, the ratios b/a and b/c, peak memory, and the wall time of one full cell (original +
-retrain + SalUn) at the CPU scale of the presets. Also (d): K models of the same architecture trained
-at once as one vmapped step (torch.func: stacked weights, one kernel launch per layer for all K), the
-aggregate images/s against (c), which is what a small model on a large GPU gains from.
+Reports images/s, seconds per CIFAR-10 epoch (50,000 images) for (a) and (b), the ratios b/a and b/c,
+peak memory, and the wall time of one full cell (original + retrain + SalUn) at the CPU scale of the
+presets. Also (d): K models of the same architecture trained at once, the aggregate images/s against (c),
+which is what a small model on a large GPU gains from, by each approach of `--multi`: vmap (torch.func:
+stacked weights, one kernel launch per layer for all K) and graphs (the K models' steps captured in one
+CUDA graph and replayed: no Python or launch overhead; CUDA only, reported as not measured elsewhere).
 Writes <out>/bench.{md,json} (default results/bench).
 
     python scripts/bench.py                      # CPU: small CNN on a CIFAR-10 subset
@@ -42,6 +44,8 @@ from unlearn_bench.data.augment import build_augment  # noqa: E402
 from unlearn_bench.models import build_model  # noqa: E402
 
 AUGMENTATIONS = ["none", "default", "trivialaug", "randaugment", "augmix"]
+MULTI = ("vmap", "graphs")
+CIFAR10_EPOCH = 50_000  # training images per epoch of the paper recipe
 
 
 def conventional_transform(name: str, aug_cfg, mean, std):
@@ -70,11 +74,15 @@ class PILDataset(torch.utils.data.Dataset):
         return self.transform(self.images[i]), int(self.labels[i])
 
 
-def make_step(model: nn.Module, device: torch.device, amp: bool):
+def make_step(model: nn.Module, device: torch.device, amp: bool, channels_last: bool = False,
+              graph_safe: bool = False):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+    # autocast's weight-cast cache must be off inside a CUDA graph capture
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=not graph_safe)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        if channels_last:  # inputs in the weights' layout, as the runner's perf.channels_last does
+            x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
             loss = nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
@@ -101,7 +109,8 @@ def timed_images(run_batches, steps: int, batch_size: int, device: torch.device,
 
 def stacked_models_images(model_cfg, device: torch.device, k: int, batch_size: int, steps: int) -> float:
     """(d) Aggregate images/s of K models trained at once: torch.func.vmap over their stacked weights and
-    buffers (batch-norm statistics included), plain SGD on pre-made tensors, as (c) but K-fold."""
+    buffers (batch-norm statistics included), plain SGD on pre-made tensors, as (c) but K-fold. Float32:
+    batch norm under vmap refuses the bf16 activations of autocast (torch 2.14)."""
     import copy
 
     from torch.func import functional_call, grad, stack_module_state, vmap
@@ -128,6 +137,75 @@ def stacked_models_images(model_cfg, device: torch.device, k: int, batch_size: i
     return timed_images(run_steps, steps, k * batch_size, device)
 
 
+def graphed_models_images(model_cfg, device: torch.device, k: int, batch_size: int, steps: int, amp: bool,
+                          channels_last: bool) -> float:
+    """(d) graphs: the training steps of K separate models (SGD with momentum, as (c)) captured once in
+    one CUDA graph and replayed, so a step costs no Python and one launch for all K models."""
+    torch.manual_seed(0)
+    models = [build_model(model_cfg, 3, 10, 32).to(device).train() for _ in range(k)]
+    if channels_last:
+        models = [m.to(memory_format=torch.channels_last) for m in models]
+    steps_k = [make_step(m, device, amp, channels_last, graph_safe=True) for m in models]
+    x = torch.randn(k, batch_size, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (k, batch_size), device=device)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the capture stream: momentum buffers, cuDNN plans
+        for _ in range(3):
+            for i, step in enumerate(steps_k):
+                step(x[i], y[i])
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i, step in enumerate(steps_k):
+            step(x[i], y[i])
+
+    def run_steps():
+        while True:
+            graph.replay()
+            yield
+
+    return timed_images(run_steps, steps, k * batch_size, device)
+
+
+def one_model_limit(model_cfg, device: torch.device, args, amp: bool, channels_last: bool) -> float:
+    """(c) for one model in the given precision and layout: what K models at once are compared with."""
+    torch.manual_seed(0)
+    model = build_model(model_cfg, 3, 10, 32).to(device).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    step = make_step(model, device, amp, channels_last)
+    x = torch.randn(args.batch_size, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (args.batch_size,), device=device)
+
+    def limit():
+        while True:
+            step(x, y)
+            yield
+
+    return timed_images(limit, args.steps, args.batch_size, device)
+
+
+def several_models(approach: str, model_cfg, device: torch.device, args) -> dict:
+    """One (d) measurement against (c) in the same precision; an approach this device cannot run, or one
+    that fails, is reported, not hidden."""
+    amp = args.amp and approach == "graphs"  # vmap runs float32 (see stacked_models_images)
+    row = {"approach": approach, "precision": "bf16 autocast" if amp else "float32", "aggregate_img_s": None,
+           "one_model_limit_img_s": None, "aggregate_over_limit": None, "note": ""}
+    if approach == "graphs" and device.type != "cuda":
+        return {**row, "note": "not measured: needs CUDA"}
+    try:
+        if approach == "vmap":
+            value = stacked_models_images(model_cfg, device, args.models, args.batch_size, args.steps)
+        else:
+            value = graphed_models_images(model_cfg, device, args.models, args.batch_size, args.steps, amp,
+                                          args.channels_last)
+        limit = one_model_limit(model_cfg, device, args, amp, args.channels_last and approach == "graphs")
+    except Exception as err:  # a failed approach must not cost the other figures of a GPU run
+        return {**row, "note": f"failed: {type(err).__name__}: {err}"[:300]}
+    return {**row, "aggregate_img_s": value, "one_model_limit_img_s": limit, "aggregate_over_limit": value / limit}
+
+
 def bench_one(name: str, args, data, device, mean, std, model_cfg) -> dict:
     from hydra import compose, initialize_config_dir
 
@@ -143,7 +221,7 @@ def bench_one(name: str, args, data, device, mean, std, model_cfg) -> dict:
         model = build_model(model_cfg, 3, 10, 32).to(device).train()
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        return make_step(model, device, args.amp)
+        return make_step(model, device, args.amp, args.channels_last)
 
     # (a) conventional
     step = new_step()
@@ -188,6 +266,7 @@ def bench_one(name: str, args, data, device, mean, std, model_cfg) -> dict:
 
     c = timed_images(limit, args.steps, args.batch_size, device)
     return {"augmentation": name, "conventional_img_s": a, "suite_img_s": b, "limit_img_s": c,
+            "conventional_s_per_epoch": CIFAR10_EPOCH / a, "suite_s_per_epoch": CIFAR10_EPOCH / b,
             "suite_over_conventional": b / a, "suite_over_limit": b / c}
 
 
@@ -226,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="small_cnn", choices=["small_cnn", "resnet18"])
     parser.add_argument("--widths", default="16,32,64", help="small_cnn widths (16,32,64: the CPU-scale presets)")
     parser.add_argument("--models", type=int, default=4, help="(d): models trained at once; 0 skips it")
+    parser.add_argument("--multi", default="vmap,graphs", help=f"(d): approaches, of {', '.join(MULTI)}")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the conventional pipeline")
@@ -236,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-cell", action="store_true", help="do not time the full CPU-scale cell")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
     args = parser.parse_args(argv)
+    approaches = [a.strip() for a in args.multi.split(",") if a.strip()]
+    if unknown := [a for a in approaches if a not in MULTI]:
+        parser.error(f"--multi={','.join(unknown)} is not valid; accepted: {', '.join(MULTI)}")
 
     device = torch.device(args.device)
     cache = Path(os.environ.get("UNLEARN_BENCH_CACHE", Path.home() / ".cache" / "unlearn_bench"))
@@ -249,10 +332,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in args.augmentations.split(",")]
     stacked = None
     if args.models > 0:
-        limit = sum(r["limit_img_s"] for r in rows) / len(rows)
-        aggregate = stacked_models_images(model_cfg, device, args.models, args.batch_size, args.steps)
-        stacked = {"models": args.models, "aggregate_img_s": aggregate, "one_model_limit_img_s": limit,
-                   "aggregate_over_limit": aggregate / limit}
+        stacked = {"models": args.models,
+                   "approaches": [several_models(approach, model_cfg, device, args) for approach in approaches]}
     peak = {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if device.type == "cuda":
         peak["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
@@ -273,9 +354,13 @@ def main(argv: list[str] | None = None) -> int:
              table.to_markdown(index=False), "",
              f"Peak memory: {peak}", ""]
     if stacked is not None:
-        lines += [f"(d) {stacked['models']} models trained at once (torch.func.vmap, pre-made tensors): "
-                  f"{stacked['aggregate_img_s']:.0f} img/s in all, {stacked['aggregate_over_limit']:.2f}x the "
-                  f"one-model limit (c) of {stacked['one_model_limit_img_s']:.0f} img/s", ""]
+        lines += [f"(d) {stacked['models']} models trained at once (pre-made tensors), against one model's "
+                  "pure step (c) in the same precision:", ""]
+        lines += [f"- {m['approach']} ({m['precision']}): "
+                  + (f"{m['aggregate_img_s']:.0f} img/s in all, {m['aggregate_over_limit']:.2f}x the "
+                     f"{m['one_model_limit_img_s']:.0f} img/s of (c)" if m["aggregate_img_s"] else m["note"])
+                  for m in stacked["approaches"]]
+        lines.append("")
     if cell is not None:
         lines.append(f"One full cell at CPU scale (original + retrain + SalUn, empty cache): {cell:.1f} s")
     (args.out / "bench.md").write_text("\n".join(lines) + "\n")

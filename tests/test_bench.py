@@ -24,5 +24,23 @@ def test_bench_reports_all_paths_ratios_and_stacked_models(tmp_path, monkeypatch
         for key in ("conventional_img_s", "suite_img_s", "limit_img_s"):
             assert row[key] > 0
         assert abs(row["suite_over_limit"] - row["suite_img_s"] / row["limit_img_s"]) < 1e-9
-    assert result["stacked_models"]["models"] == 2 and result["stacked_models"]["aggregate_img_s"] > 0
-    assert "(d) 2 models" in (out / "bench.md").read_text()
+    for row in result["rows"]:
+        assert abs(row["suite_s_per_epoch"] * row["suite_img_s"] - 50_000) < 1e-6
+    stacked = result["stacked_models"]
+    assert stacked["models"] == 2
+    vmap, graphs = stacked["approaches"]
+    assert vmap["approach"] == "vmap" and vmap["aggregate_img_s"] > 0 and vmap["note"] == ""
+    assert graphs["approach"] == "graphs" and graphs["aggregate_img_s"] is None  # CPU: CUDA graphs need CUDA
+    assert graphs["note"] == "not measured: needs CUDA"
+    assert abs(vmap["aggregate_over_limit"] - vmap["aggregate_img_s"] / vmap["one_model_limit_img_s"]) < 1e-9
+    text = (out / "bench.md").read_text()
+    assert "(d) 2 models" in text and "graphs (float32): not measured: needs CUDA" in text
+
+
+def test_bench_refuses_an_unknown_multi_model_approach(capsys):
+    import bench
+    import pytest
+
+    with pytest.raises(SystemExit) as info:
+        bench.main(["--multi", "vmap,streams"])
+    assert info.value.code == 2 and "--multi=streams is not valid; accepted: vmap, graphs" in capsys.readouterr().err

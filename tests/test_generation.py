@@ -150,3 +150,21 @@ def test_optimise_with_ema_ends_on_the_moving_average_of_the_weights():
     for weight in snapshots[1:]:
         expected = 0.5 * expected + 0.5 * weight
     assert torch.allclose(model.weight, expected) and not torch.allclose(model.weight, snapshots[-1])
+
+
+def test_plateau_is_judged_on_whole_windows():
+    from unlearn_bench.generation.diffusion import plateaued
+
+    falling = [1.0] * 10 + [0.5] * 10  # window 10: the second window fell by 50 %
+    assert not plateaued(falling, 10, 0.02)
+    assert plateaued(falling + [0.495] * 10, 10, 0.02)  # fell by 1 % < 2 %
+    assert not plateaued(falling + [0.495] * 9, 10, 0.02)  # not at a window's end
+    assert plateaued([0.5] * 10 + [0.6] * 10, 10, 0.02)  # rising counts as converged
+
+
+@pytest.mark.parametrize(("until", "expected_steps"), [("converged", 10), ("steps", 30)])
+def test_dimum_trains_until_its_first_term_converges(make_cfg, until, expected_steps):
+    """rel_tol=10 calls any pair of windows a plateau: `converged` stops after two windows of 5 steps."""
+    record = run(make_cfg(*TINY_GEN, "method=dimum", "method.steps=30", f"method.until={until}", "method.window=5",
+                          "method.rel_tol=10"))
+    assert record["method_steps"] == expected_steps

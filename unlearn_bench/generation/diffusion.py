@@ -110,11 +110,23 @@ def image_batches(data: ImageData, batch_size: int, steps: int, device) -> Itera
         yield to_unit(data.images[index]), data.labels[index]
 
 
+def plateaued(losses: list[float], window: int, rel_tol: float) -> bool:
+    """True at the end of a window whose mean loss fell by less than `rel_tol` of the previous window's mean.
+    Whole windows only: per-batch denoising losses are noisy (a random t each), means over a window are not."""
+    if len(losses) < 2 * window or len(losses) % window:
+        return False
+    previous = sum(losses[-2 * window:-window]) / window
+    last = sum(losses[-window:]) / window
+    return previous - last < rel_tol * abs(previous)
+
+
 def optimise(model: nn.Module, steps: int, lr: float, batches: Iterator, loss_fn: Callable, desc: str,
-             progress: bool, step_fn: Callable | None = None, ema_decay: float | None = None) -> float:
+             progress: bool, step_fn: Callable | None = None, ema_decay: float | None = None,
+             stop: Callable[[], bool] | None = None) -> float:
     """Adam over `steps` batches of `loss_fn(x, y)`; `step_fn(optimizer)` may replace optimizer.step()
     (SalUn's masked step). With `ema_decay` the model ends with the exponential moving average of its
-    weights (DDPM's standard for sampling quality). Returns the mean loss of the last tenth of the steps."""
+    weights (DDPM's standard for sampling quality). `stop()`, asked after every step, ends training early.
+    Returns the mean loss of the last tenth of the steps."""
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
@@ -130,6 +142,8 @@ def optimise(model: nn.Module, steps: int, lr: float, batches: Iterator, loss_fn
         if average is not None:
             average.update_parameters(model)
         losses.append(loss.item())
+        if stop is not None and stop():
+            break
     if average is not None:
         model.load_state_dict(average.module.state_dict())
     model.eval()
