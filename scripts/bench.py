@@ -9,9 +9,11 @@
 Reports images/s, seconds per CIFAR-10 epoch (50,000 images) for (a) and (b), the ratios b/a and b/c,
 peak memory, and the wall time of one full cell (original + retrain + SalUn) at the CPU scale of the
 presets. Also (d): K models of the same architecture trained at once, the aggregate images/s against (c),
-which is what a small model on a large GPU gains from, by each approach of `--multi`: vmap (torch.func:
-stacked weights, one kernel launch per layer for all K) and graphs (the K models' steps captured in one
-CUDA graph and replayed: no Python or launch overhead; CUDA only, reported as not measured elsewhere).
+which is what a small model on a large GPU gains from, by each approach of `--multi`: processes (K
+processes side by side on the device, each training its own model: what `hydra/launcher=joblib` with
+`n_jobs=K` does with a sweep's cells), vmap (torch.func: stacked weights, one kernel launch per layer for
+all K) and graphs (the K models' steps captured in one CUDA graph and replayed: no Python or launch
+overhead; CUDA only, reported as not measured elsewhere).
 Writes <out>/bench.{md,json} (default results/bench).
 
     python scripts/bench.py                      # CPU: small CNN on a CIFAR-10 subset
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import queue
 import resource
 import subprocess
 import sys
@@ -44,7 +47,7 @@ from unlearn_bench.data.augment import build_augment  # noqa: E402
 from unlearn_bench.models import build_model  # noqa: E402
 
 AUGMENTATIONS = ["none", "default", "trivialaug", "randaugment", "augmix"]
-MULTI = ("vmap", "graphs")
+MULTI = ("processes", "vmap", "graphs")
 CIFAR10_EPOCH = 50_000  # training images per epoch of the paper recipe
 
 
@@ -168,6 +171,61 @@ def graphed_models_images(model_cfg, device: torch.device, k: int, batch_size: i
     return timed_images(run_steps, steps, k * batch_size, device)
 
 
+def _process_worker(model_cfg, device_name: str, batch_size: int, steps: int, amp: bool, channels_last: bool,
+                    threads: int, barrier, times) -> None:
+    """One of the K processes: warm up, wait for the others, then time `steps` pure training steps."""
+    torch.set_num_threads(threads)
+    device = torch.device(device_name)
+    torch.manual_seed(0)
+    model = build_model(model_cfg, 3, 10, 32).to(device).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    step = make_step(model, device, amp, channels_last)
+    x = torch.randn(batch_size, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    for _ in range(3):
+        step(x, y)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    barrier.wait()
+    start = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
+    for _ in range(steps):
+        step(x, y)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    times.put((start, time.perf_counter()))
+
+
+def processes_images(model_cfg, device: torch.device, k: int, batch_size: int, steps: int, amp: bool,
+                     channels_last: bool) -> float:
+    """(d) processes: K processes each training its own model at once; images of all K over the span from
+    the first start to the last finish. CPU threads are split between them."""
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    barrier, times = context.Barrier(k), context.Queue()
+    threads = max(1, torch.get_num_threads() // k)
+    workers = [context.Process(target=_process_worker, args=(model_cfg, str(device), batch_size, steps, amp,
+                                                             channels_last, threads, barrier, times))
+               for _ in range(k)]
+    for worker in workers:
+        worker.start()
+    spans: list[tuple[float, float]] = []
+    try:
+        while len(spans) < k:
+            try:
+                spans.append(times.get(timeout=5))
+            except queue.Empty:
+                if any(w.exitcode not in (None, 0) for w in workers):  # one died: the rest wait forever
+                    raise RuntimeError(f"a worker failed (exit codes {[w.exitcode for w in workers]})") from None
+    finally:
+        for worker in workers:
+            if len(spans) < k:
+                worker.terminate()
+            worker.join()
+    return k * steps * batch_size / (max(end for _, end in spans) - min(start for start, _ in spans))
+
+
 def one_model_limit(model_cfg, device: torch.device, args, amp: bool, channels_last: bool) -> float:
     """(c) for one model in the given precision and layout: what K models at once are compared with."""
     torch.manual_seed(0)
@@ -189,7 +247,8 @@ def one_model_limit(model_cfg, device: torch.device, args, amp: bool, channels_l
 def several_models(approach: str, model_cfg, device: torch.device, args) -> dict:
     """One (d) measurement against (c) in the same precision; an approach this device cannot run, or one
     that fails, is reported, not hidden."""
-    amp = args.amp and approach == "graphs"  # vmap runs float32 (see stacked_models_images)
+    amp = args.amp and approach != "vmap"  # vmap runs float32 (see stacked_models_images)
+    channels_last = args.channels_last and approach != "vmap"
     row = {"approach": approach, "precision": "bf16 autocast" if amp else "float32", "aggregate_img_s": None,
            "one_model_limit_img_s": None, "aggregate_over_limit": None, "note": ""}
     if approach == "graphs" and device.type != "cuda":
@@ -197,10 +256,12 @@ def several_models(approach: str, model_cfg, device: torch.device, args) -> dict
     try:
         if approach == "vmap":
             value = stacked_models_images(model_cfg, device, args.models, args.batch_size, args.steps)
+        elif approach == "processes":
+            value = processes_images(model_cfg, device, args.models, args.batch_size, args.steps, amp, channels_last)
         else:
             value = graphed_models_images(model_cfg, device, args.models, args.batch_size, args.steps, amp,
-                                          args.channels_last)
-        limit = one_model_limit(model_cfg, device, args, amp, args.channels_last and approach == "graphs")
+                                          channels_last)
+        limit = one_model_limit(model_cfg, device, args, amp, channels_last)
     except Exception as err:  # a failed approach must not cost the other figures of a GPU run
         return {**row, "note": f"failed: {type(err).__name__}: {err}"[:300]}
     return {**row, "aggregate_img_s": value, "one_model_limit_img_s": limit, "aggregate_over_limit": value / limit}
@@ -305,9 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="small_cnn", choices=["small_cnn", "resnet18"])
     parser.add_argument("--widths", default="16,32,64", help="small_cnn widths (16,32,64: the CPU-scale presets)")
     parser.add_argument("--models", type=int, default=4, help="(d): models trained at once; 0 skips it")
-    parser.add_argument("--multi", default="vmap,graphs", help=f"(d): approaches, of {', '.join(MULTI)}")
+    parser.add_argument("--multi", default=",".join(MULTI), help=f"(d): approaches, of {', '.join(MULTI)}")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    parser.add_argument("--steps", type=int, default=60, help="timed steps per measurement")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the conventional pipeline")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (GPU)")

@@ -28,7 +28,8 @@ def test_bench_reports_all_paths_ratios_and_stacked_models(tmp_path, monkeypatch
         assert abs(row["suite_s_per_epoch"] * row["suite_img_s"] - 50_000) < 1e-6
     stacked = result["stacked_models"]
     assert stacked["models"] == 2
-    vmap, graphs = stacked["approaches"]
+    processes, vmap, graphs = stacked["approaches"]
+    assert processes["approach"] == "processes" and processes["aggregate_img_s"] > 0, processes["note"]
     assert vmap["approach"] == "vmap" and vmap["aggregate_img_s"] > 0 and vmap["note"] == ""
     assert graphs["approach"] == "graphs" and graphs["aggregate_img_s"] is None  # CPU: CUDA graphs need CUDA
     assert graphs["note"] == "not measured: needs CUDA"
@@ -43,4 +44,4 @@ def test_bench_refuses_an_unknown_multi_model_approach(capsys):
 
     with pytest.raises(SystemExit) as info:
         bench.main(["--multi", "vmap,streams"])
-    assert info.value.code == 2 and "--multi=streams is not valid; accepted: vmap, graphs" in capsys.readouterr().err
+    assert info.value.code == 2 and "--multi=streams is not valid; accepted: processes, vmap, graphs" in capsys.readouterr().err
