@@ -26,13 +26,13 @@ from unlearn_bench.cache import ModelCache, ensure_writable
 from unlearn_bench.data import Splits, load_dataset, make_splits
 from unlearn_bench.data.augment import build_augment
 from unlearn_bench.errors import ConfigError, UserError
-from unlearn_bench.methods import METHODS
+from unlearn_bench.methods import check_method
 from unlearn_bench.metrics import avg_gap, evaluate
 from unlearn_bench.metrics.relearn import check_relearn, relearn_forget_accuracy
 from unlearn_bench.models import build_model
 from unlearn_bench.perf import prepare_model
 from unlearn_bench.perf import resolve as resolve_perf
-from unlearn_bench.train import Context, check_method, fit, seed_stage
+from unlearn_bench.train import Context, fit, seed_stage
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -167,7 +167,7 @@ def run(cfg: DictConfig) -> dict:
         from unlearn_bench.generation.runner import run_generation
 
         return run_generation(cfg, record_file)
-    method_fn = check_method(cfg.method, METHODS)  # a bad name or switch fails before any training
+    method_fn = check_method(cfg.method)  # a bad name or switch fails before any training
     if cfg.relearn.enabled:
         check_relearn(cfg.relearn)
     cache = ModelCache(Path(cfg.paths.cache_dir))

@@ -100,13 +100,6 @@ def check_choices(cfg: DictConfig, prefix: str, choices: dict[str, tuple]) -> No
             raise ConfigError(f"{prefix}.{key}", cfg.get(key), accepted)
 
 
-def check_method(cfg: DictConfig, registry) -> Callable:
-    """The method's function, after its budget keys (where it has them) and its own switches passed their
-    checks: run before the reference models train, so a typo costs a second, not the training."""
-    check_positive(cfg, "method", tuple(k for k in ("epochs", "steps", "lr", "batch_size") if k in cfg))
-    return registry.check(cfg.name, cfg)
-
-
 def sgd(params, cfg: DictConfig, weight_decay: float | None = None) -> torch.optim.SGD:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                            weight_decay=cfg.weight_decay if weight_decay is None else weight_decay,

@@ -21,7 +21,7 @@ from unlearn_bench.generation.diffusion import Diffusion, image_batches, optimis
 from unlearn_bench.generation.dimra import check_dimra, dimra
 from unlearn_bench.generation.evaluate import classify, generation_metrics
 from unlearn_bench.models import build_model
-from unlearn_bench.train import check_method, fit, seed_stage
+from unlearn_bench.train import fit, seed_stage
 
 COLUMNS = ["UA", "acc_retained", "FD", "UA_dimra", "RTE"]
 
@@ -92,12 +92,12 @@ def save_grid(images: torch.Tensor, per_class: int, path: Path, columns: int = 1
 
 
 def run_generation(cfg: DictConfig, record_file: Path) -> dict:
-    from unlearn_bench.methods import METHODS
+    from unlearn_bench.methods import check_method
     from unlearn_bench.run import prepare, reference_models, timed
 
     if cfg.forget_rate.mode != "class":
         raise ConfigError("forget_rate", cfg.forget_rate.mode, "class (task=generation forgets one class)")
-    method_fn = check_method(cfg.method, METHODS)
+    method_fn = check_method(cfg.method)
     if cfg.attack.name == "dimra":
         check_dimra(cfg.attack)
     cache = ModelCache(Path(cfg.paths.cache_dir))

@@ -20,6 +20,13 @@ EpochBatches = Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
+def check_method(cfg: DictConfig) -> Callable:
+    """The method's function, after its budget keys (where it has them) and its own switches passed their
+    checks: run before the reference models train, so a typo costs a second, not the training."""
+    check_positive(cfg, "method", tuple(k for k in ("epochs", "steps", "lr", "batch_size") if k in cfg))
+    return METHODS.check(cfg.name, cfg)
+
+
 def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
     return nn.functional.cross_entropy(model(x), y)
 
