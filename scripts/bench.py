@@ -95,6 +95,28 @@ def make_step(model: nn.Module, device: torch.device, amp: bool, channels_last: 
     return step
 
 
+def new_model_step(model_cfg, device: torch.device, amp: bool, channels_last: bool, graph_safe: bool = False):
+    """A freshly initialised model (the same weights every time: seed 0) and its training step."""
+    torch.manual_seed(0)
+    model = build_model(model_cfg, 3, 10, 32).to(device).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return make_step(model, device, amp, channels_last, graph_safe)
+
+
+def pure_step_images(step, batch_size: int, steps: int, device: torch.device) -> float:
+    """(c): images/s of `step` on pre-made tensors, no data work at all."""
+    x = torch.randn(batch_size, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+
+    def limit():
+        while True:
+            step(x, y)
+            yield
+
+    return timed_images(limit, steps, batch_size, device)
+
+
 def timed_images(run_batches, steps: int, batch_size: int, device: torch.device, warmup: int = 3) -> float:
     """Images per second over `steps` steps after `warmup` steps."""
     iterator = run_batches()
@@ -176,11 +198,7 @@ def _process_worker(model_cfg, device_name: str, batch_size: int, steps: int, am
     """One of the K processes: warm up, wait for the others, then time `steps` pure training steps."""
     torch.set_num_threads(threads)
     device = torch.device(device_name)
-    torch.manual_seed(0)
-    model = build_model(model_cfg, 3, 10, 32).to(device).train()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    step = make_step(model, device, amp, channels_last)
+    step = new_model_step(model_cfg, device, amp, channels_last)
     x = torch.randn(batch_size, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
     for _ in range(3):
@@ -228,20 +246,8 @@ def processes_images(model_cfg, device: torch.device, k: int, batch_size: int, s
 
 def one_model_limit(model_cfg, device: torch.device, args, amp: bool, channels_last: bool) -> float:
     """(c) for one model in the given precision and layout: what K models at once are compared with."""
-    torch.manual_seed(0)
-    model = build_model(model_cfg, 3, 10, 32).to(device).train()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    step = make_step(model, device, amp, channels_last)
-    x = torch.randn(args.batch_size, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (args.batch_size,), device=device)
-
-    def limit():
-        while True:
-            step(x, y)
-            yield
-
-    return timed_images(limit, args.steps, args.batch_size, device)
+    return pure_step_images(new_model_step(model_cfg, device, amp, channels_last), args.batch_size, args.steps,
+                            device)
 
 
 def several_models(approach: str, model_cfg, device: torch.device, args) -> dict:
@@ -278,11 +284,7 @@ def bench_one(name: str, args, data, device, mean, std, model_cfg) -> dict:
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
 
     def new_step():
-        torch.manual_seed(0)
-        model = build_model(model_cfg, 3, 10, 32).to(device).train()
-        if args.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        return make_step(model, device, args.amp, args.channels_last)
+        return new_model_step(model_cfg, device, args.amp, args.channels_last)
 
     # (a) conventional
     step = new_step()
@@ -315,17 +317,7 @@ def bench_one(name: str, args, data, device, mean, std, model_cfg) -> dict:
 
     b = timed_images(suite, args.steps, args.batch_size, device)
 
-    # (c) the model's limit: pre-made tensors
-    step = new_step()
-    x = torch.randn(args.batch_size, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (args.batch_size,), device=device)
-
-    def limit():
-        while True:
-            step(x, y)
-            yield
-
-    c = timed_images(limit, args.steps, args.batch_size, device)
+    c = pure_step_images(new_step(), args.batch_size, args.steps, device)  # (c) the model's limit
     return {"augmentation": name, "conventional_img_s": a, "suite_img_s": b, "limit_img_s": c,
             "conventional_s_per_epoch": CIFAR10_EPOCH / a, "suite_s_per_epoch": CIFAR10_EPOCH / b,
             "suite_over_conventional": b / a, "suite_over_limit": b / c}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 
 
@@ -15,3 +16,9 @@ class ConfigError(UserError):
             accepted = ", ".join(str(a) for a in accepted)
         super().__init__(f"{key}={value!r} is not valid; accepted: {accepted}")
         self.key, self.value = key, value
+
+
+def did_you_mean(value: str, options: Iterable[str]) -> str:
+    """' (did you mean a, b?)' for the close matches of a mistyped name, '' when none is close."""
+    close = difflib.get_close_matches(value, list(options), n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else ""

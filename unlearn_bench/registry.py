@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
-from unlearn_bench.errors import ConfigError
+from unlearn_bench.errors import ConfigError, did_you_mean
 
 T = TypeVar("T", bound=Callable)
 Check = Callable[[Any], None]
@@ -43,9 +42,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._entries:
-            close = difflib.get_close_matches(name, self._entries, n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise ConfigError(f"{self.kind}.name", name, f"{', '.join(sorted(self._entries))}{hint}")
+            raise ConfigError(f"{self.kind}.name", name, f"{', '.join(sorted(self._entries))}"
+                                                       f"{did_you_mean(name, self._entries)}")
         return self._entries[name]
 
     def names(self) -> list[str]:

@@ -25,7 +25,7 @@ from unlearn_bench import tracking
 from unlearn_bench.cache import ModelCache, ensure_writable
 from unlearn_bench.data import Splits, load_dataset, make_splits
 from unlearn_bench.data.augment import build_augment
-from unlearn_bench.errors import ConfigError, UserError
+from unlearn_bench.errors import ConfigError, UserError, did_you_mean
 from unlearn_bench.methods import check_method
 from unlearn_bench.metrics import avg_gap, evaluate
 from unlearn_bench.metrics.relearn import check_relearn, relearn_forget_accuracy
@@ -241,7 +241,6 @@ def unknown_group_choice(argv: list[str], config_dir: Path = Path(CONFIG_DIR)) -
     """One-line error for `group=option` where conf/<group>/ has no such option (Hydra's own message
     lists its search path too); None when every choice exists. Launcher and sweeper groups, which
     plugins provide, and sweep expressions are left to Hydra."""
-    import difflib
     import re
 
     for arg in argv[1:]:
@@ -254,25 +253,20 @@ def unknown_group_choice(argv: list[str], config_dir: Path = Path(CONFIG_DIR)) -
         options = sorted(str(p.relative_to(group_dir).with_suffix("")) for p in group_dir.rglob("*.yaml"))
         for choice in value.split(","):
             if choice not in (*options, "null"):
-                close = difflib.get_close_matches(choice, options, n=3)
-                hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                return f"error: {key}={choice!r} is not valid; accepted: {', '.join(options)}{hint}"
+                return (f"error: {key}={choice!r} is not valid; accepted: {', '.join(options)}"
+                        f"{did_you_mean(choice, options)}")
     return None
 
 
 def hydra_error_line(err: Exception) -> str:
     """Hydra's composition errors span several lines; a key that does not exist gets the keys that do."""
-    import difflib
-
     cause = err.__cause__
     full_key, parent = getattr(cause, "full_key", None), getattr(cause, "parent_node", None)
     if full_key and isinstance(parent, DictConfig) and "not in struct" in str(cause):
         keys = sorted(str(k) for k in parent.keys())
-        close = difflib.get_close_matches(str(cause.key), keys, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
         where = full_key.rpartition(".")[0] or "the top level"
         return (f"error: {full_key} is not a key of this config; accepted under {where}: {', '.join(keys)}"
-                f"{hint}; ++{full_key}=... adds it")
+                f"{did_you_mean(str(cause.key), keys)}; ++{full_key}=... adds it")
     return "error: " + " ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 

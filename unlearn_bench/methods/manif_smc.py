@@ -139,9 +139,8 @@ def check_manif_smc(cfg: DictConfig) -> None:
 
 @METHODS.register("manif_smc", check=check_manif_smc)
 def manif_smc(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
-    check_positive(cfg, "method", ("epochs", "lr", "batch_size", "k"))
-    if cfg.direction not in DIRECTIONS:
-        raise ConfigError("method.direction", cfg.direction, DIRECTIONS)
+    check_positive(cfg, "method", ("epochs", "lr", "batch_size"))
+    check_manif_smc(cfg)
     theta_o = copy.deepcopy(model).eval().requires_grad_(False)
     forget_features = features_of(theta_o, splits.forget, ctx)
     retain_features = features_of(theta_o, splits.retain, ctx)
