@@ -17,8 +17,14 @@ install: ## create .venv and install the package with its pinned dependencies
 	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -e '.[dev]'
 
-run: ## one cell on the embedded default (digits, small CNN, SalUn, 10 % random forgetting)
-	$(PY) -m unlearn_bench.run
+# `make run method=ft seed=1` hands its variables on to the runner as overrides (ARGS="..." works too);
+# the Makefile's own variables are not overrides.
+OWN_VARS := PYTHON VENV PY EXP ARGS UNLEARN_BENCH_DATA UNLEARN_BENCH_CACHE UNLEARN_BENCH_RECORDS \
+	UNLEARN_BENCH_OUTPUTS WANDB_MODE
+RUN_OVERRIDES := $(foreach w,$(MAKEOVERRIDES),$(if $(filter $(firstword $(subst =, ,$(w))),$(OWN_VARS)),,$(w)))
+
+run: ## one cell on the embedded default (digits, small CNN, SalUn); make run method=ft seed=1 overrides
+	$(PY) -m unlearn_bench.run $(RUN_OVERRIDES) $(ARGS)
 
 test: ## the fast test suite
 	$(PY) -m pytest -q
@@ -36,8 +42,8 @@ sweep: ## a preset grid two cells at a time: make sweep EXP=salun_table (records
 	$(PY) -m unlearn_bench.run -m experiment=$(or $(EXP),salun_table) hydra/launcher=joblib logger=none \
 		progress=false paths.records_dir=results/records
 
-leaderboard: ## aggregate ./records into ./leaderboard (md, csv, html, png)
-	$(PY) scripts/leaderboard.py --records records --out leaderboard
+leaderboard: ## aggregate the records ($$UNLEARN_BENCH_RECORDS, else ./records) into ./leaderboard (md, csv, html, png)
+	$(PY) scripts/leaderboard.py --records $(or $(UNLEARN_BENCH_RECORDS),records) --out leaderboard
 
 bench: ## training throughput: conventional pipeline vs the suite vs the model's limit
 	$(PY) scripts/bench.py

@@ -1,13 +1,30 @@
 #!/usr/bin/env python
-"""Aggregate cell records into a leaderboard: mean ± std over seeds, ranked by Avg Gap to retrain.
+"""Aggregate cell records into a leaderboard that a reader can check (SPEC §8).
 
     python scripts/leaderboard.py --records results/records --out results/salun_table \
         --augmentation default --title "SalUn table (CPU scale)"
 
 Writes leaderboard.md, leaderboard.csv, leaderboard.html and leaderboard.png into --out; with --wandb
-also logs the table to W&B (offline unless WANDB_MODE=online). Corrupt or partial records are skipped
-with a warning naming the file. The retrain row of every augmentation is always kept: it is the
-reference each gap is measured against.
+also logs the table to W&B (offline unless WANDB_MODE=online).
+
+What a classification table holds, per setting (dataset / model / forget set / augmentation):
+- one row per *configuration*: records that differ in anything but the seed are never merged. Two settings
+  that share a name but differ in, say, the training recipe get their own sections, labelled by the keys
+  that differ; two configurations of one method get their own rows (`ft (lr=3.0)`);
+- the reference rows: `retrain` (the reference, gap 0), `retrain floor` (the gap between two retrain models
+  on the same D_r with different training seeds: the noise of retraining) and `original` (doing nothing);
+- mean ± 95 % Student-t interval with n for every metric; the Avg Gap by both estimators, labelled
+  (per-seed: the mean of |θ_u − θ_r| seed by seed; gap of means: |mean θ_u − mean θ_r|, the papers');
+- a paired two-sided t-test over seeds of each method against the best of its setting (lowest per-seed
+  Avg Gap): the best and every method tied with it (p ≥ 0.05) are in bold; methods not below doing
+  nothing, or inside the retrain floor, are marked;
+- Kendall τ between the method rankings of two disjoint halves of the seeds, and the regime line
+  (the original's forget / retain / test accuracy and its gap over the floor), with a warning where a
+  setting misses SPEC §8's bar.
+
+Corrupt or partial records are skipped with a warning naming the file; hyperparameter-search trials
+(records of an `hparams_search` run) are excluded with a warning; the same configuration and seed twice is
+reported, and the most recent record is used.
 
 Generation records (task=generation) form their own table with --task generation: UA, accuracy on the
 retained classes, Fréchet distance, UA after DiMRA and run time, with the original and retrain rows;
@@ -19,24 +36,34 @@ retained classes, Fréchet distance, UA after DiMRA and run time, with the origi
 from __future__ import annotations
 
 import argparse
+import html
 import json
+import math
+import re
 import sys
 import warnings
 from pathlib import Path
 
 import pandas as pd
 
+from unlearn_bench import verdict
+
 METRICS = ["UA", "RA", "TA", "MIA", "forget_TA", "avg_gap", "RTE", "relearn_FA", "acc_retained", "FD", "UA_dimra"]
 TASKS = ("classification", "generation")
-REFERENCES = ("original", "retrain")  # rows every record carries besides its method
+ORIGINAL, RETRAIN, FLOOR = "original", "retrain", "retrain floor"
+REFERENCES = (ORIGINAL, RETRAIN)  # rows every record carries besides its method
+REFERENCE_ROWS = (RETRAIN, FLOOR, ORIGINAL)
+GROUP = ["dataset", "model", "forget", "augmentation", "variant"]
+AUG_ORDER = ["none", "default", "randaugment", "autoaugment", "random_erasing", "trivialaug", "augmix"]  # SPEC §4
+REQUIRED = ("config", "metrics", "retrain_metrics", "method")
+# Config keys that say which setting a record belongs to, shown as columns rather than as a variant label.
+NAMED_KEYS = ("dataset.name", "model.name", "model.arch", "augmentation.name", "forget_rate.mode",
+              "forget_rate.rate", "forget_rate.count", "forget_rate.class_id")
 
 
 def reference_first(method: str) -> int:
     """Sort key of the generation table and grids: original, retrain, then the methods."""
     return REFERENCES.index(method) if method in REFERENCES else len(REFERENCES)
-GROUP = ["dataset", "model", "forget", "augmentation"]
-AUG_ORDER = ["none", "default", "randaugment", "autoaugment", "random_erasing", "trivialaug", "augmix"]  # SPEC §4
-REQUIRED = ("config", "metrics", "retrain_metrics", "method")
 
 
 def forget_label(forget: dict) -> str:
@@ -47,7 +74,45 @@ def forget_label(forget: dict) -> str:
     return f"random {100 * float(forget['rate']):g}%"
 
 
+def forget_order(label: str) -> tuple:
+    """Numeric order of forget settings: random rates, then counts, then classes."""
+    numbers = [float(x) for x in re.findall(r"[\d.]+", label)] or [0.0]
+    kind = 0 if label.endswith("%") else 1 if "n=" in label else 2
+    return kind, numbers[0]
+
+
+def model_label(model: dict) -> str:
+    """`timm` alone says nothing: a timm model is labelled by its architecture."""
+    return f"timm:{model['arch']}" if model.get("name") == "timm" and model.get("arch") else model["name"]
+
+
+def flatten(tree: object, prefix: str = "") -> dict[str, str]:
+    """Nested config -> {dotted key: JSON text of the value}: one comparable string per leaf."""
+    if isinstance(tree, dict):
+        flat: dict[str, str] = {}
+        for key, value in tree.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: json.dumps(tree, sort_keys=True)}
+
+
+def differing(configs: list[dict[str, str]]) -> list[str]:
+    """Keys whose values are not the same in every config (a key missing in one counts as different)."""
+    keys = sorted(set().union(*configs)) if configs else []
+    return [k for k in keys if len({c.get(k, "<unset>") for c in configs}) > 1]
+
+
+def describe(config: dict[str, str], keys: list[str], strip: str = "") -> str:
+    parts = []
+    for key in keys:
+        value = config.get(key, "unset")
+        parts.append(f"{key[len(strip):] if key.startswith(strip) else key}={value.strip(chr(34))}")
+    return ", ".join(parts)
+
+
 def load_records(folders: list[Path]) -> pd.DataFrame:
+    """One row per record and per reference row it carries; `setting_sig` and `method_sig` identify the
+    configuration (everything but the seed) so rows of different configurations are never merged."""
     rows = []
     for folder in folders:
         for path in sorted(folder.glob("*.json")):
@@ -57,23 +122,70 @@ def load_records(folders: list[Path]) -> pd.DataFrame:
                 if missing:
                     raise ValueError(f"missing {', '.join(missing)}")
                 cfg = record["config"]
+                if "optimized_metric" in cfg or cfg.get("hparams_search"):
+                    warnings.warn(f"excluding {path}: a hyperparameter-search trial, not an evaluation", stacklevel=1)
+                    continue
+                flat = flatten({k: v for k, v in cfg.items() if k != "seed"})
+                setting = {k: v for k, v in flat.items() if not k.startswith("method.")}
+                method_cfg = {k: v for k, v in flat.items() if k.startswith("method.")}
                 task = record.get("task", "classification")
-                row = {"file": path.name, "task": task, "grids": record.get("grids", {}), "dataset": cfg["dataset"]["name"], "model": cfg["model"]["name"],
+                row = {"file": str(path), "task": task, "grids": record.get("grids", {}),
+                       "dataset": cfg["dataset"]["name"], "model": model_label(cfg["model"]),
                        "augmentation": cfg["augmentation"]["name"], "forget": forget_label(cfg["forget_rate"]),
-                       "method": cfg["method"].get("label") or record["method"], "seed": cfg["seed"], "diverged": record.get("diverged", False)}
+                       "method": cfg["method"].get("label") or record["method"], "seed": cfg["seed"],
+                       "diverged": record.get("diverged", False), "finished": record.get("finished", 0.0),
+                       "setting_sig": json.dumps(setting, sort_keys=True),
+                       "method_sig": json.dumps(method_cfg, sort_keys=True),
+                       "gap_over": json.dumps(cfg.get("metrics", {}).get("gap_over", ["UA", "RA", "TA", "MIA"])),
+                       "reference": False}
                 row.update({k: record["metrics"].get(k) for k in METRICS})
-                rows.append(row)
-                # Every record carries its retrain reference: the retrain row exists even when
-                # method=retrain itself was not run.
-                rows.append({**row, "method": "retrain", "diverged": False,
-                             **{k: record["retrain_metrics"].get(k) for k in METRICS}})
-                if task == "generation":  # the model before unlearning is part of the generation table
-                    rows.append({**row, "method": "original", "diverged": False,
-                                 **{k: record["original_metrics"].get(k) for k in METRICS}})
-            except (ValueError, KeyError, TypeError, OSError) as err:
+                if row["method"] != RETRAIN:  # method=retrain is the reference row every record carries
+                    rows.append(row)
+                # Every record carries its references: their rows exist even when method=retrain was not run.
+                references = {RETRAIN: record["retrain_metrics"], ORIGINAL: record.get("original_metrics"),
+                              FLOOR: record.get("retrain2_metrics")}
+                for name, metrics in references.items():
+                    if metrics:
+                        rows.append({**row, "method": name, "diverged": False, "method_sig": "{}",
+                                     "reference": True, **{k: metrics.get(k) for k in METRICS}})
+            except (ValueError, KeyError, TypeError, OSError, AttributeError) as err:
                 warnings.warn(f"skipping {path}: {err}", stacklevel=1)
     frame = pd.DataFrame(rows)
-    return frame.drop_duplicates(subset=[*GROUP, "method", "seed"]) if not frame.empty else frame
+    return label_configurations(frame) if not frame.empty else frame
+
+
+def label_configurations(frame: pd.DataFrame) -> pd.DataFrame:
+    """Give each configuration its own label: `variant` names the setting keys that differ between records
+    that share dataset / model / forget / augmentation; a method whose records differ in its own keys gets
+    one row per configuration, `ft (lr=3.0)`. The same configuration and seed twice is reported."""
+    frame = frame.copy()
+    frame["variant"] = ""
+    for _, part in frame.groupby(["task", "dataset", "model", "forget", "augmentation"], sort=False):
+        sigs = list(dict.fromkeys(part["setting_sig"]))
+        if len(sigs) > 1:
+            configs = [json.loads(s) for s in sigs]
+            keys = [k for k in differing(configs) if k not in NAMED_KEYS]
+            for sig, config in zip(sigs, configs):
+                frame.loc[part.index[part["setting_sig"] == sig], "variant"] = describe(config, keys)
+    methods = frame[~frame["reference"]]
+    for _, part in methods.groupby(["setting_sig", "method"], sort=False):
+        sigs = list(dict.fromkeys(part["method_sig"]))
+        if len(sigs) > 1:
+            configs = [json.loads(s) for s in sigs]
+            keys = differing(configs)
+            for sig, config in zip(sigs, configs):
+                index = part.index[part["method_sig"] == sig]
+                frame.loc[index, "method"] = f"{part['method'].iloc[0]} ({describe(config, keys, 'method.')})"
+    key = ["setting_sig", "method", "method_sig", "seed"]
+    records = frame[~frame["reference"]]
+    for _, dup in records[records.duplicated(key, keep=False)].groupby(key, sort=False):
+        newest = dup.sort_values("finished").iloc[-1]["file"]
+        warnings.warn(f"the same configuration and seed {dup['seed'].iloc[0]} of {dup['method'].iloc[0]} has "
+                      f"{len(dup)} records ({', '.join(dup['file'])}); using the most recent, {newest}", stacklevel=1)
+    frame = frame.sort_values("finished")
+    frame = frame[~(~frame["reference"] & frame.duplicated(key, keep="last"))]
+    # A reference row is the same for every method of a cell: keep one per configuration and seed.
+    return frame[~(frame["reference"] & frame.duplicated(["setting_sig", "method", "seed"], keep="last"))]
 
 
 def parse_list(value: str | None) -> list[str] | None:
@@ -99,44 +211,264 @@ def select(frame: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
             frame = frame[frame[column].isin(wanted)]
     methods = parse_list(args.method)
     if methods:
-        frame = frame[frame["method"].isin([*methods, *REFERENCES])]  # the references always stay
+        base = frame["method"].str.replace(r" \(.*\)$", "", regex=True)
+        frame = frame[frame["method"].isin(methods) | base.isin(methods) | frame["reference"]]
     return frame
 
 
-def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds; Avg Gap is the mean of the per-seed gaps (SPEC §1)."""
-    metrics = [m for m in METRICS if m in frame and frame[m].notna().any()]
-    grouped = frame.groupby([*GROUP, "method"], dropna=False)
-    table = grouped[metrics].agg(["mean", "std"])
-    table.columns = [f"{m}_{stat}" for m, stat in table.columns]
-    table["seeds"] = grouped["seed"].nunique()
-    table["diverged"] = grouped["diverged"].sum()
-    table = table.reset_index()
+def gap_of_means(method: pd.DataFrame, retrain: pd.DataFrame, over: list[str]) -> float:
+    """The papers' estimator: average each metric over the seeds both share, then mean |difference|."""
+    seeds = sorted(set(method["seed"]) & set(retrain["seed"]))
+    if not seeds:
+        return math.nan
+    a = method.set_index("seed").loc[seeds, over].astype(float).mean()
+    b = retrain.set_index("seed").loc[seeds, over].astype(float).mean()
+    return float((a - b).abs().mean())
+
+
+def paired(method: pd.DataFrame, other: pd.DataFrame) -> tuple[list[float], list[float]]:
+    """Per-seed Avg Gaps of two rows on the seeds they share, in seed order."""
+    a, b = method.set_index("seed")["avg_gap"], other.set_index("seed")["avg_gap"]
+    seeds = sorted(set(a.index) & set(b.index))
+    return [float(a[s]) for s in seeds], [float(b[s]) for s in seeds]
+
+
+def setting_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """One setting's rows: mean, 95 % t-interval and n of every metric, both gap estimators, the paired test
+    against the best method, the marks; plus the setting's regime and rank stability."""
+    over = json.loads(part["gap_over"].iloc[0])
+    retrain = part[part["method"] == RETRAIN]
+    rows = []
+    for method, rows_m in part.groupby("method", sort=False):
+        row = {"method": method, "n": rows_m["seed"].nunique(), "diverged": int(rows_m["diverged"].sum()),
+               "reference": bool(rows_m["reference"].iloc[0])}
+        for metric in METRICS:
+            if metric in rows_m and rows_m[metric].notna().any():
+                mean, half, n = verdict.t_interval(rows_m[metric].dropna().astype(float).tolist())
+                row.update({f"{metric}_mean": mean, f"{metric}_ci": half})
+        if "avg_gap_mean" in row:
+            row["avg_gap_of_means"] = 0.0 if method == RETRAIN else gap_of_means(rows_m, retrain, over)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    stats = {"tau": math.nan, "tau_halves": (0, 0), "best": None}
+    if "avg_gap_mean" not in table:
+        return table, stats
+    by_method = {m: g for m, g in part.groupby("method", sort=False)}
+    candidates = table[~table["reference"]].dropna(subset=["avg_gap_mean"])
+    table["p_vs_best"], table["tied_with_best"], table["marks"] = math.nan, False, ""
+    if not candidates.empty:
+        best = candidates.sort_values("avg_gap_mean").iloc[0]["method"]
+        stats["best"] = best
+        for i, row in table.iterrows():
+            if row["reference"]:
+                continue
+            marks = []
+            if row["method"] == best:
+                table.loc[i, "tied_with_best"] = True
+                marks.append("best")
+            else:
+                p = verdict.paired_p(*paired(by_method[row["method"]], by_method[best]))
+                table.loc[i, "p_vs_best"] = p
+                if p >= verdict.ALPHA:
+                    table.loc[i, "tied_with_best"] = True
+                    marks.append("tied with best")
+            for name, word in ((ORIGINAL, "not below doing nothing"), (FLOOR, "inside the retrain floor")):
+                if name not in by_method:
+                    continue
+                ours, theirs = paired(by_method[row["method"]], by_method[name])
+                diffs = [a - b for a, b in zip(ours, theirs)]
+                mean, half, n = verdict.t_interval(diffs)
+                if n == 0:
+                    continue
+                if name == ORIGINAL and (mean + (half if n > 1 else 0.0)) >= 0:
+                    marks.append(word)
+                if name == FLOOR and (mean - (half if n > 1 else 0.0)) <= 0:
+                    marks.append(word)
+            table.loc[i, "marks"] = "; ".join(marks)
+        per_seed = {m: dict(zip(g["seed"], g["avg_gap"].astype(float)))
+                    for m, g in part[~part["reference"]].groupby("method", sort=False)}
+        tau, first, second = verdict.kendall_halves(per_seed)
+        stats.update(tau=tau, tau_halves=(first, second))
+    order = {RETRAIN: 0, FLOOR: 1}
+    table["rank"] = [order.get(m, 2) for m in table["method"]]
+    table = table.sort_values(["rank", "avg_gap_mean"]).reset_index(drop=True)
+    table["rank"] = range(len(table))
+    return table, stats
+
+
+def regime_summary(part: pd.DataFrame, records: list[dict]) -> dict:
+    """Mean regime of a setting over its seeds (from the original, retrain and floor rows)."""
+    def mean_of(method: str, metric: str) -> float:
+        values = part.loc[part["method"] == method, metric].dropna().astype(float)
+        return float(values.mean()) if len(values) else math.nan
+
+    forget_acc, retain_acc, ta = 100.0 - mean_of(ORIGINAL, "UA"), mean_of(ORIGINAL, "RA"), mean_of(ORIGINAL, "TA")
+    original_gap, floor = mean_of(ORIGINAL, "avg_gap"), mean_of(FLOOR, "avg_gap")
+    ratio = original_gap / floor if floor and floor > 0 else (math.inf if floor == 0 else math.nan)
+    summary = {"original_forget_acc": forget_acc, "original_retain_acc": retain_acc, "original_TA": ta,
+               "original_gen_gap": retain_acc - ta, "original_gap": original_gap, "retrain_floor": floor,
+               "gap_over_floor": ratio}
+    summary["misses"] = verdict.bar_misses(forget_acc, retain_acc, retain_acc - ta, ratio)
+    if math.isnan(floor):
+        summary["misses"].append("no retrain floor in these records (no second retrain model)")
+    return summary
+
+
+def regime_text(summary: dict) -> str:
+    text = (f"Regime (mean over seeds): original forget acc {summary['original_forget_acc']:.1f}, retain acc "
+            f"{summary['original_retain_acc']:.1f}, TA {summary['original_TA']:.1f} (generalisation gap "
+            f"{summary['original_gen_gap']:.1f}); doing nothing's Avg Gap {summary['original_gap']:.2f}, retrain "
+            f"floor {summary['retrain_floor']:.2f} (ratio {summary['gap_over_floor']:.1f}).")
+    if summary["misses"]:
+        return text + " **WARNING: misses the bar of SPEC §8: " + "; ".join(summary["misses"]) + ".**"
+    return text + " Meets the bar of SPEC §8."
+
+
+def setting_key(keys: tuple) -> tuple:
+    dataset, model, forget, augmentation, variant = keys
+    aug = AUG_ORDER.index(augmentation) if augmentation in AUG_ORDER else len(AUG_ORDER)
+    return dataset, model, forget_order(forget), aug, augmentation, variant
+
+
+def aggregate(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """The leaderboard table (one row per configuration, settings in numeric order) and per-setting facts."""
+    tables, facts = [], {}
+    groups = sorted(frame.groupby(GROUP, sort=False), key=lambda kv: setting_key(kv[0]))
+    for keys, part in groups:
+        table, stats = setting_statistics(part)
+        for column, value in zip(GROUP, keys):
+            table.insert(GROUP.index(column), column, value)
+        tables.append(table)
+        if "avg_gap_mean" in table:
+            stats["regime"] = regime_summary(part, [])
+        facts[keys] = stats
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if "avg_gap_mean" not in table:  # generation: no gap to rank by; references first, then methods
-        table["rank"] = [reference_first(m) for m in table["method"]]
-        return table.sort_values([*GROUP, "rank", "method"]).reset_index(drop=True).drop(columns="rank")
-    is_retrain = table["method"] == "retrain"
-    # retrain is rank 0 (the reference); the methods rank 1, 2, ... by Avg Gap within their setting
-    gap = table["avg_gap_mean"].where(~is_retrain, float("-inf")).fillna(float("inf"))
-    table["rank"] = gap.groupby([table[c] for c in GROUP]).rank(method="min").astype(int) - 1
-    return table.sort_values([*GROUP, "rank"]).reset_index(drop=True)
+        table["order"] = [reference_first(m) for m in table["method"]]
+        table = table.sort_values([*GROUP, "order", "method"]).drop(columns="order").reset_index(drop=True)
+    return table, facts
+
+
+def cell(mean: float, half: float, digits: int = 2) -> str:
+    if pd.isna(mean):
+        return "-"
+    return f"{mean:.{digits}f}" + ("" if pd.isna(half) else f" ± {half:.{digits}f}")
 
 
 def pretty(table: pd.DataFrame) -> pd.DataFrame:
-    shown = table[[c for c in (*GROUP, "method", "rank", "seeds") if c in table]].copy()
+    """The printed columns: mean ± 95 % CI half-width per metric, both gap estimators, the test and marks."""
+    shown = table[[c for c in ("method", "n") if c in table]].copy()
     for m in METRICS:
         if f"{m}_mean" in table:
-            mean, std = table[f"{m}_mean"], table[f"{m}_std"].fillna(0.0)
-            shown[m] = [("-" if pd.isna(a) else f"{a:.2f} ± {b:.2f}") for a, b in zip(mean, std)]
-    if table["diverged"].any():
+            label = "Avg Gap (per-seed)" if m == "avg_gap" else m
+            shown[label] = [cell(a, b) for a, b in zip(table[f"{m}_mean"], table[f"{m}_ci"])]
+            if m == "avg_gap":
+                shown["Avg Gap (gap of means)"] = [cell(a, math.nan) for a in table["avg_gap_of_means"]]
+    if "p_vs_best" in table:
+        shown["p vs best"] = ["" if pd.isna(p) else f"{p:.3f}" for p in table["p_vs_best"]]
+        shown["marks"] = table["marks"].fillna("")
+    if "diverged" in table and table["diverged"].any():
         shown["diverged"] = table["diverged"]
     return shown
 
 
+def bold_rows(table: pd.DataFrame) -> list[bool]:
+    return list(table["tied_with_best"].fillna(False).astype(bool)) if "tied_with_best" in table else [False] * len(table)
+
+
+def section_title(keys: tuple) -> str:
+    title = " / ".join(str(k) for k in keys[:4])
+    return f"{title} [{keys[4]}]" if keys[4] else title
+
+
+def markdown(table: pd.DataFrame, facts: dict, args: argparse.Namespace, warnings_seen: list[str]) -> str:
+    lines = [f"# {args.title}", ""]
+    if args.command:
+        lines += ["Made by:", "", "```bash", args.command, "```", ""]
+    if args.task == "generation":
+        lines += ["Mean ± 95 % Student-t interval over n seeds. UA: % of images generated for the forgotten class "
+                  "that the evaluation classifier does not classify as it (higher = forgotten); acc_retained: % of "
+                  "generated retained-class images classified as their class; FD: Fréchet distance to real "
+                  "retained-class images in the classifier's feature space (lower = closer); UA_dimra: UA after the "
+                  "DiMRA relearning attack (lower = the class came back); RTE in seconds (retrain: its training); "
+                  "original: the model before unlearning (doing nothing).", ""]
+    else:
+        lines += [LEGEND, ""]
+    if warnings_seen:
+        lines += ["Warnings:", ""] + [f"- {w}" for w in warnings_seen] + [""]
+    for keys, part in table.groupby(GROUP, sort=False):
+        stats = facts.get(keys, {})
+        lines += [f"## {section_title(keys)}", ""]
+        if "regime" in stats:
+            lines += [regime_text(stats["regime"]), ""]
+        shown = pretty(part.reset_index(drop=True))
+        bold = bold_rows(part)
+        shown["method"] = [f"**{m}**" if b else m for m, b in zip(shown["method"], bold)]
+        lines += [shown.to_markdown(index=False), ""]
+        if stats.get("best"):
+            first, second = stats["tau_halves"]
+            tau = "n/a (fewer than 2 seeds or methods)" if pd.isna(stats["tau"]) else f"{stats['tau']:.2f}"
+            lines += [f"Best: **{stats['best']}**; bold: the best and the methods tied with it "
+                      f"({verdict.PAIRED_TEST}). Rank stability: Kendall τ between the rankings on two disjoint "
+                      f"halves of the seeds ({first} and {second} seeds) = {tau}.", ""]
+    return "\n".join(lines)
+
+
+LEGEND = ("Lower Avg Gap is better. Every value is the mean ± the half-width of the 95 % Student-t interval over "
+          "the n seeds (a seed draws the forget set, trains the reference models and runs the method). Avg Gap = "
+          "mean |metric − retrain| over UA, RA, TA, MIA, by two estimators: **per-seed** (the gap of each seed, "
+          "then the mean; ranks and tests use it) and **gap of means** (each metric averaged over seeds first, "
+          "the papers' estimator). Reference rows: `retrain` (the reference), `retrain floor` (a second retrain "
+          "model on the same D_r with another training seed: the gap between two retrains is the noise of "
+          "retraining), `original` (doing nothing). Bold: the best method and those tied with it by a paired "
+          f"two-sided t-test over seeds (p ≥ {verdict.ALPHA}). Marks: *not below doing nothing* (the 95 % interval "
+          "of the paired gap difference to the original does not lie below 0), *inside the retrain floor* (that "
+          "of the difference to the floor reaches 0 or below: indistinguishable from retraining). RTE in seconds; "
+          "relearn_FA = forget accuracy after the relearning attack.")
+
+
+def html_page(table: pd.DataFrame, facts: dict, args: argparse.Namespace, warnings_seen: list[str]) -> str:
+    """A standalone page: title, legend, one section per setting with its regime line, bold best and ties."""
+    out = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{html.escape(args.title)}</title>",
+           "<style>body{font-family:sans-serif;max-width:1400px;margin:auto}table{border-collapse:collapse}"
+           "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
+           "tr.ref{background:#f3f3f3}.warn{color:#a00}</style></head><body>",
+           f"<h1>{html.escape(args.title)}</h1>"]
+    if args.command:
+        out.append(f"<p>Made by: <code>{html.escape(args.command)}</code></p>")
+    legend = "Mean ± 95 % Student-t interval over n seeds." if args.task == "generation" else LEGEND
+    out.append(f"<p>{html.escape(legend.replace('**', '').replace('*', ''))}</p>")
+    for w in warnings_seen:
+        out.append(f"<p class='warn'>Warning: {html.escape(w)}</p>")
+    for keys, part in table.groupby(GROUP, sort=False):
+        stats = facts.get(keys, {})
+        out.append(f"<h2>{html.escape(section_title(keys))}</h2>")
+        if "regime" in stats:
+            text = regime_text(stats["regime"]).replace("**", "")
+            klass = " class='warn'" if stats["regime"]["misses"] else ""
+            out.append(f"<p{klass}>{html.escape(text)}</p>")
+        shown = pretty(part.reset_index(drop=True))
+        bold = bold_rows(part)
+        references = list(part["reference"]) if "reference" in part else [False] * len(part)
+        out.append("<table><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns) + "</tr>")
+        for (_, row), strong, ref in zip(shown.iterrows(), bold, references):
+            cells = "".join(f"<td>{'<b>' if strong else ''}{html.escape(str(v))}{'</b>' if strong else ''}</td>"
+                            for v in row)
+            out.append(f"<tr{' class=ref' if ref else ''}>{cells}</tr>")
+        out.append("</table>")
+        if stats.get("best"):
+            tau = "n/a" if pd.isna(stats["tau"]) else f"{stats['tau']:.2f}"
+            out.append(f"<p>Best: <b>{html.escape(stats['best'])}</b>; bold = tied with the best "
+                       f"({html.escape(verdict.PAIRED_TEST)}). Kendall τ between two halves of the seeds: {tau}.</p>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
 def relative_gaps(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """Avg Gap of each augmentation relative to `baseline`, per method and forget setting (negative = better)."""
-    gaps = table[table["method"] != "retrain"].pivot_table(index=["dataset", "model", "forget", "method"],
-                                                          columns="augmentation", values="avg_gap_mean")
+    rows = table[~table["method"].isin([RETRAIN, FLOOR])]
+    gaps = rows.pivot_table(index=["dataset", "model", "forget", "method"], columns="augmentation",
+                            values="avg_gap_mean")
     if baseline not in gaps:
         return pd.DataFrame()
     order = [a for a in AUG_ORDER if a in gaps] + [a for a in gaps if a not in AUG_ORDER]
@@ -144,54 +476,111 @@ def relative_gaps(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
     return relative[order].reset_index()
 
 
-def plot(table: pd.DataFrame, path: Path, title: str) -> None:
+def panel_grid(count: int, width: float = 6.0, height: float = 4.5, columns: int = 3):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = table[table["method"] != "retrain"]
-    panels = list(data.groupby(["dataset", "model", "forget"]))
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6 * max(1, len(panels)), 4.5), squeeze=False)
-    for ax, ((dataset, model, forget), part) in zip(axes[0], panels):
-        means = part.pivot_table(index="augmentation", columns="method", values="avg_gap_mean")
-        order = [a for a in AUG_ORDER if a in means.index] + [a for a in means.index if a not in AUG_ORDER]
-        means = means.reindex(order)
-        stds = part.pivot_table(index="augmentation", columns="method", values="avg_gap_std").fillna(0.0)
-        means.plot.bar(ax=ax, yerr=stds.reindex_like(means), capsize=2, width=0.8)
-        ax.set_title(f"{dataset} / {model} / {forget}")
-        ax.set_ylabel("Avg Gap to retrain (lower is better)")
-        ax.set_xlabel("augmentation")
-        ax.tick_params(axis="x", rotation=30)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
+    ncols = max(1, min(columns, count))
+    nrows = max(1, -(-count // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    for ax in axes.flat[count:]:
+        ax.axis("off")
+    return plt, fig, list(axes.flat)
+
+
+def plot(table: pd.DataFrame, path: Path, title: str) -> None:
+    """Avg Gap per method (with the do-nothing and floor rows), one panel per forget setting, bars per
+    augmentation, error bars = 95 % t-interval; a bar far off the scale is clipped and labelled."""
+    import numpy as np
+
+    data = table[table["method"] != RETRAIN]
+    panels = sorted(data.groupby(["dataset", "model", "forget", "variant"], sort=False),
+                    key=lambda kv: (kv[0][0], kv[0][1], forget_order(kv[0][2]), kv[0][3]))
+    plt, fig, axes = panel_grid(len(panels), width=7.0)
+    n_max = int(data["n"].max()) if len(data) else 0
+    for ax, ((dataset, model, forget, variant), part) in zip(axes, panels):
+        methods = list(dict.fromkeys(part.sort_values("rank")["method"]))
+        augs = [a for a in AUG_ORDER if a in set(part["augmentation"])] + sorted(
+            set(part["augmentation"]) - set(AUG_ORDER))
+        means = part.pivot_table(index="method", columns="augmentation", values="avg_gap_mean").reindex(
+            index=methods, columns=augs)
+        halves = part.pivot_table(index="method", columns="augmentation", values="avg_gap_ci").reindex(
+            index=methods, columns=augs).fillna(0.0)
+        tops = (means + halves).to_numpy().ravel()
+        tops = tops[np.isfinite(tops)]
+        cap = None
+        if len(tops) > 2 and tops.max() > 3 * np.median(tops):
+            cap = 3 * float(np.median(tops))
+        width = 0.8 / max(1, len(augs))
+        x = np.arange(len(methods))
+        for j, aug in enumerate(augs):
+            values = means[aug].to_numpy(dtype=float)
+            errors = halves[aug].to_numpy(dtype=float)
+            shown = np.minimum(values, cap) if cap else values
+            ax.bar(x + (j - (len(augs) - 1) / 2) * width, shown, width, yerr=np.where(
+                values > (cap or np.inf), 0, errors), capsize=2, label=aug)
+            if cap:
+                for k, value in enumerate(values):
+                    if np.isfinite(value) and value > cap:
+                        ax.annotate(f"{value:.1f} ↑", (x[k] + (j - (len(augs) - 1) / 2) * width, cap),
+                                    ha="center", va="bottom", fontsize=7, rotation=90)
+        if cap:
+            ax.set_ylim(0, cap * 1.15)
+        if len(augs) == 1:  # one pipeline: the two baselines as lines across the panel too
+            for name, style in ((ORIGINAL, ":"), (FLOOR, "--")):
+                if name in means.index and pd.notna(means.loc[name, augs[0]]):
+                    ax.axhline(min(means.loc[name, augs[0]], cap or math.inf), color="grey", linestyle=style,
+                               linewidth=1, label=name)
+            ax.legend(fontsize=7)
+        ax.set_xticks(x, methods, rotation=35, ha="right", fontsize=8)
+        for label in ax.get_xticklabels():  # the reference rows read as references, not as methods
+            if label.get_text() in REFERENCE_ROWS:
+                label.set_color("grey")
+                label.set_style("italic")
+        ax.set_title(f"{dataset} / {model} / {forget}" + (f"\n[{variant}]" if variant else ""), fontsize=9)
+        ax.set_ylabel("Avg Gap to retrain (per-seed), lower is better", fontsize=8)
+        if len(augs) > 1:
+            ax.legend(fontsize=7, title="augmentation", title_fontsize=7)
+    fig.suptitle(f"{title}\nerror bars: 95 % Student-t interval over n seeds (n ≤ {n_max}); "
+                 "'original' = doing nothing, 'retrain floor' = gap between two retrains")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def plot_generation(table: pd.DataFrame, path: Path, title: str) -> None:
     """UA before and after DiMRA per method: what the attack brings back."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = list(table.groupby(["dataset", "model", "forget"]))
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6 * max(1, len(panels)), 4.5), squeeze=False)
-    for ax, ((dataset, model, forget), part) in zip(axes[0], panels):
+    plt, fig, axes = panel_grid(len(panels))
+    for ax, ((dataset, model, forget), part) in zip(axes, panels):
         part = part.set_index("method")
         columns = [c for c in ("UA", "UA_dimra") if f"{c}_mean" in part]
         means = part[[f"{c}_mean" for c in columns]].set_axis(columns, axis=1)
-        stds = part[[f"{c}_std" for c in columns]].set_axis(columns, axis=1).fillna(0.0)
-        means.plot.bar(ax=ax, yerr=stds, capsize=2, width=0.8)
+        halves = part[[f"{c}_ci" for c in columns]].set_axis(columns, axis=1).fillna(0.0)
+        means.plot.bar(ax=ax, yerr=halves, capsize=2, width=0.8)
         ax.set_title(f"{dataset} / {model} / forget {forget}")
         ax.set_ylabel("UA (%): generated c_f not classified as c_f")
         ax.tick_params(axis="x", rotation=0)
-    fig.suptitle(title)
+    fig.suptitle(f"{title}\nerror bars: 95 % Student-t interval over seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def missing_grids(frame: pd.DataFrame) -> list[str]:
+    """Sample-grid files that the seed-0 records name but that are not on this machine (grids live in the
+    run's outputs folder, not in the record): a figure is never drawn with blank panels."""
+    seed = frame["seed"].min()
+    missing = []
+    for _, row in frame[frame["seed"] == seed].iterrows():
+        prefix = row["method"] if row["method"] in REFERENCES else "method"
+        for name in (prefix, f"{prefix}_dimra"):
+            file = row["grids"].get(name)
+            if file and not Path(file).is_file():
+                missing.append(f"{file} ({Path(row['file']).name})")
+    return sorted(set(missing))
 
 
 def grid_figures(frame: pd.DataFrame, out: Path) -> list[Path]:
@@ -228,12 +617,18 @@ def grid_figures(frame: pd.DataFrame, out: Path) -> list[Path]:
     return written
 
 
-def log_wandb(shown: pd.DataFrame, title: str) -> None:
+def log_wandb(table: pd.DataFrame, title: str, out: Path) -> None:
+    """Numbers as numbers (mean, CI half-width and n in their own columns), so the UI can sort and plot."""
     import wandb
 
-    run = wandb.init(project="unlearn-bench", job_type="leaderboard", name=title, reinit=True)
+    numeric = table.drop(columns=[c for c in table if table[c].dtype == object and c not in (*GROUP, "method",
+                                                                                          "marks")])
+    import os
+
+    run = wandb.init(project="unlearn-bench", job_type="leaderboard", name=title, reinit=True,
+                     mode=os.environ.get("WANDB_MODE", "offline"), dir=str(out))  # offline unless asked
     try:
-        run.log({"leaderboard": wandb.Table(dataframe=shown.astype(str))})
+        run.log({"leaderboard": wandb.Table(dataframe=numeric)})
     finally:
         run.finish()
 
@@ -244,10 +639,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="folders of cell records (default: ./records)")
     parser.add_argument("--out", type=Path, default=Path("leaderboard"), help="output folder")
     parser.add_argument("--dataset", help="keep these datasets (comma-separated), e.g. cifar10")
-    parser.add_argument("--model", help="keep these models, e.g. small_cnn,resnet18")
+    parser.add_argument("--model", help="keep these models, e.g. small_cnn,resnet18,timm:vit_tiny_patch16_224")
     parser.add_argument("--augmentation", help="keep these augmentations, e.g. default,trivialaug")
     parser.add_argument("--forget", help="keep these forget settings, e.g. 'random 10%%,class 0'")
-    parser.add_argument("--method", help="keep these methods (retrain is always kept)")
+    parser.add_argument("--method", help="keep these methods (the reference rows always stay)")
     parser.add_argument("--relative-to", metavar="AUG", help="also write each augmentation's Avg Gap change "
                         "relative to AUG (percent) to relative_gap.md/.csv")
     parser.add_argument("--title", default="unlearn-bench leaderboard")
@@ -257,7 +652,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grids", action="store_true", help="generation: one figure of sample grids per dataset")
     args = parser.parse_args(argv)
 
-    frame = load_records(args.records)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = load_records(args.records)
+    seen = [str(w.message) for w in caught]
+    for message in seen:
+        print(f"warning: {message}", file=sys.stderr)
     if frame.empty:
         print(f"error: no readable records in {', '.join(map(str, args.records))}", file=sys.stderr)
         return 2
@@ -265,38 +665,36 @@ def main(argv: list[str] | None = None) -> int:
     if frame.empty:
         print("error: no record matches the filters", file=sys.stderr)
         return 2
-    table = aggregate(frame)
-    shown = pretty(table)
+    if args.grids and args.task == "generation" and (missing := missing_grids(frame)):
+        print(f"error: {len(missing)} sample grid(s) of the records are not on this machine, e.g. {missing[0]}; "
+              "rerun those cells (force=true) to draw them again, or leave out --grids; nothing was written",
+              file=sys.stderr)
+        return 2
+    table, facts = aggregate(frame)
+    noted = [w for w in seen if not w.startswith("skipping")]
+    for keys, stats in facts.items():
+        if stats.get("regime", {}).get("misses"):
+            message = f"{section_title(keys)} misses the regime bar: {'; '.join(stats['regime']['misses'])}"
+            print(f"warning: {message}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "leaderboard.csv", index=False)
-    shown.to_html(args.out / "leaderboard.html", index=False)
-    lines = [f"# {args.title}", ""]
-    if args.command:
-        lines += ["Made by:", "", "```bash", args.command, "```", ""]
-    if args.task == "generation":
-        lines += ["Mean ± std over seeds. UA: % of images generated for the forgotten class that the evaluation "
-                  "classifier does not classify as it (higher = forgotten); acc_retained: % of generated "
-                  "retained-class images classified as their class; FD: Fréchet distance to real retained-class "
-                  "images in the classifier's feature space (lower = closer); UA_dimra: UA after the DiMRA "
-                  "relearning attack (lower = the class came back); RTE in seconds (retrain: its training).", ""]
-    else:
-        lines += ["Mean ± std over seeds; Avg Gap = mean |metric − retrain| over UA, RA, TA, MIA (lower is "
-                  "better); rank 0 is the retrain reference; RTE in seconds; relearn_FA = forget accuracy after "
-                  "the relearning attack.", ""]
-    for keys, part in shown.groupby(GROUP, sort=False):
-        lines += [f"## {' / '.join(map(str, keys))}", "", part.drop(columns=GROUP).to_markdown(index=False), ""]
+    (args.out / "leaderboard.html").write_text(html_page(table, facts, args, noted))
+    text = markdown(table, facts, args, noted)
     if args.relative_to:
         relative = relative_gaps(table, args.relative_to)
         relative.to_csv(args.out / "relative_gap.csv", index=False)
-        lines += [f"## Avg Gap change relative to `{args.relative_to}` (%; negative = closer to retrain)", "",
-                  relative.to_markdown(index=False), ""]
+        text += "\n".join([f"## Avg Gap change relative to `{args.relative_to}` (%; negative = closer to retrain)",
+                           "", relative.to_markdown(index=False), ""])
     if args.grids and args.task == "generation":
         figures = grid_figures(frame, args.out)
-        lines += ["## Sample grids", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
-    (args.out / "leaderboard.md").write_text("\n".join(lines))
+        text += "\n".join(["## Sample grids", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""])
+    (args.out / "leaderboard.md").write_text(text)
     (plot_generation if args.task == "generation" else plot)(table, args.out / "leaderboard.png", args.title)
     if args.wandb:
-        log_wandb(shown, args.title)
+        log_wandb(table, args.title, args.out)
+    shown = pretty(table)
+    for column in reversed(GROUP):
+        shown.insert(0, column, table[column])
     print(shown.to_string(index=False))
     print(f"wrote {args.out}/leaderboard.{{md,csv,html,png}}")
     return 0

@@ -40,7 +40,7 @@ def test_cli_bad_forget_rate_fails_in_one_line(tmp_path):
     done = cli(tmp_path, "forget_rate.rate=1.5", "logger=none")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert lines == ["error: forget_rate.rate=1.5 is not valid; accepted: a number in the open interval (0, 1)"]
+    assert lines == ["error: forget_rate.rate=1.5 is not valid; accepted: a finite number in (0, 1)"]
 
 
 def test_cli_forget_alias(tmp_path):

@@ -107,7 +107,7 @@ def test_generation_cells_share_references_and_make_a_table(make_cfg, tmp_path, 
                              "--grids"]) == 0
     table = __import__("pandas").read_csv(out / "leaderboard.csv")
     assert list(table["method"]) == ["original", "retrain", "dimum", "esd"]
-    assert (table["seeds"] == 2).all() and "UA_dimra_mean" in table
+    assert (table["n"] == 2).all() and "UA_dimra_mean" in table
     assert (out / "grids_digits.png").is_file() and (out / "leaderboard.png").is_file()
     classification = tmp_path / "cls"
     assert leaderboard.main(["--records", str(tmp_path / "records"), "--out", str(classification)]) == 2

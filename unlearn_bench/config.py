@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from omegaconf import OmegaConf
 
 
@@ -13,6 +15,17 @@ def by_rate(rate: float | None, table: dict) -> object:
     return {float(k): v for k, v in table.items()}[key]
 
 
+def by_dataset(name: str, table: dict, default: object) -> object:
+    """The value of `table` (dataset name -> value) for this dataset, `default` for a dataset it does not
+    list. The resolved value is what the record stores, so a reader sees what ran, not a rule."""
+    return table.get(str(name), default)
+
+
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("by_rate"):
-        OmegaConf.register_new_resolver("by_rate", by_rate)
+    for name, fn in (("by_rate", by_rate), ("by_dataset", by_dataset)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+    # The launching process's id, cached like Hydra's `now`: a multirun copies the resolver cache of its
+    # master config into each job's config, so a worker resolves the sweep folder to the parent's id.
+    if not OmegaConf.has_resolver("pid"):
+        OmegaConf.register_new_resolver("pid", os.getpid, use_cache=True)

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from unlearn_bench.models import build_model
 from unlearn_bench.perf import prepare_model
 from unlearn_bench.perf import resolve as resolve_perf
 from unlearn_bench.train import Context, fit, seed_stage
+from unlearn_bench.validate import validate
+from unlearn_bench.verdict import bar_misses, regime, verdict_line
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -72,6 +75,16 @@ def timed(fn, *args):
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return result, time.perf_counter() - start
+
+
+def regime_line(values: dict) -> str:
+    """The regime of one cell in one line (SPEC §8), with what it misses of the bar."""
+    misses = bar_misses(values["original_forget_acc"], values["original_retain_acc"], values["original_gen_gap"],
+                        values["gap_over_floor"])
+    return (f"regime: original forget acc {values['original_forget_acc']:.1f}, retain acc "
+            f"{values['original_retain_acc']:.1f}, TA {values['original_TA']:.1f} (generalisation gap "
+            f"{values['original_gen_gap']:.1f}); original gap / retrain floor {values['gap_over_floor']:.1f} -> "
+            + ("meets the bar" if not misses else "MISSES the bar: " + "; ".join(misses)))
 
 
 def summary_table(rows: dict[str, dict[str, float]], columns: list[str]) -> str:
@@ -119,13 +132,41 @@ def prepare(cfg: DictConfig, cache_root: Path | None = None) -> Cell:
     return cell
 
 
+REFERENCE_STAGES = ("original", "retrain", "retrain2")
+TRAIN_KEYS = "train.lr, train.epochs, train.batch_size, train.weight_decay, train.scheduler"
+
+
+def check_reference(stage: str, model: nn.Module, stats: dict, accuracy: float | None, majority: float | None) -> None:
+    """A reference model that is not one (non-finite weights or loss, or no better than predicting the most
+    frequent class of its own training data) is refused before it reaches the cache: every gap measured
+    against it would be meaningless, and a broken retrain model would rank every method first."""
+    problems = []
+    if not all(torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point()):
+        problems.append("non-finite weights")
+    loss = stats.get("final_train_loss")
+    if loss is not None and not math.isfinite(loss):
+        problems.append(f"final training loss {loss}")
+    if accuracy is not None and majority is not None and not accuracy > majority + CHANCE_MARGIN:
+        problems.append(f"accuracy on its own training data {accuracy:.1f} % (chance: {majority:.1f} %)")
+    if problems:
+        raise UserError(f"the {stage} model is not usable ({'; '.join(problems)}); it was not cached. "
+                        f"Check the training keys: {TRAIN_KEYS}")
+
+
+CHANCE_MARGIN = 5.0  # points above the majority-class rate a reference model must reach on its training data
+
+
 def reference_models(cell: Cell, cache: ModelCache, fit_fn=None, key_extra: dict | None = None,
-                     seed: int | None = None) -> tuple[dict[str, nn.Module], dict[str, dict]]:
-    """The original model (trained on D) and the retrain model (on D_r), trained or loaded from the cache.
-    `fit_fn(model, data, stage)` replaces the classifier recipe (diffusion models); `key_extra` joins the key;
-    `seed` (default: the run seed) seeds their initialisation and training."""
+                     seed: int | None = None, stages: tuple[str, ...] = REFERENCE_STAGES,
+                     ) -> tuple[dict[str, nn.Module], dict[str, dict]]:
+    """The original model (trained on D), the retrain model (on D_r) and a second retrain model on the same
+    D_r with another training seed (initialisation and data order: the retrain floor of SPEC §8), trained or
+    loaded from the cache. `fit_fn(model, data, stage)` replaces the classifier recipe (diffusion models);
+    `key_extra` joins the key; `seed` (default: the run seed) seeds their initialisation and training;
+    `stages` picks which of them a task needs."""
     cfg, splits = cell.cfg, cell.splits
     seed = cfg.seed if seed is None else int(seed)
+    classifier = fit_fn is None
     fit_fn = fit_fn or (lambda model, data, stage: fit(model, data, cfg.train, cell.ctx, stage))
     common = {name: OmegaConf.to_container(cfg[name], resolve=True)
               for name in ("dataset", "model", "train", "augmentation")}
@@ -134,13 +175,26 @@ def reference_models(cell: Cell, cache: ModelCache, fit_fn=None, key_extra: dict
         common.update(perf=cell.ctx.perf.as_dict())
     common.update(seed=seed, device=cell.ctx.device.type,
                   train_data=data_digest(splits.train.images, splits.train.labels))
-    stages = {"original": (splits.train, {}),
-              "retrain": (splits.retain, {"forget_index": data_digest(splits.forget_index, splits.forget_index)})}
+    forget_key = {"forget_index": data_digest(splits.forget_index, splits.forget_index)}
+    available = {"original": (splits.train, {}), "retrain": (splits.retain, forget_key),
+                 "retrain2": (splits.retain, forget_key)}
     models, metas = {}, {}
-    for stage, (data, extra_key) in stages.items():
+    for stage in stages:
+        data, extra_key = available[stage]
+
         def train(model: nn.Module, stage=stage, data=data) -> dict:
-            seed_stage(seed, f"{stage}-train")
-            return fit_fn(model, data, stage)
+            seed_stage(seed, f"{stage}-train")  # retrain2: its own stage name, so its own init and data order
+            stats = fit_fn(model, data, stage)
+            accuracy = majority = None
+            if classifier:
+                from unlearn_bench.metrics.core import accuracy as percent_correct
+                from unlearn_bench.metrics.core import logits_on
+
+                accuracy = percent_correct(logits_on(model, data, cell.ctx), data.labels)
+                majority = 100.0 * torch.bincount(data.labels.cpu()).max().item() / max(len(data), 1)
+                stats = {**stats, "train_accuracy": accuracy}
+            check_reference(stage, model, stats, accuracy, majority)
+            return stats
 
         models[stage], metas[stage], hit = cache.get_or_train(stage, {**common, **extra_key},
                                                               lambda stage=stage: cell.new_model(stage, seed), train)
@@ -149,10 +203,33 @@ def reference_models(cell: Cell, cache: ModelCache, fit_fn=None, key_extra: dict
     return models, metas
 
 
+def stop_with_parent(poll_seconds: float = 1.0) -> None:
+    """In a joblib (loky) worker, exit once the sweep's parent process is gone: a killed sweep must not
+    leave workers training and writing records behind it. Records and cache entries are written
+    atomically, so stopping anywhere loses only the cell in progress."""
+    import multiprocessing
+    import threading
+
+    if not multiprocessing.current_process().name.startswith("LokyProcess") or getattr(stop_with_parent, "on", False):
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os._exit(143)
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
+    stop_with_parent.on = True
+
+
 def run(cfg: DictConfig) -> dict:
     """Run one cell and return its record; a cell with a valid record is skipped unless force=true."""
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
         raise ConfigError("seed", cfg.seed, "an integer")
+    stop_with_parent()
+    validate(cfg)  # every value, before a finished cell is skipped and before any work
+    pick_device(cfg.device)
     records_dir = Path(cfg.paths.records_dir)
     record_file = tracking.record_path(records_dir, cfg)
     if not cfg.force and (existing := tracking.read_record(record_file)) is not None:
@@ -192,7 +269,7 @@ def run(cfg: DictConfig) -> dict:
         return metrics
 
     results = {"method": scores(unlearned, cfg.relearn.enabled)}
-    for stage in ("retrain", "original"):  # shared by every method of the cell: computed once, cached
+    for stage in ("retrain", "retrain2", "original"):  # shared by every method of the cell: computed once, cached
         attack = cfg.relearn.enabled and stage == "retrain"
         key = {"model": metas[stage]["key"], "metrics": OmegaConf.to_container(cfg.metrics, resolve=True),
                "relearn": OmegaConf.to_container(cfg.relearn, resolve=True) if attack else None,
@@ -202,21 +279,30 @@ def run(cfg: DictConfig) -> dict:
         metrics["avg_gap"] = avg_gap(metrics, results["retrain"], list(cfg.metrics.gap_over))
     results["method"]["RTE"] = rte
     results["retrain"]["RTE"] = metas["retrain"]["train_seconds"]
+    results["retrain2"]["RTE"] = metas["retrain2"]["train_seconds"]
+    floor = results["retrain2"]["avg_gap"]  # the gap between two retrains: the noise of retraining itself
+    cell_regime = regime(results["original"], results["retrain"], floor)
 
     record = {"cell_id": tracking.cell_id(cfg), "config": tracking.cell_config(cfg), "method": cfg.method.name,
               "metrics": results["method"], "retrain_metrics": results["retrain"],
-              "original_metrics": results["original"], "diverged": diverged,
+              "original_metrics": results["original"], "retrain2_metrics": results["retrain2"],
+              "regime": cell_regime, "diverged": diverged,
               "forget_size": len(splits.forget), "retain_size": len(splits.retain), "test_size": len(splits.test),
-              "models": {stage: {"key": metas[stage]["key"], "train_seconds": metas[stage]["train_seconds"]}
-                         for stage in metas},
+              "models": {stage: {"key": metas[stage]["key"], "train_seconds": metas[stage]["train_seconds"],
+                                 "loss_curve": metas[stage].get("loss_curve")} for stage in metas},
               "git_commit": tracking.git_commit(), "packages": tracking.package_versions(),
               "device": str(ctx.device), "perf": ctx.perf.as_dict(), "finished": time.time()}
-    tracking.write_record(record_file, record)
+    # W&B first: a process that dies between the two leaves no record, so the rerun logs the cell again
+    # instead of skipping a cell whose run was never logged.
     tracking.log_to_wandb(cfg, record, Path(cfg.paths.output_dir))
+    tracking.write_record(record_file, record)
 
     columns = [c for c in [*cfg.metrics.names, "avg_gap", "RTE", "relearn_FA"] if c in results["method"]]
-    rows = {cfg.method.name: results["method"], "retrain": results["retrain"], "original": results["original"]}
+    rows = {cfg.method.name: results["method"], "retrain": results["retrain"],
+            "retrain floor": results["retrain2"], "original": results["original"]}
     print(summary_table(rows, columns))
+    print(regime_line(cell_regime))
+    print(verdict_line(cfg.method.name, results["method"]["avg_gap"], floor, results["original"]["avg_gap"]))
     print(f"record: {record_file}")
     return record
 
@@ -226,8 +312,29 @@ def alias_overrides(argv: list[str]) -> list[str]:
     return [("forget_rate." + a[len("forget."):]) if a.startswith("forget.") else a for a in argv]
 
 
+def single_cell_of_a_grid(cfg: DictConfig) -> str | None:
+    """`experiment=X` without -m runs one cell of X's grid: say so, with the cell, instead of silently."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    grid = hydra_cfg.sweeper.get("params") or {}
+    experiment = hydra_cfg.runtime.choices.get("experiment")
+    if hydra_cfg.mode == RunMode.MULTIRUN or not grid or not experiment:
+        return None
+    size = math.prod(len(str(values).split(",")) for values in grid.values())
+    choices = hydra_cfg.runtime.choices
+    chosen = ", ".join(f"{k}={choices[k] if k in choices else OmegaConf.select(cfg, k)}" for k in grid)
+    return (f"note: experiment={experiment} is a grid of about {size} cells (run it with -m); without -m this "
+            f"runs ONE cell of it: {chosen}")
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> float:
+    if note := single_cell_of_a_grid(cfg):
+        print(note, file=sys.stderr)
     try:
         record = run(cfg)
     except UserError as err:
@@ -241,7 +348,6 @@ def unknown_group_choice(argv: list[str], config_dir: Path = Path(CONFIG_DIR)) -
     """One-line error for `group=option` where conf/<group>/ has no such option (Hydra's own message
     lists its search path too); None when every choice exists. Launcher and sweeper groups, which
     plugins provide, and sweep expressions are left to Hydra."""
-    import re
 
     for arg in argv[1:]:
         key, sep, value = arg.partition("=")
@@ -270,11 +376,56 @@ def hydra_error_line(err: Exception) -> str:
     return "error: " + " ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 
+def first_sweep_value(arg: str) -> str | None:
+    """`key=a,b` -> `key=a` (commas inside brackets belong to a value); None for a sweep function."""
+    key, sep, value = arg.partition("=")
+    if re.match(r"^\s*(range|choice|interval|glob|tag|sort|shuffle)\(", value):
+        return None
+    depth, out = 0, ""
+    for char in value:
+        depth += {"[": 1, "(": 1, "{": 1, "]": -1, ")": -1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            break
+        out += char
+    return f"{key}{sep}{out}"
+
+
+def unread_key(argv: list[str], config_dir: str = CONFIG_DIR) -> str | None:
+    """One-line error for `+key=…` / `++key=…` that adds a key no part of the run reads: it would change
+    the cell id (a duplicate record) while changing nothing else. None when every added key exists."""
+    added = [a for a in argv[1:] if a.startswith("+") and not a.lstrip("+").startswith("hydra")]
+    if not added:
+        return None
+    from hydra import compose, initialize_config_dir
+
+    others = [v for a in argv[1:] if not a.startswith(("+", "-", "~", "hydra")) and "=" in a
+              for v in [first_sweep_value(a)] if v]
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            base = compose("config", overrides=others)
+    except Exception:  # the run itself reports what is wrong with the other overrides
+        return None
+    missing = object()
+    for arg in added:
+        key = arg.lstrip("+").partition("=")[0]
+        if OmegaConf.select(base, key, default=missing) is missing:
+            parent = key.rpartition(".")[0]
+            node = OmegaConf.select(base, parent) if parent else base
+            keys = sorted(str(k) for k in node.keys()) if isinstance(node, DictConfig) else []
+            where = f"accepted under {parent or 'the top level'}: {', '.join(keys)}" if keys else \
+                f"{parent} is not a config node"
+            return (f"error: {key} is not a key this run reads (`{arg.partition('=')[0]}=` would add it to the "
+                    f"cell id and change nothing else); {where}{did_you_mean(key.rpartition('.')[2], keys)}")
+    return None
+
+
 def main() -> None:
+    import errno
+
     from hydra.errors import CompactHydraException
 
     sys.argv = alias_overrides(sys.argv)
-    if message := unknown_group_choice(sys.argv):
+    if message := unknown_group_choice(sys.argv) or unread_key(sys.argv):
         print(message, file=sys.stderr)
         sys.exit(2)
     users_choice = "HYDRA_FULL_ERROR" in os.environ
@@ -286,6 +437,24 @@ def main() -> None:
             raise
         print(hydra_error_line(err), file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted; finished records and cache entries are kept and a rerun resumes from them",
+              file=sys.stderr)
+        sys.exit(130)
+    except OSError as err:  # a folder Hydra or the run cannot write, a full disk
+        if users_choice or err.errno not in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM,
+                                                          errno.ENOTDIR, errno.EEXIST):
+            raise
+        print(f"error: {err.strerror}: {err.filename or ''} (check paths.output_dir, paths.cache_dir, "
+              f"paths.records_dir and the free space there)", file=sys.stderr)
+        sys.exit(2 if err.errno != errno.ENOSPC else 1)
+    except Exception as err:  # a launcher's job that was cancelled, timed out or failed (submitit)
+        if users_choice or type(err).__name__ != "UncompletedJobError":
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(f"error: a job of the multirun did not complete (cancelled, timed out or failed: {first[:300]}); "
+              "the finished cells have their records and a rerun skips them", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -94,10 +94,16 @@ def log_to_wandb(cfg: DictConfig, record: dict, output_dir: Path) -> None:
                      group=group, job_type=cfg.method.name,
                      tags=[*cfg.logger.tags, *filter(None, [sweep_tag()])],
                      name=f"{cfg.method.name}-seed{cfg.seed}", dir=str(output_dir),
-                     config=record["config"], reinit=True)
+                     config={**record["config"], "device": record.get("device"), "perf": record.get("perf")},
+                     reinit=True)
     try:
-        summary = {**record["metrics"], **{f"retrain/{k}": v for k, v in record["retrain_metrics"].items()},
-                   "cell_id": record["cell_id"], "diverged": record["diverged"]}
+        for stage, model in (record.get("models") or {}).items():  # the reference models' training curves
+            for epoch, loss in enumerate(model.get("loss_curve") or []):
+                run.log({f"{stage}/train_loss": loss, f"{stage}/epoch": epoch + 1})
+        summary = {**record["metrics"], "cell_id": record["cell_id"], "diverged": record["diverged"]}
+        for part in ("retrain", "retrain2", "original"):  # the references and doing nothing, beside the method
+            summary.update({f"{part}/{k}": v for k, v in (record.get(f"{part}_metrics") or {}).items()})
+        summary.update({f"regime/{k}": v for k, v in (record.get("regime") or {}).items()})
         run.log(summary)
         run.summary.update(summary)
     finally:

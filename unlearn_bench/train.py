@@ -7,6 +7,7 @@ normalised there, so there is no per-sample Python in the loop.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -87,11 +88,18 @@ def batches(data: ImageData, batch_size: int, ctx: Context, *, augment: bool = T
         yield ctx.inputs(data.images[index], augment), data.labels[index]
 
 
+COUNT_KEYS = ("epochs", "steps", "batch_size", "samples")  # counted, so integers
+
+
 def check_positive(cfg: DictConfig, prefix: str, keys: tuple[str, ...]) -> None:
+    """Budgets and learning rates: positive integers for counts, positive finite numbers otherwise."""
     for key in keys:
         value = cfg.get(key)
-        if not isinstance(value, (int, float)) or value <= 0:
-            raise ConfigError(f"{prefix}.{key}", value, "a positive number")
+        if key in COUNT_KEYS:
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{prefix}.{key}", value, "a positive integer")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{prefix}.{key}", value, "a positive finite number")
 
 
 def check_choices(cfg: DictConfig, prefix: str, choices: dict[str, tuple]) -> None:
@@ -129,7 +137,7 @@ def fit(model: nn.Module, data: ImageData, cfg: DictConfig, ctx: Context, desc: 
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.get("label_smoothing", 0.0))
     bar = tqdm(range(cfg.epochs), desc=desc, disable=not ctx.progress, leave=False)
-    last_loss = float("nan")
+    last_loss, curve = float("nan"), []
     forward = training_model(model, ctx.perf)
     for _ in bar:
         total, seen = 0.0, 0
@@ -142,6 +150,7 @@ def fit(model: nn.Module, data: ImageData, cfg: DictConfig, ctx: Context, desc: 
             total += loss.item() * len(y)
             seen += len(y)
         last_loss = total / max(seen, 1)
+        curve.append(last_loss)
         bar.set_postfix(loss=f"{last_loss:.4f}")
     model.eval()
-    return {"final_train_loss": last_loss}
+    return {"final_train_loss": last_loss, "loss_curve": curve}

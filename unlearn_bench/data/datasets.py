@@ -53,8 +53,14 @@ class ImageDataset:
 
 def _from_numpy(images: np.ndarray, labels: np.ndarray) -> ImageData:
     """(N, H, W) or (N, H, W, C) uint8 -> (N, C, H, W) tensors."""
+    if images.dtype != np.uint8:
+        raise ValueError(f"images of dtype {images.dtype}, expected uint8")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels of dtype {labels.dtype}, expected integers")
     if images.ndim == 3:
         images = images[:, :, :, None]
+    if images.ndim != 4:
+        raise ValueError(f"images of shape {images.shape}, expected (N, H, W) or (N, H, W, C)")
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
     return ImageData(x.to(torch.uint8), torch.from_numpy(labels.astype(np.int64)))
 
@@ -120,12 +126,37 @@ def _npz_or_torchvision(cfg: DictConfig, data_root: Path, read_npz) -> ImageData
         raise ConfigError("dataset.source", cfg.source, ["auto", "npz", "torchvision"])
     path = data_file(cfg, data_root) if cfg.source in ("auto", "npz") and cfg.get("file") else None
     if path is not None:
-        train, test = read_npz(path)
+        try:
+            train, test = read_npz(path)
+        except (KeyError, ValueError, OSError, EOFError) as err:  # missing arrays, not an npz, truncated
+            raise UserError(f"dataset.file {path} cannot be read as the {cfg.name} npz ({type(err).__name__}: "
+                            f"{err}); accepted: x_train, y_train, x_test, y_test arrays (or the JPEG layout)") from None
+        for split, data in (("train", train), ("test", test)):
+            check_arrays(cfg, path, split, data)
     elif cfg.source == "npz" or (cfg.source == "auto" and not cfg.download):
         raise _missing(cfg, data_root)
     else:
         train, test = _torchvision_split(cfg, data_root, True), _torchvision_split(cfg, data_root, False)
     return ImageDataset(cfg.name, train, test, cfg.num_classes)
+
+
+def check_arrays(cfg: DictConfig, path: Path, split: str, data: ImageData) -> None:
+    """A data file whose arrays do not fit the dataset's config is refused in one line, not met later as
+    a shape error inside a model (the checksum may be disabled, or the file made by hand)."""
+    images, labels = data.images, data.labels
+    size, channels = cfg.image_size, cfg.channels
+    problem = None
+    if images.ndim != 4 or tuple(images.shape[1:]) != (channels, size, size):
+        problem = f"x_{split} has shape {tuple(images.shape)}, expected (N, {size}, {size}) or (N, {size}, {size}, {channels})"
+    elif labels.ndim != 1 or len(labels) != len(images):
+        problem = f"y_{split} has shape {tuple(labels.shape)}, expected ({len(images)},) to match x_{split}"
+    elif len(labels) and not (0 <= int(labels.min()) and int(labels.max()) < cfg.num_classes):
+        problem = (f"y_{split} holds labels in [{int(labels.min())}, {int(labels.max())}], expected "
+                   f"[0, {cfg.num_classes - 1}] (dataset.num_classes={cfg.num_classes})")
+    elif len(labels) == 0:
+        problem = f"x_{split} is empty"
+    if problem:
+        raise UserError(f"dataset.file {path}: {problem}")
 
 
 def _read_plain_npz(path: Path) -> tuple[ImageData, ImageData]:

@@ -110,6 +110,7 @@ def run_generation(cfg: DictConfig, record_file: Path) -> dict:
 
     reference_seed = gen.get("reference_seed")
     models, metas = reference_models(cell, cache, fit_fn=fit_diffusion, seed=reference_seed,
+                                     stages=("original", "retrain"),
                                      key_extra={"generation": OmegaConf.to_container(gen.train, resolve=True),
                                                 "schedule": diffusion.describe()})
     classifier, classifier_key = evaluation_classifier(cell, cache)
@@ -169,8 +170,8 @@ def run_generation(cfg: DictConfig, record_file: Path) -> dict:
                          for stage in metas},
               "git_commit": tracking.git_commit(), "packages": tracking.package_versions(),
               "device": str(cell.ctx.device), "perf": cell.ctx.perf.as_dict(), "finished": time.time()}
+    tracking.log_to_wandb(cfg, record, Path(cfg.paths.output_dir))  # before the record: see run.run
     tracking.write_record(record_file, record)
-    tracking.log_to_wandb(cfg, record, Path(cfg.paths.output_dir))
     from unlearn_bench.run import summary_table
 
     rows = {cfg.method.name: results["method"], "retrain_gen": results["retrain"], "original": results["original"]}

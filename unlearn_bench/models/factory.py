@@ -17,7 +17,8 @@ class SmallCNN(nn.Module):
 
     pretrained_cfg = {"classifier": "fc"}  # noqa: RUF012 (timm's attribute, read-only)
 
-    def __init__(self, in_chans: int, num_classes: int, widths: list[int], dropout: float = 0.0):
+    def __init__(self, in_chans: int, num_classes: int, widths: list[int], dropout: float = 0.0,
+                 head_pool: int = 1):
         super().__init__()
         layers: list[nn.Module] = []
         prev = in_chans
@@ -28,14 +29,15 @@ class SmallCNN(nn.Module):
             prev = width
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
-        self.num_features = prev
-        self.fc = nn.Linear(prev, num_classes)
+        self.head_pool = head_pool  # 1: global average pool; k: a k x k grid of averages, flattened
+        self.num_features = prev * head_pool * head_pool
+        self.fc = nn.Linear(self.num_features, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.dropout(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+        x = self.dropout(torch.flatten(nn.functional.adaptive_avg_pool2d(x, self.head_pool), 1))
         return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,7 +53,12 @@ def small_cnn(cfg: DictConfig, in_chans: int, num_classes: int, image_size: int)
     if image_size < 2**pools:
         raise ConfigError("model.widths", list(cfg.widths), f"at most {image_size.bit_length()} blocks for "
                           f"{image_size}x{image_size} inputs")
-    return SmallCNN(in_chans, num_classes, list(cfg.widths), cfg.get("dropout", 0.0))
+    head_pool = cfg.get("head_pool", 1)
+    final_size = image_size // 2**pools
+    if isinstance(head_pool, bool) or not isinstance(head_pool, int) or not 1 <= head_pool <= final_size:
+        raise ConfigError("model.head_pool", head_pool, f"an integer in [1, {final_size}] (the last block's "
+                          f"feature map is {final_size}x{final_size})")
+    return SmallCNN(in_chans, num_classes, list(cfg.widths), cfg.get("dropout", 0.0), head_pool)
 
 
 def _timm(arch: str, in_chans: int, num_classes: int, pretrained: bool, kwargs: dict) -> nn.Module:
@@ -60,7 +67,40 @@ def _timm(arch: str, in_chans: int, num_classes: int, pretrained: bool, kwargs: 
     if not timm.is_model(arch):
         close = timm.list_models(f"*{arch[:4]}*")[:5]
         raise ConfigError("model.arch", arch, f"a timm model name (timm.list_models()); close: {', '.join(close)}")
-    return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    if not pretrained:
+        return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    return _pretrained(timm, arch, num_classes, in_chans, kwargs)
+
+
+def _pretrained(timm, arch: str, num_classes: int, in_chans: int, kwargs: dict) -> nn.Module:
+    """Pretrained weights from the local Hugging Face cache first; the hub only where it answers, so a
+    machine without network gets one line at once instead of a minute of retries and a traceback."""
+    import os
+    import socket
+    from unittest import mock
+
+    try:  # huggingface_hub reads HF_HUB_OFFLINE once, at import: set its constant for this call
+        with mock.patch.dict(os.environ, {"HF_HUB_OFFLINE": "1"}), \
+                mock.patch("huggingface_hub.constants.HF_HUB_OFFLINE", True):
+            return timm.create_model(arch, pretrained=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    except Exception as cached_err:  # not in the cache (or not loadable from it)
+        reason = f"{type(cached_err).__name__}"
+    if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0"):
+        reachable = False
+    else:
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=3).close()
+            reachable = True
+        except OSError:
+            reachable = False
+    if not reachable:
+        raise ConfigError("model.pretrained", True, f"false, or true where timm's weights for {arch} are in the "
+                          f"local Hugging Face cache or the hub can be reached (neither here: {reason})")
+    try:
+        return timm.create_model(arch, pretrained=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    except Exception as err:
+        raise ConfigError("model.pretrained", True, f"false (timm could not load the weights of {arch}: "
+                          f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
 
 
 @MODELS.register("resnet18")

@@ -1,0 +1,200 @@
+"""SPEC §8: baseline rows, the retrain floor, refused reference models, statistics with known answers, and
+leaderboard rows that are configurations."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from unlearn_bench import verdict
+from unlearn_bench.errors import UserError
+from unlearn_bench.metrics import avg_gap
+from unlearn_bench.run import run
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import leaderboard  # noqa: E402
+
+
+def test_t_interval_on_a_known_sample():
+    mean, half, n = verdict.t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    # sd = sqrt(2.5), t(0.975, 4) = 2.776445: half-width = 2.776445 * 1.581139 / sqrt(5)
+    assert (mean, n) == (3.0, 5) and half == pytest.approx(1.963243, abs=1e-5)
+    assert math.isnan(verdict.t_interval([2.0])[1])
+
+
+def test_paired_t_test_on_a_known_sample():
+    # differences -0.5, -0.1, -0.9, -0.2, -0.8: mean -0.5, sd 0.35355, t = -3.1623 with 4 df -> p = 0.0341
+    assert verdict.paired_p([1, 2, 3, 4, 5], [1.5, 2.1, 3.9, 4.2, 5.8]) == pytest.approx(0.03411, abs=1e-4)
+    assert verdict.paired_p([1, 2, 3], [1, 2, 3]) == 1.0  # identical: nothing tells them apart
+    assert verdict.paired_p([2, 3, 4], [1, 2, 3]) == 0.0  # a constant difference
+    assert math.isnan(verdict.paired_p([1.0], [2.0]))
+
+
+def test_kendall_tau_of_two_halves():
+    stable = {"a": {0: 1.0, 1: 1.1, 2: 0.9, 3: 1.0}, "b": {0: 2.0, 1: 2.1, 2: 2.2, 3: 2.0},
+              "c": {0: 3.0, 1: 3.2, 2: 3.1, 3: 2.9}}
+    assert verdict.kendall_halves(stable) == (1.0, 2, 2)
+    flipped = {"a": {0: 1.0, 1: 3.0}, "b": {0: 2.0, 1: 2.0}, "c": {0: 3.0, 1: 1.0}}
+    assert verdict.kendall_halves(flipped)[0] == pytest.approx(-1.0)
+
+
+def test_regime_bar():
+    original = {"UA": 1.0, "RA": 99.0, "TA": 60.0, "avg_gap": 12.0}
+    retrain = {"UA": 40.0, "RA": 99.5, "TA": 61.0}
+    assert verdict.regime(original, retrain, floor=2.0)["meets_bar"]
+    missed = verdict.regime(original, retrain, floor=5.0)
+    assert not missed["meets_bar"] and missed["gap_over_floor"] == pytest.approx(2.4)
+    assert verdict.bar_misses(90.0, 99.0, 2.0, 4.0) == ["original forget accuracy 90.0 < 95",
+                                                        "generalisation gap 2.0 < 5"]
+
+
+def test_retrain_floor_is_the_gap_between_the_two_retrain_models(make_cfg, capsys):
+    record = run(make_cfg("method=ft"))
+    out = capsys.readouterr().out
+    assert "retrain2: trained" in out and "retrain floor" in out and "original" in out and "verdict: ft" in out
+    assert record["models"]["retrain2"]["key"] != record["models"]["retrain"]["key"]
+    over = ["UA", "RA", "TA", "MIA"]
+    floor = avg_gap(record["retrain2_metrics"], record["retrain_metrics"], over)
+    assert record["retrain2_metrics"]["avg_gap"] == floor == record["regime"]["retrain_floor"]
+    assert record["regime"]["original_gap"] == record["original_metrics"]["avg_gap"]
+    # the two retrains really are two models: another initialisation and data order
+    assert record["models"]["retrain2"]["train_seconds"] > 0
+
+
+def test_nan_trained_reference_is_refused_with_one_line_and_not_cached(make_cfg, tmp_path):
+    with pytest.raises(UserError) as err:  # a finite but absurd lr: the loss and weights go non-finite
+        run(make_cfg("method=ft", "train.lr=1e30"))
+    message = str(err.value)
+    assert "\n" not in message and "original model is not usable" in message and "train.lr" in message
+    assert not list((tmp_path / "cache").glob("*.pt"))  # nothing cached as valid
+
+
+def test_reference_at_chance_is_refused(make_cfg, tmp_path):
+    with pytest.raises(UserError, match=r"accuracy on its own training data .* \(chance"):
+        run(make_cfg("method=ft", "train.lr=1e-12", "train.epochs=1"))
+    assert not list((tmp_path / "cache").glob("*.pt"))
+
+
+def test_rl_schedule_follows_the_dataset(make_cfg):
+    assert make_cfg("method=rl").method.schedule == "sequential"  # digits: like the MNIST family
+    assert make_cfg("method=salun", "dataset=cifar10").method.schedule == "sequential"
+    assert make_cfg("method=salun", "dataset=cifar100").method.schedule == "mixed"
+    assert make_cfg("method=rl", "method.schedule=mixed").method.schedule == "mixed"
+
+
+# ---- leaderboard: rows are configurations -------------------------------------------------------------------
+
+BASE_CONFIG = {"dataset": {"name": "digits"}, "model": {"name": "small_cnn", "widths": [8, 16]},
+               "augmentation": {"name": "none"}, "forget_rate": {"mode": "random", "rate": 0.1},
+               "train": {"epochs": 4, "lr": 0.1}, "metrics": {"gap_over": ["UA", "RA", "TA", "MIA"]},
+               "method": {"name": "ft", "lr": 0.01, "epochs": 1}, "seed": 0}
+
+
+def metrics(gap: float) -> dict:
+    return {"UA": 5.0 + gap, "RA": 99.0, "TA": 90.0, "MIA": 10.0, "avg_gap": gap, "RTE": 1.0}
+
+
+def write_record(folder: Path, name: str, seed: int, gap: float, method: str = "ft", finished: float = 1.0,
+                 **changes) -> None:
+    config = copy.deepcopy(BASE_CONFIG)
+    config["seed"] = seed
+    config["method"]["name"] = method
+    for dotted, value in changes.items():
+        node = config
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    record = {"record_version": 1, "config": config, "method": method, "metrics": metrics(gap),
+              "retrain_metrics": metrics(0.0), "original_metrics": metrics(6.0 + seed * 0.1),
+              "retrain2_metrics": metrics(0.5 + seed * 0.05), "finished": finished}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(record))
+
+
+def board(tmp_path: Path, folder: Path, *extra: str) -> pd.DataFrame:
+    out = tmp_path / "board"
+    assert leaderboard.main(["--records", str(folder), "--out", str(out), *extra]) == 0
+    return pd.read_csv(out / "leaderboard.csv")
+
+
+def test_a_method_hyperparameter_makes_its_own_row(tmp_path):
+    folder = tmp_path / "records"
+    for seed in range(3):
+        write_record(folder, f"ft-{seed}", seed, 2.0 + 0.1 * seed)
+    write_record(folder, "ft-lr3", 0, 60.0, method__lr=3.0)
+    table = board(tmp_path, folder).set_index("method")
+    assert {"ft (lr=0.01)", "ft (lr=3.0)", "retrain", "retrain floor", "original"} <= set(table.index)
+    assert table.loc["ft (lr=0.01)", "n"] == 3 and table.loc["ft (lr=3.0)", "n"] == 1
+    assert table.loc["ft (lr=0.01)", "avg_gap_mean"] == pytest.approx(2.1)
+
+
+def test_a_training_recipe_change_is_its_own_setting(tmp_path):
+    folder = tmp_path / "records"
+    write_record(folder, "a", 0, 2.0)
+    write_record(folder, "b", 0, 3.0, train__epochs=30)
+    table = board(tmp_path, folder)
+    assert set(table["variant"]) == {"train.epochs=4", "train.epochs=30"}
+    assert (table.loc[table["method"] == "ft", "n"] == 1).all()
+
+
+def test_a_duplicate_seed_is_reported_and_the_newest_record_used(tmp_path, capsys):
+    folder = tmp_path / "records"
+    write_record(folder, "ft-old", 0, 9.0, finished=1.0)
+    write_record(tmp_path / "other", "ft-new", 0, 2.0, finished=2.0)
+    out = tmp_path / "board"
+    assert leaderboard.main(["--records", str(folder), str(tmp_path / "other"), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "the same configuration and seed 0 of ft has 2 records" in err and "ft-new.json" in err
+    table = pd.read_csv(out / "leaderboard.csv").set_index("method")
+    assert table.loc["ft", "n"] == 1 and table.loc["ft", "avg_gap_mean"] == 2.0
+    assert "the same configuration and seed 0" in (out / "leaderboard.md").read_text()
+
+
+def test_hyperparameter_search_trials_are_excluded(tmp_path, capsys):
+    folder = tmp_path / "records"
+    write_record(folder, "ft", 0, 2.0)
+    write_record(folder, "trial", 1, 0.1, optimized_metric="avg_gap")
+    table = board(tmp_path, folder).set_index("method")
+    assert table.loc["ft", "n"] == 1
+    assert "hyperparameter-search trial" in capsys.readouterr().err
+
+
+def test_baseline_rows_marks_and_ties(tmp_path):
+    folder = tmp_path / "records"
+    for seed in range(5):
+        write_record(folder, f"ft-{seed}", seed, 1.0 + 0.1 * seed)                    # best
+        write_record(folder, f"ga-{seed}", seed, 1.05 + 0.1 * ((seed * 3) % 5), method="ga")  # tied with it
+        write_record(folder, f"rl-{seed}", seed, 8.0 + 0.2 * seed, method="rl")       # worse than nothing
+        write_record(folder, f"iu-{seed}", seed, 0.4 + 0.05 * seed, method="iu")      # inside the floor
+    table = board(tmp_path, folder).set_index("method")
+    assert table.loc["original", "avg_gap_mean"] == pytest.approx(6.2)
+    assert table.loc["retrain floor", "avg_gap_mean"] == pytest.approx(0.6)
+    assert table.loc["iu", "marks"].startswith("best") and "inside the retrain floor" in table.loc["iu", "marks"]
+    assert "not below doing nothing" in table.loc["rl", "marks"] and not table.loc["rl", "tied_with_best"]
+    assert table.loc["rl", "avg_gap_ci"] == pytest.approx(verdict.t_interval([8.0, 8.2, 8.4, 8.6, 8.8])[1])
+    assert table.loc["ft", "avg_gap_of_means"] == pytest.approx(1.2 / 4)  # only UA differs: |mean diff| / 4
+    md = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "**iu**" in md and "Kendall τ" in md and "Regime" in md and "Lower Avg Gap is better" in md
+    html = (tmp_path / "board" / "leaderboard.html").read_text()
+    assert "<title>" in html and "<b>iu</b>" in html and "lower" in html.lower()
+
+
+def test_plot_panels_wrap_and_settings_sort_numerically(tmp_path):
+    folder = tmp_path / "records"
+    rates = [0.5, 0.1, 0.3, 0.05, 0.2, 0.4, 0.15]
+    for i, rate in enumerate(rates):
+        write_record(folder, f"ft-{i}", 0, 2.0, forget_rate__rate=rate)
+    table = board(tmp_path, folder)
+    forgets = list(dict.fromkeys(table["forget"]))
+    assert forgets == [f"random {100 * r:g}%" for r in sorted(rates)]
+    from PIL import Image
+
+    width, height = Image.open(tmp_path / "board" / "leaderboard.png").size
+    assert width < 2600 and height > width / 2  # three panels a row, wrapped, not a 7-panel strip

@@ -1,0 +1,152 @@
+"""Every config value the run will use, checked before anything else happens (before a finished cell is
+skipped, before data load, before the first model trains).
+
+Bad input is a class, not a list: each value has a kind (integer in a range, finite number in a range,
+one of a set, boolean, optional) and each kind fails the same way, one line naming the key, the value and
+what is accepted (ConfigError). Combinations the protocol cannot honour are rejected here too, never
+silently reinterpreted. Method switches are checked by the check each method registers beside itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from unlearn_bench.errors import ConfigError
+
+Check = Callable[[str, object], None]
+
+
+def integer(low: int | None = None, high: int | None = None) -> Check:
+    def check(key: str, value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low) or (
+                high is not None and value > high):
+            bounds = "" if low is None and high is None else (
+                f" >= {low}" if high is None else f" in [{low if low is not None else '-inf'}, {high}]")
+            raise ConfigError(key, value, f"an integer{bounds}")
+    return check
+
+
+def number(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+           high_open: bool = False) -> Check:
+    def check(key: str, value: object) -> None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if ok and low is not None:
+            ok = value > low if low_open else value >= low
+        if ok and high is not None:
+            ok = value < high if high_open else value <= high
+        if not ok:
+            if high is None:
+                bounds = "" if low is None else f" {'>' if low_open else '>='} {low:g}"
+            else:
+                bounds = (f" in {'(' if low_open else '['}{low if low is not None else '-inf':g}, {high:g}"
+                          f"{')' if high_open else ']'}")
+            raise ConfigError(key, value, f"a finite number{bounds}")
+    return check
+
+
+def positive(key: str, value: object) -> None:
+    number(0.0, low_open=True)(key, value)
+
+
+def choice(*options: object) -> Check:
+    def check(key: str, value: object) -> None:
+        if isinstance(value, bool) and not any(isinstance(o, bool) for o in options) or value not in options:
+            raise ConfigError(key, value, options)
+    return check
+
+
+def boolean(key: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "true or false")
+
+
+def optional(inner: Check) -> Check:
+    def check(key: str, value: object) -> None:
+        if value is not None:
+            inner(key, value)
+    return check
+
+
+def fractions(key: str, value: object) -> None:
+    """MultiStep milestones: increasing fractions of training in (0, 1)."""
+    items = list(value) if isinstance(value, (list, ListConfig)) else None
+    if (items is None or not items or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1
+                                          for v in items) or items != sorted(items)):
+        raise ConfigError(key, OmegaConf.to_container(value) if isinstance(value, ListConfig) else value,
+                          "a non-empty increasing list of fractions of training in (0, 1)")
+
+
+SGD = {"lr": positive, "momentum": number(0.0, 1.0, high_open=True), "weight_decay": number(0.0),
+       "batch_size": integer(1)}
+
+SPEC: dict[str, Check] = {
+    "seed": integer(0),
+    "progress": boolean, "force": boolean, "deterministic": boolean,
+    "num_threads": optional(integer(1)),
+    "train.epochs": integer(1), **{f"train.{k}": v for k, v in SGD.items()},
+    "train.nesterov": boolean, "train.scheduler": choice("constant", "multistep", "cosine"),
+    "train.gamma": number(0.0, 1.0, low_open=True), "train.label_smoothing": number(0.0, 1.0, high_open=True),
+    "metrics.eval_batch_size": integer(1), "metrics.mia.C": positive,
+    "metrics.mia.kernel": choice("rbf", "linear", "poly", "sigmoid"),
+    "relearn.enabled": boolean, "relearn.samples": integer(1), "relearn.steps": integer(1),
+    **{f"relearn.{k}": v for k, v in SGD.items()},
+    "forget_rate.mode": choice("random", "class"),
+    "forget_rate.rate": optional(number(0.0, 1.0, low_open=True, high_open=True)),
+    "forget_rate.count": optional(integer(1)), "forget_rate.class_id": optional(integer(0)),
+    "dataset.train_size": optional(integer(1)), "dataset.test_size": optional(integer(1)),
+    "dataset.subset_seed": integer(0),
+}
+# Method keys that every method shares where it has them (its own switches: the method's registered check).
+METHOD_SPEC: dict[str, Check] = {"epochs": integer(1), "steps": integer(1), **SGD}
+
+
+def check_combinations(cfg: DictConfig) -> None:
+    """Settings that are each valid but cannot all hold: one is never silently dropped for the other."""
+    forget = cfg.forget_rate
+    if forget.mode == "random" and forget.get("class_id") is not None:
+        raise ConfigError("forget_rate.class_id", forget.class_id,
+                          "null in random forgetting (forget_rate=class selects class-wise forgetting)")
+    if forget.mode == "class":
+        for key in ("rate", "count"):
+            if forget.get(key) is not None:
+                raise ConfigError(f"forget_rate.{key}", forget[key],
+                                  "null in class-wise forgetting (forget_rate=random_10 or random_50 selects "
+                                  "random forgetting)")
+        if forget.get("class_id") is None:
+            raise ConfigError("forget_rate.class_id", None, "a class index in class-wise forgetting")
+    elif forget.get("rate") is None and forget.get("count") is None:
+        raise ConfigError("forget_rate.rate", None, "a rate in (0, 1) or a forget_rate.count")
+    if cfg.train.get("scheduler") == "multistep":
+        fractions("train.milestones", cfg.train.milestones)
+    names = list(cfg.metrics.names)
+    from unlearn_bench.metrics import METRICS
+
+    for name in names:
+        METRICS.get(name)
+    missing = [k for k in cfg.metrics.gap_over if k not in names]
+    if missing or not len(cfg.metrics.gap_over):
+        raise ConfigError("metrics.gap_over", list(cfg.metrics.gap_over),
+                          f"a non-empty subset of metrics.names ({', '.join(names)})")
+    gamma = cfg.metrics.mia.gamma
+    if gamma not in ("auto", "scale"):
+        number(0.0, low_open=True)("metrics.mia.gamma", gamma)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError on the first value that the run cannot use as given."""
+    for key, check in SPEC.items():
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if key.startswith("dataset.") and (node is None or leaf not in node):
+            continue  # a dataset without the key does not read it
+        check(key, OmegaConf.select(cfg, key, default=None, throw_on_missing=False))
+    if cfg.task.name == "classification":
+        check_combinations(cfg)
+    elif cfg.forget_rate.mode != "class":
+        raise ConfigError("forget_rate", cfg.forget_rate.mode, "class (task=generation forgets one class)")
+    for key, check in METHOD_SPEC.items():
+        if key in cfg.method:
+            check(f"method.{key}", cfg.method[key])

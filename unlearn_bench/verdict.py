@@ -1,0 +1,111 @@
+"""What a table must let a reader check (SPEC §8): the regime, the baseline rows and the noise.
+
+One module for the bar a setting must meet, the statistics every leaderboard prints and the one-line
+verdict of a single cell, so the runner and the leaderboard cannot disagree on a definition.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+# SPEC §8: the original has memorised D, generalises visibly worse, and sits well above retraining's noise.
+MIN_TRAIN_ACCURACY = 95.0   # original's accuracy on D_f and on D_r, percent
+MIN_GENERALISATION_GAP = 5.0  # original's RA − TA, points
+MIN_GAP_OVER_FLOOR = 3.0    # original's Avg Gap / retrain floor
+ALPHA = 0.05                # level of the intervals (95 %) and of the paired test
+PAIRED_TEST = "paired two-sided t-test over seeds (α = 0.05)"
+
+
+def regime(original: dict[str, float], retrain: dict[str, float], floor: float) -> dict[str, float | bool]:
+    """The regime numbers of one cell from the original's and the retrain model's metrics (UA, RA, TA and
+    the original's Avg Gap) and the retrain floor; `meets_bar` applies SPEC §8's three conditions."""
+    forget_acc, retain_acc = 100.0 - original["UA"], original["RA"]
+    gen_gap = retain_acc - original["TA"]
+    original_gap = original["avg_gap"]
+    ratio = original_gap / floor if floor > 0 else math.inf
+    return {"original_forget_acc": forget_acc, "original_retain_acc": retain_acc, "original_TA": original["TA"],
+            "original_gen_gap": gen_gap, "retrain_forget_acc": 100.0 - retrain["UA"],
+            "retrain_retain_acc": retrain["RA"], "retrain_TA": retrain["TA"], "original_gap": original_gap,
+            "retrain_floor": floor, "gap_over_floor": ratio,
+            "meets_bar": bool(meets_bar(forget_acc, retain_acc, gen_gap, ratio))}
+
+
+def meets_bar(forget_acc: float, retain_acc: float, gen_gap: float, gap_over_floor: float) -> bool:
+    return (forget_acc >= MIN_TRAIN_ACCURACY and retain_acc >= MIN_TRAIN_ACCURACY
+            and gen_gap >= MIN_GENERALISATION_GAP and gap_over_floor >= MIN_GAP_OVER_FLOOR)
+
+
+def bar_misses(forget_acc: float, retain_acc: float, gen_gap: float, gap_over_floor: float) -> list[str]:
+    """The conditions of the bar a setting misses, in words (empty when it meets it)."""
+    misses = []
+    if forget_acc < MIN_TRAIN_ACCURACY:
+        misses.append(f"original forget accuracy {forget_acc:.1f} < {MIN_TRAIN_ACCURACY:g}")
+    if retain_acc < MIN_TRAIN_ACCURACY:
+        misses.append(f"original retain accuracy {retain_acc:.1f} < {MIN_TRAIN_ACCURACY:g}")
+    if gen_gap < MIN_GENERALISATION_GAP:
+        misses.append(f"generalisation gap {gen_gap:.1f} < {MIN_GENERALISATION_GAP:g}")
+    if not gap_over_floor >= MIN_GAP_OVER_FLOOR:
+        misses.append(f"original gap / retrain floor {gap_over_floor:.1f} < {MIN_GAP_OVER_FLOOR:g}")
+    return misses
+
+
+def t_interval(values: Sequence[float], level: float = 1 - ALPHA) -> tuple[float, float, int]:
+    """(mean, half-width of the Student-t interval, n); the half-width is NaN below two values."""
+    from scipy import stats
+
+    data = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    n = len(data)
+    if n == 0:
+        return math.nan, math.nan, 0
+    if n < 2:
+        return float(data.mean()), math.nan, 1
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * data.std(ddof=1) / math.sqrt(n)
+    return float(data.mean()), float(half), n
+
+
+def paired_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided paired t-test of a − b = 0 over seeds. Identical samples give p = 1 (nothing tells them
+    apart); a constant non-zero difference gives p = 0; fewer than two pairs give NaN."""
+    from scipy import stats
+
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if len(diff) < 2 or not np.isfinite(diff).all():
+        return math.nan
+    if np.all(diff == diff[0]):
+        return 1.0 if diff[0] == 0 else 0.0
+    return float(stats.ttest_rel(np.asarray(a, dtype=float), np.asarray(b, dtype=float)).pvalue)
+
+
+def kendall_halves(per_seed: dict[str, dict[int, float]]) -> tuple[float, int, int]:
+    """Kendall τ between the rankings of the methods by mean gap on two disjoint halves of the seeds
+    (seeds sorted, alternately assigned: 0, 2, 4 … vs 1, 3, 5 …); (τ, seeds in half 1, seeds in half 2).
+    Only methods present on every seed count; NaN with fewer than two such methods or one seed."""
+    from scipy import stats
+
+    seeds = sorted(set.intersection(*(set(v) for v in per_seed.values()))) if per_seed else []
+    methods = [m for m, v in per_seed.items() if all(s in v for s in seeds)]
+    first, second = seeds[0::2], seeds[1::2]
+    if len(methods) < 2 or not second:
+        return math.nan, len(first), len(second)
+    mean_a = [np.mean([per_seed[m][s] for s in first]) for m in methods]
+    mean_b = [np.mean([per_seed[m][s] for s in second]) for m in methods]
+    tau = stats.kendalltau(mean_a, mean_b).statistic
+    return float(tau), len(first), len(second)
+
+
+def verdict_line(method: str, gap: float, floor: float, original_gap: float, seeds: int = 1) -> str:
+    """One sentence for one cell: inside the retrain floor, better than doing nothing, or not."""
+    where = f"{method}: Avg Gap {gap:.2f} vs retrain floor {floor:.2f} and doing nothing {original_gap:.2f}"
+    if not math.isfinite(gap):
+        verdict = "no verdict (the method's gap is not finite)"
+    elif gap <= floor:
+        verdict = "indistinguishable from retraining (inside the floor)"
+    elif gap >= original_gap:
+        verdict = "NOT better than doing nothing"
+    else:
+        verdict = "closer to retrain than doing nothing, above the retrain floor"
+    note = f"{seeds} seed, no interval: a multirun over seeds and the leaderboard give one" if seeds == 1 else f"{seeds} seeds"
+    return f"verdict: {where} -> {verdict} ({note})"
