@@ -19,7 +19,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from unlearn_bench.metrics.core import accuracy, logits_on
-from unlearn_bench.run import CONFIG_DIR, prepare
+from unlearn_bench.protocol import prepare
+from unlearn_bench.run import CONFIG_DIR
 from unlearn_bench.train import fit, seed_stage
 
 

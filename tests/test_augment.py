@@ -118,7 +118,7 @@ def test_augmentation_is_part_of_the_model_cache_key(make_cfg, capsys):
 
 def test_evaluation_never_calls_the_augmentation(make_cfg):
     from unlearn_bench.metrics import evaluate
-    from unlearn_bench.run import prepare
+    from unlearn_bench.protocol import prepare
 
     cfg = make_cfg("augmentation=trivialaug")
     cell = prepare(cfg)

@@ -7,7 +7,7 @@ from unlearn_bench.data import load_dataset
 from unlearn_bench.data.augment import build_augment
 from unlearn_bench.errors import ConfigError, UserError
 from unlearn_bench.models import build_model, penultimate_features
-from unlearn_bench.run import prepare
+from unlearn_bench.protocol import prepare
 
 from .conftest import SHARED_DATA, needs_shared_data
 

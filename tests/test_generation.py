@@ -7,7 +7,8 @@ from unlearn_bench.generation.diffusion import Diffusion, to_unit
 from unlearn_bench.generation.dimra import auxiliary_set
 from unlearn_bench.generation.evaluate import classify, frechet_distance, generation_metrics
 from unlearn_bench.methods.dimum import dimum_loss
-from unlearn_bench.run import prepare, run
+from unlearn_bench.protocol import prepare
+from unlearn_bench.run import run
 
 TINY_GEN = ["task=generation", "model.block_out_channels=[8,16]", "model.norm_num_groups=4",
             "generation.timesteps=20", "generation.train.steps=20", "generation.sample_steps=4",

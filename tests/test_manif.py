@@ -9,7 +9,7 @@ from unlearn_bench.cache import ModelCache
 from unlearn_bench.errors import ConfigError
 from unlearn_bench.methods import METHODS
 from unlearn_bench.methods.manif_smc import bezier_midpoint, chunked_knn
-from unlearn_bench.run import prepare, reference_models
+from unlearn_bench.protocol import prepare, reference_models
 
 from .conftest import needs_shared_data
 

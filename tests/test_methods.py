@@ -10,7 +10,7 @@ from unlearn_bench.cache import ModelCache
 from unlearn_bench.methods import METHODS
 from unlearn_bench.methods.rl import random_labels
 from unlearn_bench.methods.salun import saliency_mask
-from unlearn_bench.run import prepare, reference_models
+from unlearn_bench.protocol import prepare, reference_models
 
 
 @pytest.fixture

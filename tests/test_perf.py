@@ -7,7 +7,8 @@ import torch
 from unlearn_bench import tracking
 from unlearn_bench.errors import ConfigError
 from unlearn_bench.perf import Perf, prepare_model, resolve
-from unlearn_bench.run import prepare, run
+from unlearn_bench.protocol import prepare
+from unlearn_bench.run import run
 
 
 def test_auto_switches_follow_the_device():

@@ -44,3 +44,18 @@ def test_metric_names_in_config_are_registered(make_cfg):
     cfg = make_cfg()
     assert set(cfg.metrics.names) <= set(METRICS.names())
     assert set(cfg.metrics.gap_over) <= set(cfg.metrics.names)
+
+
+def test_layers_do_not_reach_back_to_the_entry_point():
+    """The protocol lies below the tasks, which lie below the entry point: no module imports the runner,
+    and the protocol imports no task."""
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "unlearn_bench"
+    for path in package.rglob("*.py"):
+        text = path.read_text()
+        if path.name != "run.py":
+            assert not re.search(r"(from|import) unlearn_bench\.run\b", text), f"{path} imports the runner"
+    protocol = (package / "protocol.py").read_text()
+    assert not re.search(r"unlearn_bench\.(classification|generation)", protocol)

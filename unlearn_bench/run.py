@@ -1,4 +1,6 @@
-"""The runner: one cell of the protocol (SPEC §1), from data to the Average Gap.
+"""The entry point: one cell of the protocol (SPEC §1) per run, or a grid with -m. It validates the config,
+skips a finished cell, dispatches to the task (classification, generation) and turns user errors into one
+line; the protocol (data, splits, reference models) lies below the tasks in unlearn_bench.protocol.
 
     python -m unlearn_bench.run method=salun dataset=mnist forget_rate=random_50 seed=1
     python -m unlearn_bench.run -m method=ft,rl,ga,salun seed=0,1,2
@@ -6,201 +8,23 @@
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import logging
 import math
 import os
 import re
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
 from unlearn_bench import tracking
-from unlearn_bench.cache import ModelCache, ensure_writable
-from unlearn_bench.data import Splits, load_dataset, make_splits
-from unlearn_bench.data.augment import build_augment
+from unlearn_bench.cache import ensure_writable
 from unlearn_bench.errors import ConfigError, UserError, did_you_mean
-from unlearn_bench.methods import check_method
-from unlearn_bench.metrics import avg_gap, evaluate
-from unlearn_bench.metrics.relearn import check_relearn, relearn_forget_accuracy
-from unlearn_bench.models import build_model
-from unlearn_bench.perf import prepare_model
-from unlearn_bench.perf import resolve as resolve_perf
-from unlearn_bench.train import Context, fit, seed_stage
+from unlearn_bench.protocol import pick_device
 from unlearn_bench.validate import validate
-from unlearn_bench.verdict import bar_misses, regime, verdict_line
 
-log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-DEVICES = "auto, cpu, cuda, cuda:N"
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError("device", name, DEVICES) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", name, "cpu or auto (no CUDA device is visible)")
-    return device
-
-
-def configure_torch(cfg: DictConfig) -> None:
-    if cfg.num_threads:
-        torch.set_num_threads(int(cfg.num_threads))
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-
-
-def data_digest(images, labels) -> str:
-    """Fingerprint of a training set: a cache entry never outlives a change of the data under it."""
-    digest = hashlib.sha256(images.cpu().numpy().tobytes())
-    digest.update(labels.cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def timed(fn, *args):
-    start = time.perf_counter()
-    result = fn(*args)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return result, time.perf_counter() - start
-
-
-def regime_line(values: dict) -> str:
-    """The regime of one cell in one line (SPEC §8), with what it misses of the bar."""
-    misses = bar_misses(values["original_forget_acc"], values["original_retain_acc"], values["original_gen_gap"],
-                        values["gap_over_floor"])
-    return (f"regime: original forget acc {values['original_forget_acc']:.1f}, retain acc "
-            f"{values['original_retain_acc']:.1f}, TA {values['original_TA']:.1f} (generalisation gap "
-            f"{values['original_gen_gap']:.1f}); original gap / retrain floor {values['gap_over_floor']:.1f} -> "
-            + ("meets the bar" if not misses else "MISSES the bar: " + "; ".join(misses)))
-
-
-def summary_table(rows: dict[str, dict[str, float]], columns: list[str]) -> str:
-    import pandas as pd
-
-    frame = pd.DataFrame(rows).T.reindex(columns=columns)
-    return frame.to_string(float_format=lambda v: f"{v:.2f}", na_rep="-")
-
-
-@dataclass
-class Cell:
-    """Everything a cell's stages share: the splits on the device and the training context."""
-
-    cfg: DictConfig
-    splits: Splits
-    ctx: Context
-    channels: int
-
-    def new_model(self, stage: str, seed: int | None = None) -> nn.Module:
-        """A freshly initialised model, seeded per stage so cache hits leave later stages unchanged."""
-        seed_stage(self.cfg.seed if seed is None else seed, f"{stage}-init")
-        cfg = self.cfg
-        model = build_model(cfg.model, self.channels, self.ctx.num_classes, cfg.dataset.image_size)
-        return prepare_model(model.to(self.ctx.device), self.ctx.perf, self.ctx.device)
-
-
-def prepare(cfg: DictConfig, cache_root: Path | None = None) -> Cell:
-    """Load the data, select the forget set and build the context; validates the config on the way."""
-    device = pick_device(cfg.device)
-    configure_torch(cfg)
-    dataset = load_dataset(cfg.dataset, Path(cfg.paths.data_root), cache_root)
-    splits = make_splits(dataset, cfg.forget_rate, cfg.seed)
-    augment = build_augment(cfg.augmentation, cfg.dataset.image_size, cfg.dataset.channels)
-    channels = dataset.train.images.shape[1]
-    mean, std = (torch.tensor(list(v), dtype=torch.float32) for v in (cfg.dataset.mean, cfg.dataset.std))
-    if len(mean) != channels or len(std) != channels:
-        raise ConfigError("dataset.mean/std", [list(cfg.dataset.mean), list(cfg.dataset.std)],
-                          f"{channels} values each (one per channel)")
-    ctx = Context(device=device, augment=augment, mean=mean.view(1, -1, 1, 1).to(device),
-                  std=std.view(1, -1, 1, 1).to(device), num_classes=dataset.num_classes, seed=cfg.seed,
-                  progress=bool(cfg.progress), eval_batch_size=cfg.metrics.eval_batch_size,
-                  perf=resolve_perf(cfg.get("perf"), device))
-    cell = Cell(cfg, splits.to(device, pin_memory=ctx.perf.pin_memory), ctx, channels)
-    ctx.new_model = lambda: cell.new_model("fresh")
-    return cell
-
-
-REFERENCE_STAGES = ("original", "retrain", "retrain2")
-TRAIN_KEYS = "train.lr, train.epochs, train.batch_size, train.weight_decay, train.scheduler"
-
-
-def check_reference(stage: str, model: nn.Module, stats: dict, accuracy: float | None, majority: float | None) -> None:
-    """A reference model that is not one (non-finite weights or loss, or no better than predicting the most
-    frequent class of its own training data) is refused before it reaches the cache: every gap measured
-    against it would be meaningless, and a broken retrain model would rank every method first."""
-    problems = []
-    if not all(torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point()):
-        problems.append("non-finite weights")
-    loss = stats.get("final_train_loss")
-    if loss is not None and not math.isfinite(loss):
-        problems.append(f"final training loss {loss}")
-    if accuracy is not None and majority is not None and not accuracy > majority + CHANCE_MARGIN:
-        problems.append(f"accuracy on its own training data {accuracy:.1f} % (chance: {majority:.1f} %)")
-    if problems:
-        raise UserError(f"the {stage} model is not usable ({'; '.join(problems)}); it was not cached. "
-                        f"Check the training keys: {TRAIN_KEYS}")
-
-
-CHANCE_MARGIN = 5.0  # points above the majority-class rate a reference model must reach on its training data
-
-
-def reference_models(cell: Cell, cache: ModelCache, fit_fn=None, key_extra: dict | None = None,
-                     seed: int | None = None, stages: tuple[str, ...] = REFERENCE_STAGES,
-                     ) -> tuple[dict[str, nn.Module], dict[str, dict]]:
-    """The original model (trained on D), the retrain model (on D_r) and a second retrain model on the same
-    D_r with another training seed (initialisation and data order: the retrain floor of SPEC §8), trained or
-    loaded from the cache. `fit_fn(model, data, stage)` replaces the classifier recipe (diffusion models);
-    `key_extra` joins the key; `seed` (default: the run seed) seeds their initialisation and training;
-    `stages` picks which of them a task needs."""
-    cfg, splits = cell.cfg, cell.splits
-    seed = cfg.seed if seed is None else int(seed)
-    classifier = fit_fn is None
-    fit_fn = fit_fn or (lambda model, data, stage: fit(model, data, cfg.train, cell.ctx, stage))
-    common = {name: OmegaConf.to_container(cfg[name], resolve=True)
-              for name in ("dataset", "model", "train", "augmentation")}
-    common.update(key_extra or {})
-    if cell.ctx.perf.any():  # weights trained with a speed switch differ in the last bits: their own entry
-        common.update(perf=cell.ctx.perf.as_dict())
-    common.update(seed=seed, device=cell.ctx.device.type,
-                  train_data=data_digest(splits.train.images, splits.train.labels))
-    forget_key = {"forget_index": data_digest(splits.forget_index, splits.forget_index)}
-    available = {"original": (splits.train, {}), "retrain": (splits.retain, forget_key),
-                 "retrain2": (splits.retain, forget_key)}
-    models, metas = {}, {}
-    for stage in stages:
-        data, extra_key = available[stage]
-
-        def train(model: nn.Module, stage=stage, data=data) -> dict:
-            seed_stage(seed, f"{stage}-train")  # retrain2: its own stage name, so its own init and data order
-            stats = fit_fn(model, data, stage)
-            accuracy = majority = None
-            if classifier:
-                from unlearn_bench.metrics.core import accuracy as percent_correct
-                from unlearn_bench.metrics.core import logits_on
-
-                accuracy = percent_correct(logits_on(model, data, cell.ctx), data.labels)
-                majority = 100.0 * torch.bincount(data.labels.cpu()).max().item() / max(len(data), 1)
-                stats = {**stats, "train_accuracy": accuracy}
-            check_reference(stage, model, stats, accuracy, majority)
-            return stats
-
-        models[stage], metas[stage], hit = cache.get_or_train(stage, {**common, **extra_key},
-                                                              lambda stage=stage: cell.new_model(stage, seed), train)
-        print(f"{stage}: {'cache hit' if hit else 'trained'} ({metas[stage]['key']}, "
-              f"{metas[stage]['train_seconds']:.1f} s to train)")
-    return models, metas
 
 
 def stop_with_parent(poll_seconds: float = 1.0) -> None:
@@ -244,67 +68,9 @@ def run(cfg: DictConfig) -> dict:
         from unlearn_bench.generation.runner import run_generation
 
         return run_generation(cfg, record_file)
-    method_fn = check_method(cfg.method)  # a bad name or switch fails before any training
-    if cfg.relearn.enabled:
-        check_relearn(cfg.relearn)
-    cache = ModelCache(Path(cfg.paths.cache_dir))
-    cell = prepare(cfg, cache.root)
-    models, metas = reference_models(cell, cache)
-    splits, ctx = cell.splits, cell.ctx
+    from unlearn_bench.classification import run_classification
 
-    ctx.extras["retrain"] = (models["retrain"], metas["retrain"])
-    seed_stage(cfg.seed, "unlearn")
-    unlearned, seconds = timed(method_fn, copy.deepcopy(models["original"]), splits, cfg.method, ctx)
-    rte = seconds + ctx.extras.get("charged_seconds", 0.0)
-    diverged = bool(ctx.extras.get("diverged")) or not all(
-        torch.isfinite(p).all() for p in unlearned.parameters())
-    if diverged:
-        log.warning("method %s diverged (non-finite loss or weights); its metrics are recorded as they are",
-                    cfg.method.name)
-
-    def scores(model: nn.Module, attack: bool) -> dict[str, float]:
-        metrics = evaluate(model, splits, ctx, cfg.metrics)
-        if attack:
-            metrics["relearn_FA"] = relearn_forget_accuracy(model, splits, cfg.relearn, ctx)
-        return metrics
-
-    results = {"method": scores(unlearned, cfg.relearn.enabled)}
-    for stage in ("retrain", "retrain2", "original"):  # shared by every method of the cell: computed once, cached
-        attack = cfg.relearn.enabled and stage == "retrain"
-        key = {"model": metas[stage]["key"], "metrics": OmegaConf.to_container(cfg.metrics, resolve=True),
-               "relearn": OmegaConf.to_container(cfg.relearn, resolve=True) if attack else None,
-               "seed": cfg.seed, "forget_index": data_digest(splits.forget_index, splits.forget_index)}
-        results[stage], _, _ = cache.get_or_compute(f"{stage}-eval", key, lambda _, m=models[stage], a=attack: scores(m, a))
-    for metrics in results.values():
-        metrics["avg_gap"] = avg_gap(metrics, results["retrain"], list(cfg.metrics.gap_over))
-    results["method"]["RTE"] = rte
-    results["retrain"]["RTE"] = metas["retrain"]["train_seconds"]
-    results["retrain2"]["RTE"] = metas["retrain2"]["train_seconds"]
-    floor = results["retrain2"]["avg_gap"]  # the gap between two retrains: the noise of retraining itself
-    cell_regime = regime(results["original"], results["retrain"], floor)
-
-    record = {"cell_id": tracking.cell_id(cfg), "config": tracking.cell_config(cfg), "method": cfg.method.name,
-              "metrics": results["method"], "retrain_metrics": results["retrain"],
-              "original_metrics": results["original"], "retrain2_metrics": results["retrain2"],
-              "regime": cell_regime, "diverged": diverged,
-              "forget_size": len(splits.forget), "retain_size": len(splits.retain), "test_size": len(splits.test),
-              "models": {stage: {"key": metas[stage]["key"], "train_seconds": metas[stage]["train_seconds"],
-                                 "loss_curve": metas[stage].get("loss_curve")} for stage in metas},
-              "git_commit": tracking.git_commit(), "packages": tracking.package_versions(),
-              "device": str(ctx.device), "perf": ctx.perf.as_dict(), "finished": time.time()}
-    # W&B first: a process that dies between the two leaves no record, so the rerun logs the cell again
-    # instead of skipping a cell whose run was never logged.
-    tracking.log_to_wandb(cfg, record, Path(cfg.paths.output_dir))
-    tracking.write_record(record_file, record)
-
-    columns = [c for c in [*cfg.metrics.names, "avg_gap", "RTE", "relearn_FA"] if c in results["method"]]
-    rows = {cfg.method.name: results["method"], "retrain": results["retrain"],
-            "retrain floor": results["retrain2"], "original": results["original"]}
-    print(summary_table(rows, columns))
-    print(regime_line(cell_regime))
-    print(verdict_line(cfg.method.name, results["method"]["avg_gap"], floor, results["original"]["avg_gap"]))
-    print(f"record: {record_file}")
-    return record
+    return run_classification(cfg, record_file)
 
 
 def alias_overrides(argv: list[str]) -> list[str]:

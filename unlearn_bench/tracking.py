@@ -108,3 +108,10 @@ def log_to_wandb(cfg: DictConfig, record: dict, output_dir: Path) -> None:
         run.summary.update(summary)
     finally:
         run.finish()
+
+
+def summary_table(rows: dict[str, dict[str, float]], columns: list[str]) -> str:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows).T.reindex(columns=columns)
+    return frame.to_string(float_format=lambda v: f"{v:.2f}", na_rep="-")

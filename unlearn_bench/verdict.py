@@ -48,7 +48,7 @@ def bar_misses(forget_acc: float, retain_acc: float, gen_gap: float, gap_over_fl
     if gen_gap < MIN_GENERALISATION_GAP:
         misses.append(f"generalisation gap {gen_gap:.1f} < {MIN_GENERALISATION_GAP:g}")
     if not gap_over_floor >= MIN_GAP_OVER_FLOOR:
-        misses.append(f"original gap / retrain floor {gap_over_floor:.1f} < {MIN_GAP_OVER_FLOOR:g}")
+        misses.append(f"original gap / retrain floor {gap_over_floor:.2f} < {MIN_GAP_OVER_FLOOR:g}")
     return misses
 
 

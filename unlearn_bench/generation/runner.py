@@ -60,7 +60,7 @@ def evaluation_classifier(cell, cache: ModelCache) -> tuple[nn.Module, str]:
         ctx = dataclasses.replace(cell.ctx, augment=pixel_noise(noise_std)) if noise_std > 0 else cell.ctx
         return fit(model, splits.train, clf_cfg, ctx, "eval classifier")
 
-    from unlearn_bench.run import data_digest
+    from unlearn_bench.protocol import data_digest
 
     key = {"dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
            "classifier": OmegaConf.to_container(clf_cfg, resolve=True), "device": cell.ctx.device.type,
@@ -93,7 +93,7 @@ def save_grid(images: torch.Tensor, per_class: int, path: Path, columns: int = 1
 
 def run_generation(cfg: DictConfig, record_file: Path) -> dict:
     from unlearn_bench.methods import check_method
-    from unlearn_bench.run import prepare, reference_models, timed
+    from unlearn_bench.protocol import prepare, reference_models, timed
 
     if cfg.forget_rate.mode != "class":
         raise ConfigError("forget_rate", cfg.forget_rate.mode, "class (task=generation forgets one class)")
@@ -172,7 +172,7 @@ def run_generation(cfg: DictConfig, record_file: Path) -> dict:
               "device": str(cell.ctx.device), "perf": cell.ctx.perf.as_dict(), "finished": time.time()}
     tracking.log_to_wandb(cfg, record, Path(cfg.paths.output_dir))  # before the record: see run.run
     tracking.write_record(record_file, record)
-    from unlearn_bench.run import summary_table
+    from unlearn_bench.tracking import summary_table
 
     rows = {cfg.method.name: results["method"], "retrain_gen": results["retrain"], "original": results["original"]}
     print(summary_table(rows, [c for c in COLUMNS if any(c in r for r in rows.values())]))

@@ -1,0 +1,100 @@
+"""The classification cell (SPEC §1): a method maps the original model to an unlearned one, which is scored
+against the retrain model beside the retrain floor and doing nothing, and written as one record."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from unlearn_bench import tracking
+from unlearn_bench.cache import ModelCache
+from unlearn_bench.methods import check_method
+from unlearn_bench.metrics import avg_gap, evaluate
+from unlearn_bench.metrics.relearn import check_relearn, relearn_forget_accuracy
+from unlearn_bench.protocol import data_digest, prepare, reference_models, timed
+from unlearn_bench.tracking import summary_table
+from unlearn_bench.train import seed_stage
+from unlearn_bench.verdict import bar_misses, regime, verdict_line
+
+log = logging.getLogger(__name__)
+
+
+def regime_line(values: dict) -> str:
+    """The regime of one cell in one line (SPEC §8), with what it misses of the bar."""
+    misses = bar_misses(values["original_forget_acc"], values["original_retain_acc"], values["original_gen_gap"],
+                        values["gap_over_floor"])
+    return (f"regime: original forget acc {values['original_forget_acc']:.1f}, retain acc "
+            f"{values['original_retain_acc']:.1f}, TA {values['original_TA']:.1f} (generalisation gap "
+            f"{values['original_gen_gap']:.1f}); original gap / retrain floor {values['gap_over_floor']:.2f} -> "
+            + ("meets the bar" if not misses else "MISSES the bar: " + "; ".join(misses)))
+
+
+def run_classification(cfg: DictConfig, record_file: Path) -> dict:
+    """One classification cell: reference models, the method, the scores, the record and the printed rows."""
+    method_fn = check_method(cfg.method)  # a bad name or switch fails before any training
+    if cfg.relearn.enabled:
+        check_relearn(cfg.relearn)
+    cache = ModelCache(Path(cfg.paths.cache_dir))
+    cell = prepare(cfg, cache.root)
+    models, metas = reference_models(cell, cache)
+    splits, ctx = cell.splits, cell.ctx
+
+    ctx.extras["retrain"] = (models["retrain"], metas["retrain"])
+    seed_stage(cfg.seed, "unlearn")
+    unlearned, seconds = timed(method_fn, copy.deepcopy(models["original"]), splits, cfg.method, ctx)
+    rte = seconds + ctx.extras.get("charged_seconds", 0.0)
+    diverged = bool(ctx.extras.get("diverged")) or not all(
+        torch.isfinite(p).all() for p in unlearned.parameters())
+    if diverged:
+        log.warning("method %s diverged (non-finite loss or weights); its metrics are recorded as they are",
+                    cfg.method.name)
+
+    def scores(model: nn.Module, attack: bool) -> dict[str, float]:
+        metrics = evaluate(model, splits, ctx, cfg.metrics)
+        if attack:
+            metrics["relearn_FA"] = relearn_forget_accuracy(model, splits, cfg.relearn, ctx)
+        return metrics
+
+    results = {"method": scores(unlearned, cfg.relearn.enabled)}
+    for stage in ("retrain", "retrain2", "original"):  # shared by every method of the cell: computed once, cached
+        attack = cfg.relearn.enabled and stage == "retrain"
+        key = {"model": metas[stage]["key"], "metrics": OmegaConf.to_container(cfg.metrics, resolve=True),
+               "relearn": OmegaConf.to_container(cfg.relearn, resolve=True) if attack else None,
+               "seed": cfg.seed, "forget_index": data_digest(splits.forget_index, splits.forget_index)}
+        results[stage], _, _ = cache.get_or_compute(f"{stage}-eval", key, lambda _, m=models[stage], a=attack: scores(m, a))
+    for metrics in results.values():
+        metrics["avg_gap"] = avg_gap(metrics, results["retrain"], list(cfg.metrics.gap_over))
+    results["method"]["RTE"] = rte
+    results["retrain"]["RTE"] = metas["retrain"]["train_seconds"]
+    results["retrain2"]["RTE"] = metas["retrain2"]["train_seconds"]
+    floor = results["retrain2"]["avg_gap"]  # the gap between two retrains: the noise of retraining itself
+    cell_regime = regime(results["original"], results["retrain"], floor)
+
+    record = {"cell_id": tracking.cell_id(cfg), "config": tracking.cell_config(cfg), "method": cfg.method.name,
+              "metrics": results["method"], "retrain_metrics": results["retrain"],
+              "original_metrics": results["original"], "retrain2_metrics": results["retrain2"],
+              "regime": cell_regime, "diverged": diverged,
+              "forget_size": len(splits.forget), "retain_size": len(splits.retain), "test_size": len(splits.test),
+              "models": {stage: {"key": metas[stage]["key"], "train_seconds": metas[stage]["train_seconds"],
+                                 "loss_curve": metas[stage].get("loss_curve")} for stage in metas},
+              "git_commit": tracking.git_commit(), "packages": tracking.package_versions(),
+              "device": str(ctx.device), "perf": ctx.perf.as_dict(), "finished": time.time()}
+    # W&B first: a process that dies between the two leaves no record, so the rerun logs the cell again
+    # instead of skipping a cell whose run was never logged.
+    tracking.log_to_wandb(cfg, record, Path(cfg.paths.output_dir))
+    tracking.write_record(record_file, record)
+
+    columns = [c for c in [*cfg.metrics.names, "avg_gap", "RTE", "relearn_FA"] if c in results["method"]]
+    rows = {cfg.method.name: results["method"], "retrain": results["retrain"],
+            "retrain floor": results["retrain2"], "original": results["original"]}
+    print(summary_table(rows, columns))
+    print(regime_line(cell_regime))
+    print(verdict_line(cfg.method.name, results["method"]["avg_gap"], floor, results["original"]["avg_gap"]))
+    print(f"record: {record_file}")
+    return record
