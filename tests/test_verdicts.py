@@ -198,3 +198,11 @@ def test_plot_panels_wrap_and_settings_sort_numerically(tmp_path):
 
     width, height = Image.open(tmp_path / "board" / "leaderboard.png").size
     assert width < 2600 and height > width / 2  # three panels a row, wrapped, not a 7-panel strip
+
+
+def test_inside_the_floor_needs_the_whole_interval_within_the_floors():
+    floor = [0.5, 0.6, 0.7, 0.6, 0.5]
+    assert verdict.inside_floor([0.4, 0.5, 0.6, 0.5, 0.4], floor)
+    noisy = [0.1, 9.0, 0.2, 8.0, 0.3]  # its interval reaches the floor, but its gaps do not stay inside it
+    assert verdict.paired_p(noisy, floor) > 0.05 and not verdict.inside_floor(noisy, floor)
+    assert verdict.inside_floor([0.3], [0.4]) and not verdict.inside_floor([0.5], [0.4])

@@ -79,6 +79,19 @@ def paired_p(a: Sequence[float], b: Sequence[float]) -> float:
     return float(stats.ttest_rel(np.asarray(a, dtype=float), np.asarray(b, dtype=float)).pvalue)
 
 
+def inside_floor(method_gaps: Sequence[float], floor_gaps: Sequence[float]) -> bool:
+    """A method is inside the retrain floor when the upper end of its 95 % interval lies at or below that of
+    the floor (its gaps stay within the range that retraining alone produces); with one seed, when its gap
+    is at most the floor's. A noisy method whose interval merely overlaps the floor is not inside it."""
+    m_mean, m_half, n = t_interval(method_gaps)
+    f_mean, f_half, _ = t_interval(floor_gaps)
+    if n == 0:
+        return False
+    if n == 1:
+        return m_mean <= f_mean
+    return m_mean + m_half <= f_mean + f_half
+
+
 def kendall_halves(per_seed: dict[str, dict[int, float]]) -> tuple[float, int, int]:
     """Kendall τ between the rankings of the methods by mean gap on two disjoint halves of the seeds
     (seeds sorted, alternately assigned: 0, 2, 4 … vs 1, 3, 5 …); (τ, seeds in half 1, seeds in half 2).
