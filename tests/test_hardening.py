@@ -114,7 +114,8 @@ def call_main(monkeypatch, tmp_path, capsys, *overrides: str) -> tuple[int, str]
     monkeypatch.setattr(sys, "argv", ["unlearn-bench", *TINY_CLI, f"paths.cache_dir={tmp_path / 'cache'}",
                                       f"paths.records_dir={tmp_path / 'records'}",
                                       f"paths.output_dir={tmp_path / 'outputs'}", *overrides])
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "")  # records its state, so main()'s setdefault is undone after
+    monkeypatch.delenv("HYDRA_FULL_ERROR")
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 

@@ -20,7 +20,7 @@ from unlearn_bench.metrics.relearn import check_relearn, relearn_forget_accuracy
 from unlearn_bench.protocol import data_digest, prepare, reference_models, timed
 from unlearn_bench.tracking import summary_table
 from unlearn_bench.train import seed_stage
-from unlearn_bench.verdict import bar_misses, regime, verdict_line
+from unlearn_bench.verdict import bar_misses, floor2, regime, verdict_line
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def regime_line(values: dict) -> str:
                         values["gap_over_floor"])
     return (f"regime: original forget acc {values['original_forget_acc']:.1f}, retain acc "
             f"{values['original_retain_acc']:.1f}, TA {values['original_TA']:.1f} (generalisation gap "
-            f"{values['original_gen_gap']:.1f}); original gap / retrain floor {values['gap_over_floor']:.2f} -> "
+            f"{values['original_gen_gap']:.1f}); original gap / retrain floor {floor2(values['gap_over_floor'])} -> "
             + ("meets the bar" if not misses else "MISSES the bar: " + "; ".join(misses)))
 
 

@@ -48,8 +48,13 @@ def bar_misses(forget_acc: float, retain_acc: float, gen_gap: float, gap_over_fl
     if gen_gap < MIN_GENERALISATION_GAP:
         misses.append(f"generalisation gap {gen_gap:.1f} < {MIN_GENERALISATION_GAP:g}")
     if not gap_over_floor >= MIN_GAP_OVER_FLOOR:
-        misses.append(f"original gap / retrain floor {gap_over_floor:.2f} < {MIN_GAP_OVER_FLOOR:g}")
+        misses.append(f"original gap / retrain floor {floor2(gap_over_floor)} < {MIN_GAP_OVER_FLOOR:g}")
     return misses
+
+
+def floor2(value: float) -> str:
+    """Two decimals rounded down, so a ratio just under the bar never prints as the bar itself (3.00 < 3)."""
+    return f"{math.floor(value * 100) / 100:.2f}" if math.isfinite(value) else str(value)
 
 
 def t_interval(values: Sequence[float], level: float = 1 - ALPHA) -> tuple[float, float, int]:
