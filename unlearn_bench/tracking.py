@@ -21,7 +21,11 @@ PACKAGES = ("torch", "torchvision", "timm", "hydra-core", "scikit-learn", "numpy
 
 
 def cell_config(cfg: DictConfig) -> dict:
+    """What a cell computes: the config without the keys that do not change it (NON_SEMANTIC_KEYS) and
+    without the method's tuning space (`method.search`), which says how to tune it, not what runs."""
     container = OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(container.get("method"), dict):
+        container["method"].pop("search", None)
     return {k: v for k, v in container.items() if k not in NON_SEMANTIC_KEYS}
 
 

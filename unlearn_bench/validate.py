@@ -135,6 +135,43 @@ def check_combinations(cfg: DictConfig) -> None:
         number(0.0, low_open=True)("metrics.mia.gamma", gamma)
 
 
+NOT_TUNABLE = ("name", "label", "task", "search")
+
+
+def check_search(method: DictConfig) -> None:
+    """A method's tuning space (SPEC §10): each key a key of the method, each range {low, high} of finite
+    numbers with low < high, `log: true` only for positive ranges, `int: true` only with integer bounds."""
+    space = method.get("search")
+    if space is None:
+        return
+    if not isinstance(space, DictConfig):
+        raise ConfigError("method.search", space, "a mapping of method keys to {low, high[, log][, int]}")
+    tunable = [k for k in method if k not in NOT_TUNABLE]
+    for key, spec in space.items():
+        where = f"method.search.{key}"
+        if key not in tunable:
+            from unlearn_bench.errors import did_you_mean
+
+            raise ConfigError(where, OmegaConf.to_container(spec) if isinstance(spec, DictConfig) else spec,
+                              f"a key of the method ({', '.join(tunable)}){did_you_mean(str(key), tunable)}")
+        if not isinstance(spec, DictConfig) or not {"low", "high"} <= set(spec) or set(spec) - {"low", "high", "log", "int"}:
+            raise ConfigError(where, OmegaConf.to_container(spec) if isinstance(spec, DictConfig) else spec,
+                              "{low: L, high: H} with optional log: true|false and int: true|false")
+        low, high = spec.low, spec.high
+        for bound in ("low", "high"):
+            number()(f"{where}.{bound}", spec[bound])
+        if not low < high:
+            raise ConfigError(f"{where}.high", high, f"a number above low={low} (an empty or inverted range)")
+        for flag in ("log", "int"):
+            if flag in spec:
+                boolean(f"{where}.{flag}", spec[flag])
+        if spec.get("log") and low <= 0:
+            raise ConfigError(f"{where}.low", low, "a positive number (log: true)")
+        if spec.get("int"):
+            for bound in ("low", "high"):
+                integer()(f"{where}.{bound}", spec[bound])
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError on the first value that the run cannot use as given."""
     for key, check in SPEC.items():
@@ -150,3 +187,4 @@ def validate(cfg: DictConfig) -> None:
     for key, check in METHOD_SPEC.items():
         if key in cfg.method:
             check(f"method.{key}", cfg.method[key])
+    check_search(cfg.method)
