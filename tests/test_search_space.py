@@ -54,3 +54,32 @@ def test_the_search_space_is_not_part_of_a_cells_identity(make_cfg):
     wider = make_cfg("method=ft", "method.search.lr.high=0.5")
     assert "search" not in tracking.cell_config(cfg)["method"]
     assert tracking.cell_id(cfg) == tracking.cell_id(wider)
+
+
+def test_tuning_writes_a_method_config_inside_the_space_from_disjoint_seeds(workdirs, tmp_path):
+    import sys
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import tune
+
+    overrides = [o for o in workdirs if not o.startswith("paths.records_dir")]
+    overrides += ["dataset=digits", "model=small_cnn", "++model.widths=[8,16]", "model.head_pool=1",
+                  "train.epochs=3", "train.batch_size=64", "dataset.train_size=null", "dataset.test_size=null",
+                  "relearn.enabled=false", "num_threads=null"]
+    with pytest.raises(ConfigError, match="disjoint"):
+        tune.tune("ft", "cpu", "oracle", 2, [0, 100], [0, 1], overrides, tmp_path / "trials", tmp_path / "conf" / "method")
+    with pytest.raises(ConfigError, match="--trials=0"):
+        tune.tune("ft", "cpu", "oracle", 0, [100], [0], overrides, tmp_path / "trials", tmp_path / "conf" / "method")
+    path = tune.tune("ft", "cpu", "oracle", 2, [100], [0, 1, 2, 3, 4], [*overrides, "method.search.epochs.high=2"],
+                     tmp_path / "trials", tmp_path / "conf" / "method")
+    tuned = OmegaConf.load(path)
+    assert 1e-4 <= tuned.lr <= 0.1 and 1 <= tuned.epochs <= 2 and "tuning seeds 100" in path.read_text()
+    trial_records = list((tmp_path / "trials").glob("*.json"))
+    assert len(trial_records) >= 1 and not (tmp_path / "records").exists()  # trials never reach the records
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+                                           "method=tuned/cpu/oracle/ft"])
+    assert cfg.method.name == "ft" and cfg.method.lr == tuned.lr and cfg.method.label == "ft (tuned, oracle)"

@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""Tune a method on its declared search space (SPEC §10, oracle track) and write the chosen values as a
+method config that the runner selects with `method=tuned/<scale>/oracle/<method>`.
+
+    python scripts/tune.py --method salun --scale cpu --trials 20 --tuning-seeds 100,101,102 \
+        -- forget_rate=random_10
+
+Every method gets the same number of Optuna TPE trials (sampler seeded), each scored by the mean Avg Gap
+to the retrain model over the tuning seeds. Tuning seeds must be disjoint from the evaluation seeds
+(--evaluation-seeds, default 0-4): a method is never tuned on the forget sets it is scored on. Trial
+records go to --trial-records (default outputs/trial_records), never into the leaderboard's records.
+Arguments after `--` are Hydra overrides shared by every trial. The blind track is not implemented yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import shlex
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
+
+from unlearn_bench.errors import ConfigError, UserError
+from unlearn_bench.run import CONFIG_DIR, run
+from unlearn_bench.validate import check_search
+
+TRACKS = ("oracle",)
+
+
+def seeds(text: str) -> list[int]:
+    return sorted({int(s) for s in text.split(",") if s.strip()})
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def suggest(trial, key: str, spec) -> float | int:
+    if spec.get("int"):
+        return trial.suggest_int(key, int(spec.low), int(spec.high), log=bool(spec.get("log")))
+    return trial.suggest_float(key, float(spec.low), float(spec.high), log=bool(spec.get("log")))
+
+
+def tune(method: str, scale: str, track: str, trials: int, tuning_seeds: list[int], evaluation_seeds: list[int],
+         overrides: list[str], trial_records: Path, out_root: Path, sampler_seed: int = 0) -> Path:
+    """Run the study and write conf/method/tuned/<scale>/<track>/<method>.yaml; returns its path."""
+    import optuna
+
+    if trials < 1:
+        raise ConfigError("--trials", trials, "an integer >= 1")
+    if track not in TRACKS:
+        raise ConfigError("--track", track, TRACKS)
+    if not tuning_seeds or set(tuning_seeds) & set(evaluation_seeds):
+        raise ConfigError("--tuning-seeds", tuning_seeds, f"seeds disjoint from the evaluation seeds {evaluation_seeds}")
+    base = [f"method={method}", f"scale={scale}", "logger=none", "progress=false", "force=true",
+            f"paths.records_dir={trial_records}", *overrides]
+    space = compose_cfg(base).method.get("search")
+    if not space:
+        raise ConfigError("--method", method, "a method whose YAML declares a search: block")
+    check_search(compose_cfg(base).method)
+
+    def objective(trial) -> float:
+        values = {key: suggest(trial, key, spec) for key, spec in space.items()}
+        gaps = []
+        for seed in tuning_seeds:
+            cfg = compose_cfg([*base, f"seed={seed}"])
+            with open_dict(cfg):
+                for key, value in values.items():
+                    cfg.method[key] = value
+            gap = run(cfg)["metrics"].get("avg_gap", math.nan)
+            gaps.append(gap if math.isfinite(gap) else math.inf)
+        return sum(gaps) / len(gaps)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=sampler_seed))
+    study.optimize(objective, n_trials=trials)
+    best = study.best_params
+
+    path = out_root / "tuned" / scale / track / f"{method}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    command = " ".join(shlex.quote(a) for a in sys.argv) if sys.argv and sys.argv[0].endswith("tune.py") else \
+        f"scripts/tune.py --method {method} --scale {scale} --trials {trials}"
+    lines = [f"# Tuned {method} ({track} track, scale={scale}): {trials} Optuna TPE trials (sampler seed "
+             f"{sampler_seed}) on tuning seeds {','.join(map(str, tuning_seeds))},",
+             f"# disjoint from the evaluation seeds {','.join(map(str, evaluation_seeds))}; best mean Avg Gap "
+             f"{study.best_value:.4f}. Generated {dt.date.today().isoformat()} by:",
+             f"#   python {command}",
+             "defaults:", f"  - /method/{method}@_here_", "  - _self_",
+             *(f"{key}: {OmegaConf.to_yaml({key: value}).split(': ', 1)[1].strip()}" for key, value in best.items()),
+             f"label: {method} (tuned, {track})", ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ours, overrides = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--scale", default="cpu")
+    parser.add_argument("--track", default="oracle", help="oracle (the blind track is not implemented yet)")
+    parser.add_argument("--trials", type=int, default=20, help="trials per method (the same for every method)")
+    parser.add_argument("--tuning-seeds", type=seeds, default=[100, 101, 102])
+    parser.add_argument("--evaluation-seeds", type=seeds, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--trial-records", type=Path, default=Path("outputs/trial_records"))
+    parser.add_argument("--out", type=Path, default=Path(CONFIG_DIR) / "method", help="method config root")
+    parser.add_argument("--sampler-seed", type=int, default=0)
+    args = parser.parse_args(ours)
+    try:
+        path = tune(args.method, args.scale, args.track, args.trials, args.tuning_seeds, args.evaluation_seeds,
+                    overrides, args.trial_records, args.out, args.sampler_seed)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}; evaluate with method=tuned/{args.scale}/{args.track}/{args.method}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
