@@ -122,7 +122,7 @@ def load_records(folders: list[Path]) -> pd.DataFrame:
                 if missing:
                     raise ValueError(f"missing {', '.join(missing)}")
                 cfg = record["config"]
-                if "optimized_metric" in cfg or cfg.get("hparams_search"):
+                if "optimized_metric" in cfg:  # hparams_search=optuna sets it
                     warnings.warn(f"excluding {path}: a hyperparameter-search trial, not an evaluation", stacklevel=1)
                     continue
                 flat = flatten({k: v for k, v in cfg.items() if k != "seed"})
@@ -291,7 +291,7 @@ def setting_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     return table, stats
 
 
-def regime_summary(part: pd.DataFrame, records: list[dict]) -> dict:
+def regime_summary(part: pd.DataFrame) -> dict:
     """Mean regime of a setting over its seeds (from the original, retrain and floor rows)."""
     def mean_of(method: str, metric: str) -> float:
         values = part.loc[part["method"] == method, metric].dropna().astype(float)
@@ -335,7 +335,7 @@ def aggregate(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
             table.insert(GROUP.index(column), column, value)
         tables.append(table)
         if "avg_gap_mean" in table:
-            stats["regime"] = regime_summary(part, [])
+            stats["regime"] = regime_summary(part)
         facts[keys] = stats
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if "avg_gap_mean" not in table:  # generation: no gap to rank by; references first, then methods

@@ -59,10 +59,11 @@ def tune(method: str, scale: str, track: str, trials: int, tuning_seeds: list[in
         raise ConfigError("--tuning-seeds", tuning_seeds, f"seeds disjoint from the evaluation seeds {evaluation_seeds}")
     base = [f"method={method}", f"scale={scale}", "logger=none", "progress=false", "force=true",
             f"paths.records_dir={trial_records}", *overrides]
-    space = compose_cfg(base).method.get("search")
+    method_cfg = compose_cfg(base).method
+    space = method_cfg.get("search")
     if not space:
         raise ConfigError("--method", method, "a method whose YAML declares a search: block")
-    check_search(compose_cfg(base).method)
+    check_search(method_cfg)
 
     def objective(trial) -> float:
         values = {key: suggest(trial, key, spec) for key, spec in space.items()}

@@ -7,7 +7,6 @@ normalised there, so there is no per-sample Python in the loop.
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from unlearn_bench.data import ImageData
 from unlearn_bench.data.augment import Augment
 from unlearn_bench.errors import ConfigError
 from unlearn_bench.perf import Perf, prepare_inputs, training_model
+from unlearn_bench.validate import integer, positive
 
 SCHEDULERS = ("constant", "multistep", "cosine")
 
@@ -92,14 +92,10 @@ COUNT_KEYS = ("epochs", "steps", "batch_size", "samples")  # counted, so integer
 
 
 def check_positive(cfg: DictConfig, prefix: str, keys: tuple[str, ...]) -> None:
-    """Budgets and learning rates: positive integers for counts, positive finite numbers otherwise."""
+    """Budgets and learning rates, with the kinds the runner's validation uses: counts are integers >= 1,
+    the rest finite numbers > 0. Functions called without the runner (tests, scripts) check here."""
     for key in keys:
-        value = cfg.get(key)
-        if key in COUNT_KEYS:
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{prefix}.{key}", value, "a positive integer")
-        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ConfigError(f"{prefix}.{key}", value, "a positive finite number")
+        (integer(1) if key in COUNT_KEYS else positive)(f"{prefix}.{key}", cfg.get(key))
 
 
 def check_choices(cfg: DictConfig, prefix: str, choices: dict[str, tuple]) -> None:

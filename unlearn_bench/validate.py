@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from unlearn_bench.errors import ConfigError
+from unlearn_bench.errors import ConfigError, did_you_mean
 
 Check = Callable[[str, object], None]
 
@@ -150,8 +150,6 @@ def check_search(method: DictConfig) -> None:
     for key, spec in space.items():
         where = f"method.search.{key}"
         if key not in tunable:
-            from unlearn_bench.errors import did_you_mean
-
             raise ConfigError(where, OmegaConf.to_container(spec) if isinstance(spec, DictConfig) else spec,
                               f"a key of the method ({', '.join(tunable)}){did_you_mean(str(key), tunable)}")
         if not isinstance(spec, DictConfig) or not {"low", "high"} <= set(spec) or set(spec) - {"low", "high", "log", "int"}:
