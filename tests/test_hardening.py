@@ -72,14 +72,19 @@ def test_bad_device_fails_even_when_the_cell_has_a_record(make_cfg):
         run(make_cfg("method=ft", "device=tpu"))
 
 
+def dry_make(*args: str) -> str:
+    """`make -n` as a user types it, also when the tests themselves run under `make test` (a sub-make
+    prints directory lines and inherits the parent's MAKEFLAGS)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+    return subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, check=True).stdout
+
+
 def test_make_run_hands_its_variables_to_the_runner():
-    out = subprocess.run(["make", "-n", "run", "method=ft", "seed=1", "WANDB_MODE=offline"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
-    command = out.strip().splitlines()[-1]
+    out = dry_make("run", "method=ft", "seed=1", "WANDB_MODE=offline")
+    [command] = [line for line in out.splitlines() if "unlearn_bench.run" in line]
     assert "method=ft" in command and "seed=1" in command and "WANDB_MODE" not in command
-    out = subprocess.run(["make", "-n", "leaderboard", "UNLEARN_BENCH_RECORDS=/x/records"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
-    assert "--records /x/records" in out
+    assert "--records /x/records" in dry_make("leaderboard", "UNLEARN_BENCH_RECORDS=/x/records")
 
 
 def test_a_key_nothing_reads_is_one_line(tmp_path):
