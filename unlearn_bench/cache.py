@@ -109,14 +109,21 @@ class ModelCache:
         atomic_write_json(meta_path, meta)  # written last: an entry without metadata is not an entry
         return meta
 
+    @staticmethod
+    def key(stage: str, key_parts: dict) -> str:
+        """The entry key of a model: known before it is trained, so results derived from it can be keyed."""
+        return stable_hash({"stage": stage, "trainer_version": TRAINER_VERSION, **key_parts})
+
     def get_or_train(self, stage: str, key_parts: dict, build: Callable[[], nn.Module],
-                     train: Callable[[nn.Module], dict]) -> tuple[nn.Module, dict, bool]:
+                     train: Callable[[nn.Module], dict], keep: bool = True) -> tuple[nn.Module, dict, bool]:
         """Return (model, metadata, hit). Under a file lock, so concurrent cells train an entry once.
 
         `build` must return a freshly initialised model each call: a failed load may have touched the
-        instance it loaded into, and training must start from the seeded initialisation.
+        instance it loaded into, and training must start from the seeded initialisation. `keep=False`
+        trains without storing the checkpoint (pool models whose logits are all that is kept); an entry
+        already stored is still loaded.
         """
-        key = stable_hash({"stage": stage, "trainer_version": TRAINER_VERSION, **key_parts})
+        key = self.key(stage, key_parts)
         model = build()
         meta = self.load(stage, key, model)
         if meta is not None:
@@ -129,15 +136,16 @@ class ModelCache:
             model = build()
             start = time.perf_counter()
             stats = train(model)
-            meta = self.save(stage, key, model, {"key_parts": key_parts, "train_seconds":
-                                                  time.perf_counter() - start, **stats})
-            return model, meta, False
+            meta = {"key_parts": key_parts, "train_seconds": time.perf_counter() - start, **stats}
+            if not keep:
+                return model, {**meta, "stage": stage, "key": key, "kept": False}, False
+            return model, self.save(stage, key, model, meta), False
 
     def get_or_compute(self, stage: str, key_parts: dict, compute: Callable[[Path], dict]) -> tuple[dict, Path, bool]:
         """Return (result, folder, hit) for a JSON-able evaluation of a cached model, e.g. the retrain model's
         metrics that every method of a cell shares. `compute(folder)` may leave files (sample grids) in
         `folder`; the result is written last and atomically, so a half-finished evaluation is recomputed."""
-        key = stable_hash({"stage": stage, "trainer_version": TRAINER_VERSION, **key_parts})
+        key = self.key(stage, key_parts)
         folder = self.root / f"{stage}-{key}"
         result_path = folder / "result.json"
 

@@ -125,31 +125,38 @@ def check_reference(stage: str, model: nn.Module, stats: dict, accuracy: float |
 CHANCE_MARGIN = 5.0  # points above the majority-class rate a reference model must reach on its training data
 
 
+def reference_key_parts(cell: Cell, stage: str, seed: int, key_extra: dict | None = None) -> dict:
+    """What determines a reference model's weights (its cache key): the data, model, recipe, augmentation,
+    training seed and device, and for the retrain models the forget set."""
+    cfg, splits = cell.cfg, cell.splits
+    parts = {name: OmegaConf.to_container(cfg[name], resolve=True) for name in ("dataset", "model", "train", "augmentation")}
+    parts.update(key_extra or {})
+    if cell.ctx.perf.any():  # weights trained with a speed switch differ in the last bits: their own entry
+        parts.update(perf=cell.ctx.perf.as_dict())
+    parts.update(seed=int(seed), device=cell.ctx.device.type,
+                 train_data=data_digest(splits.train.images, splits.train.labels))
+    if stage != "original":
+        parts.update(forget_index=data_digest(splits.forget_index, splits.forget_index))
+    return parts
+
+
 def reference_models(cell: Cell, cache: ModelCache, fit_fn=None, key_extra: dict | None = None,
                      seed: int | None = None, stages: tuple[str, ...] = REFERENCE_STAGES,
-                     ) -> tuple[dict[str, nn.Module], dict[str, dict]]:
+                     keep: bool = True, announce: bool = True) -> tuple[dict[str, nn.Module], dict[str, dict]]:
     """The original model (trained on D), the retrain model (on D_r) and a second retrain model on the same
     D_r with another training seed (initialisation and data order: the retrain floor of SPEC §8), trained or
     loaded from the cache. `fit_fn(model, data, stage)` replaces the classifier recipe (diffusion models);
     `key_extra` joins the key; `seed` (default: the run seed) seeds their initialisation and training;
-    `stages` picks which of them a task needs."""
+    `stages` picks which of them a task needs; `keep=False` does not store new checkpoints (pool models);
+    `announce=False` prints nothing (a pool's members are announced by the pool)."""
     cfg, splits = cell.cfg, cell.splits
     seed = cfg.seed if seed is None else int(seed)
     classifier = fit_fn is None
     fit_fn = fit_fn or (lambda model, data, stage: fit(model, data, cfg.train, cell.ctx, stage))
-    common = {name: OmegaConf.to_container(cfg[name], resolve=True)
-              for name in ("dataset", "model", "train", "augmentation")}
-    common.update(key_extra or {})
-    if cell.ctx.perf.any():  # weights trained with a speed switch differ in the last bits: their own entry
-        common.update(perf=cell.ctx.perf.as_dict())
-    common.update(seed=seed, device=cell.ctx.device.type,
-                  train_data=data_digest(splits.train.images, splits.train.labels))
-    forget_key = {"forget_index": data_digest(splits.forget_index, splits.forget_index)}
-    available = {"original": (splits.train, {}), "retrain": (splits.retain, forget_key),
-                 "retrain2": (splits.retain, forget_key)}
+    available = {"original": splits.train, "retrain": splits.retain, "retrain2": splits.retain}
     models, metas = {}, {}
     for stage in stages:
-        data, extra_key = available[stage]
+        data = available[stage]
 
         def train(model: nn.Module, stage=stage, data=data) -> dict:
             seed_stage(seed, f"{stage}-train")  # retrain2: its own stage name, so its own init and data order
@@ -165,8 +172,10 @@ def reference_models(cell: Cell, cache: ModelCache, fit_fn=None, key_extra: dict
             check_reference(stage, model, stats, accuracy, majority)
             return stats
 
-        models[stage], metas[stage], hit = cache.get_or_train(stage, {**common, **extra_key},
-                                                              lambda stage=stage: cell.new_model(stage, seed), train)
-        print(f"{stage}: {'cache hit' if hit else 'trained'} ({metas[stage]['key']}, "
-              f"{metas[stage]['train_seconds']:.1f} s to train)")
+        models[stage], metas[stage], hit = cache.get_or_train(stage, reference_key_parts(cell, stage, seed, key_extra),
+                                                              lambda stage=stage: cell.new_model(stage, seed), train,
+                                                              keep=keep)
+        if announce:
+            print(f"{stage}: {'cache hit' if hit else 'trained'} ({metas[stage]['key']}, "
+                  f"{metas[stage]['train_seconds']:.1f} s to train)")
     return models, metas

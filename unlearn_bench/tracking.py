@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 RECORD_VERSION = 1
 # Keys that do not change what a cell computes: excluded from its identity.
 NON_SEMANTIC_KEYS = ("paths", "logger", "force", "progress", "device", "num_threads", "perf", "hydra")
+POOL_RUNTIME_KEYS = ("workers", "keep_models")
 PACKAGES = ("torch", "torchvision", "timm", "hydra-core", "scikit-learn", "numpy", "wandb", "pandas")
 
 
@@ -26,6 +27,13 @@ def cell_config(cfg: DictConfig) -> dict:
     container = OmegaConf.to_container(cfg, resolve=True)
     if isinstance(container.get("method"), dict):
         container["method"].pop("search", None)
+    evaluation = container.get("eval")
+    if isinstance(evaluation, dict):
+        if evaluation.get("name") == "cell":  # the single cell: ids as before pools existed
+            container.pop("eval")
+        else:  # how many processes train a pool, and whether checkpoints are kept, change no number
+            for key in POOL_RUNTIME_KEYS:
+                evaluation.pop(key, None)
     return {k: v for k, v in container.items() if k not in NON_SEMANTIC_KEYS}
 
 

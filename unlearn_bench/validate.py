@@ -170,6 +170,43 @@ def check_search(method: DictConfig) -> None:
                 integer()(f"{where}.{bound}", spec[bound])
 
 
+def workers(key: str, value: object) -> None:
+    if value != "auto":
+        try:
+            integer(1)(key, value)
+        except ConfigError:
+            raise ConfigError(key, value, "auto or an integer >= 1") from None
+
+
+POOL_SPEC: dict[str, Check] = {"eval.pool_size": integer(3), "eval.retain_sample": integer(1),
+                               "eval.rates": choice("samples", "grid"), "eval.workers": workers,
+                               "eval.keep_models": boolean}
+
+
+def check_eval(cfg: DictConfig) -> None:
+    """`eval=cell` (one method run against one retrain model) or `eval=pool` (SPEC §9) and its keys."""
+    evaluation = cfg.get("eval")
+    name = evaluation.get("name") if isinstance(evaluation, DictConfig) else evaluation
+    choice("cell", "pool")("eval.name", name)
+    keys = {"cell": ("name",), "pool": ("name", *(k.partition(".")[2] for k in POOL_SPEC))}[name]
+    for key in evaluation:
+        if key not in keys:
+            raise ConfigError(f"eval.{key}", evaluation[key], f"a key of eval={name} ({', '.join(keys)})"
+                              f"{did_you_mean(str(key), list(keys))}")
+    if name == "cell":
+        return
+    for key, check in POOL_SPEC.items():
+        check(key, OmegaConf.select(cfg, key, default=None))
+    if cfg.task.name != "classification":
+        raise ConfigError("eval", "pool", "eval=cell with task=generation (pools score classifiers, SPEC §9)")
+    if cfg.method.name == "retrain":
+        raise ConfigError("method", "retrain", "an unlearning method under eval=pool (the held-out retrain pool "
+                          "is the retrain row of every pool table)")
+    if cfg.relearn.enabled:
+        raise ConfigError("relearn.enabled", True, "false under eval=pool (the pool scores have no relearning "
+                          "attack; eval=cell runs it)")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError on the first value that the run cannot use as given."""
     for key, check in SPEC.items():
@@ -186,3 +223,4 @@ def validate(cfg: DictConfig) -> None:
         if key in cfg.method:
             check(f"method.{key}", cfg.method[key])
     check_search(cfg.method)
+    check_eval(cfg)

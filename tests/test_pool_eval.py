@@ -1,0 +1,89 @@
+"""The pool evaluation (SPEC §9, `eval=pool`): its sanity rows, cache sharing, determinism across worker
+counts and its checks, on tiny digits pools."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from unlearn_bench import tracking
+from unlearn_bench.errors import ConfigError
+from unlearn_bench.run import run
+
+POOL = ["eval=pool", "eval.pool_size=3", "eval.workers=1", "eval.retain_sample=50"]
+
+
+def test_a_pool_record_has_every_score_and_its_sanity_rows(make_cfg, capsys):
+    record = run(make_cfg(*POOL, "method=ft"))
+    assert record["task"] == "pool" and record["pool_size"] == 3
+    for row in ("metrics", "retrain2_metrics", "original_metrics"):
+        for score in ("forgetting_quality", "final_score", "klom_forget", "klom_retain", "klom_test",
+                      "klom_forget_p95", "lira_auc", "lira_tpr_at_1fpr", "avg_gap", "RA", "TA"):
+            assert score in record[row], (row, score)
+    # Doing nothing is deterministic: every forget example gets the cap, no points, score 0.
+    assert record["original_metrics"]["forgetting_quality"] == 0.0
+    assert record["original_metrics"]["final_score"] == 0.0
+    # The held-out retrain pool comes from the retrain models' own distribution: it earns points.
+    assert record["retrain2_metrics"]["forgetting_quality"] > 0.0
+    assert record["retrain_metrics"]["avg_gap"] == 0.0
+    out = capsys.readouterr().out
+    assert "held-out retrain pool" in out and "original (do nothing)" in out and "forgetting quality" in out
+
+
+def test_a_second_method_reuses_the_retrain_pools_and_keeps_no_checkpoints(make_cfg, tmp_path, capsys):
+    run(make_cfg(*POOL, "method=ft"))
+    capsys.readouterr()
+    run(make_cfg(*POOL, "method=ga"))
+    out = capsys.readouterr().out
+    assert "retrain pool: 3 of 3 from the cache (cache hit)" in out
+    assert "held-out retrain pool: 3 of 3 from the cache (cache hit)" in out
+    assert "ga runs: 0 of 3 from the cache" in out
+    checkpoints = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.pt"))
+    assert checkpoints == ["original"]  # the members' logits only, not N checkpoints
+
+
+def test_the_retrain_pool_holds_the_cells_retrain_model(make_cfg, capsys):
+    """Member `seed` of the retrain pool is the cell's retrain model (same training seed, same D_r)."""
+    run(make_cfg(*POOL, "method=ft", "eval.keep_models=true"))
+    capsys.readouterr()
+    run(make_cfg("method=ft"))
+    out = capsys.readouterr().out
+    assert "retrain: cache hit" in out and "retrain2: cache hit" in out
+
+
+def test_worker_count_and_kept_checkpoints_change_no_number(make_cfg, tmp_path):
+    one = run(make_cfg(*POOL, "method=rl"))
+    two = make_cfg(*POOL[:-2], "eval.retain_sample=50", "eval.workers=2", "eval.keep_models=true", "method=rl",
+                   f"paths.cache_dir={tmp_path / 'cache2'}", f"paths.records_dir={tmp_path / 'records2'}")
+    assert tracking.cell_id(two) == one["cell_id"]
+    other = run(two)
+    for row in ("metrics", "retrain2_metrics", "original_metrics", "retrain_metrics"):
+        mine = {k: v for k, v in one[row].items() if k != "RTE"}
+        theirs = {k: v for k, v in other[row].items() if k != "RTE"}
+        assert json.dumps(mine, sort_keys=True) == json.dumps(theirs, sort_keys=True), row
+
+
+def test_a_cell_keeps_its_identity(make_cfg):
+    """eval=cell is the default and stays out of the cell id, so records made before pools still match."""
+    assert "eval" not in tracking.cell_config(make_cfg("method=ft"))
+    assert tracking.cell_config(make_cfg(*POOL, "method=ft"))["eval"] == {
+        "name": "pool", "pool_size": 3, "retain_sample": 50, "rates": "samples"}
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["eval.pool_size=2"], "eval.pool_size=2"),
+    (["eval.workers=0"], "eval.workers=0"),
+    (["eval.workers=many"], "eval.workers='many'"),
+    (["eval.rates=exact"], "eval.rates='exact'"),
+    (["eval.keep_models=1"], "eval.keep_models=1"),
+    (["+eval.pool=4"], "eval.pool=4"),
+    (["method=retrain"], "method='retrain'"),
+    (["relearn.enabled=true"], "relearn.enabled=True"),
+    (["task=generation"], "eval='pool'"),
+])
+def test_bad_pool_settings_are_one_line_before_any_training(make_cfg, tmp_path, overrides, key):
+    with pytest.raises(ConfigError) as err:
+        run(make_cfg(*POOL, *overrides))
+    assert key in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").glob("*.pt"))
