@@ -26,8 +26,15 @@ from unlearn_bench import tracking
 from unlearn_bench.cache import ModelCache, atomic_write_bytes, stable_hash
 from unlearn_bench.methods import check_method
 from unlearn_bench.metrics import METRICS, Outputs, avg_gap, model_outputs
-from unlearn_bench.metrics.pool import (bucket_points, example_epsilons, final_score, klom, likelihood_ratio_attack,
-                                        logit_scaled_confidence, margins)
+from unlearn_bench.metrics.pool import (
+    bucket_points,
+    example_epsilons,
+    final_score,
+    klom,
+    likelihood_ratio_attack,
+    logit_scaled_confidence,
+    margins,
+)
 from unlearn_bench.protocol import Cell, data_digest, prepare, reference_key_parts, reference_models
 from unlearn_bench.tracking import summary_table
 from unlearn_bench.train import seed_stage
