@@ -48,8 +48,11 @@ import pandas as pd
 
 from unlearn_bench import verdict
 
-METRICS = ["UA", "RA", "TA", "MIA", "forget_TA", "avg_gap", "RTE", "relearn_FA", "acc_retained", "FD", "UA_dimra"]
-TASKS = ("classification", "generation")
+POOL_METRICS = ["forgetting_quality", "final_score", "klom_forget", "klom_retain", "klom_test", "klom_forget_p95",
+                "lira_auc", "lira_tpr_at_1fpr"]
+METRICS = ["UA", "RA", "TA", "MIA", "forget_TA", "avg_gap", "RTE", "relearn_FA", "acc_retained", "FD", "UA_dimra",
+           *POOL_METRICS, "forgetting_quality_ci"]
+TASKS = ("classification", "generation", "pool")
 ORIGINAL, RETRAIN, FLOOR = "original", "retrain", "retrain floor"
 REFERENCES = (ORIGINAL, RETRAIN)  # rows every record carries besides its method
 REFERENCE_ROWS = (RETRAIN, FLOOR, ORIGINAL)
@@ -144,14 +147,30 @@ def load_records(folders: list[Path]) -> pd.DataFrame:
                 # Every record carries its references: their rows exist even when method=retrain was not run.
                 references = {RETRAIN: record["retrain_metrics"], ORIGINAL: record.get("original_metrics"),
                               FLOOR: record.get("retrain2_metrics")}
+                if task == "pool":
+                    points = record.get("example_points", {})
+                    row["final_points"] = final_points(points.get("method"), record["metrics"], record["retrain_metrics"])
                 for name, metrics in references.items():
                     if metrics:
+                        extra = {}
+                        if task == "pool":
+                            part = {ORIGINAL: "original", FLOOR: "retrain2"}.get(name)
+                            extra["final_points"] = final_points(points.get(part), metrics, record["retrain_metrics"])
                         rows.append({**row, "method": name, "diverged": False, "method_sig": "{}",
-                                     "reference": True, **{k: metrics.get(k) for k in METRICS}})
+                                     "reference": True, **{k: metrics.get(k) for k in METRICS}, **extra})
             except (ValueError, KeyError, TypeError, OSError, AttributeError) as err:
                 warnings.warn(f"skipping {path}: {err}", stacklevel=1)
     frame = pd.DataFrame(rows)
     return label_configurations(frame) if not frame.empty else frame
+
+
+def final_points(points: list[float] | None, metrics: dict, retrain: dict) -> list[float] | None:
+    """Per forget example, the points of F times the row's utility ratios: their mean is the final score, so
+    two rows of one forget set can be compared example by example."""
+    if points is None or "RA" not in metrics or not retrain.get("RA") or not retrain.get("TA"):
+        return None
+    ratio = (metrics["RA"] / retrain["RA"]) * (metrics["TA"] / retrain["TA"])
+    return [p * ratio for p in points]
 
 
 def label_configurations(frame: pd.DataFrame) -> pd.DataFrame:
@@ -319,6 +338,137 @@ def regime_text(summary: dict) -> str:
     return text + " Meets the bar of SPEC §8."
 
 
+POOL_LABELS = {RETRAIN: "retrain pool", FLOOR: "held-out retrain pool", ORIGINAL: "original (do nothing)"}
+POOL_SHOWN = {"forgetting_quality": "F (ε-score)", "final_score": "final score", "klom_forget": "KLoM D_f",
+              "klom_retain": "KLoM D_r", "klom_test": "KLoM T", "klom_forget_p95": "KLoM D_f p95",
+              "lira_auc": "LiRA AUC", "lira_tpr_at_1fpr": "TPR @ 1 % FPR", "UA": "UA", "RA": "RA", "TA": "TA",
+              "avg_gap": "Avg Gap (pool means)", "RTE": "RTE"}
+
+
+def pool_comparison(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, str]:
+    """p of a paired two-sided t-test of the final score of two rows: over the forget-set seeds both have
+    when there are two or more, else over the forget examples of their one shared forget set."""
+    seeds = sorted(set(a["seed"]) & set(b["seed"]))
+    if len(seeds) >= 2:
+        x, y = (g.set_index("seed").loc[seeds, "final_score"].astype(float).tolist() for g in (a, b))
+        return verdict.paired_p(x, y), "seeds"
+    if len(seeds) == 1:
+        x, y = (g.set_index("seed").loc[seeds[0], "final_points"] for g in (a, b))
+        if isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+            return verdict.paired_p(x, y), "examples"
+    return math.nan, ""
+
+
+def pool_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """One pool setting: mean ± 95 % interval of every score (t over forget-set seeds; with one seed, F's
+    interval over the forget examples), the best method by final score, paired tests against it, against
+    the held-out retrain pool and against doing nothing, and how the Avg Gap would rank the same methods."""
+    from scipy import stats as scipy_stats
+
+    rows, by_method = [], {m: g for m, g in part.groupby("method", sort=False)}
+    for method, g in by_method.items():
+        row = {"method": method, "n": g["seed"].nunique(), "diverged": int(g["diverged"].sum()),
+               "reference": bool(g["reference"].iloc[0])}
+        for metric in [*POOL_METRICS, "UA", "RA", "TA", "MIA", "avg_gap", "RTE"]:
+            if metric in g and g[metric].notna().any():
+                mean, half, n = verdict.t_interval(g[metric].dropna().astype(float).tolist())
+                if n == 1 and metric == "forgetting_quality":
+                    half = float(g["forgetting_quality_ci"].dropna().iloc[0]) if g["forgetting_quality_ci"].notna().any() else math.nan
+                row.update({f"{metric}_mean": mean, f"{metric}_ci": half})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    stats = {"best": None, "tests": set(), "tau_gap": math.nan, "disagreements": []}
+    methods = table[~table["reference"]].dropna(subset=["final_score_mean"])
+    table["p_vs_best"], table["tied_with_best"], table["marks"] = math.nan, False, ""
+    if not methods.empty:
+        best = methods.sort_values("final_score_mean", ascending=False).iloc[0]["method"]
+        stats["best"] = best
+        for i, row in table.iterrows():
+            if row["method"] == RETRAIN:
+                continue
+            marks = []
+            if row["method"] == best:
+                table.loc[i, "tied_with_best"] = True
+                marks.append("best")
+            else:
+                p, over = pool_comparison(by_method[row["method"]], by_method[best])
+                stats["tests"].add(over)
+                table.loc[i, "p_vs_best"] = p
+                if p >= verdict.ALPHA and not row["reference"]:
+                    table.loc[i, "tied_with_best"] = True
+                    marks.append("tied with best")
+            if not row["reference"]:
+                if FLOOR in by_method:
+                    p, _ = pool_comparison(by_method[row["method"]], by_method[FLOOR])
+                    below = row["final_score_mean"] < table.loc[table["method"] == FLOOR, "final_score_mean"].iloc[0]
+                    marks.append("below the held-out retrain pool" if p < verdict.ALPHA and below
+                                 else "tied with the held-out retrain pool" if p >= verdict.ALPHA else "")
+                if ORIGINAL in by_method:
+                    p, _ = pool_comparison(by_method[row["method"]], by_method[ORIGINAL])
+                    if not (p < verdict.ALPHA and row["final_score_mean"] > table.loc[
+                            table["method"] == ORIGINAL, "final_score_mean"].iloc[0]):
+                        marks.append("not above doing nothing")
+            table.loc[i, "marks"] = "; ".join(m for m in marks if m)
+        if len(methods) >= 2 and "avg_gap_mean" in methods:
+            by_score = methods.set_index("method")["final_score_mean"]
+            by_gap = methods.set_index("method")["avg_gap_mean"]
+            stats["tau_gap"] = float(scipy_stats.kendalltau(by_score, -by_gap).statistic)
+            names = list(by_score.index)
+            stats["disagreements"] = [
+                (a, b) for j, a in enumerate(names) for b in names[j + 1:]
+                if (by_score[a] - by_score[b]) * (by_gap[b] - by_gap[a]) < 0]
+    order = {RETRAIN: 0, FLOOR: 1, ORIGINAL: 3}
+    table["rank"] = [order.get(m, 2) for m in table["method"]]
+    table = table.sort_values(["rank", "final_score_mean"], ascending=[True, False]).reset_index(drop=True)
+    table["rank"] = range(len(table))
+    return table, stats
+
+
+def pool_pretty(table: pd.DataFrame) -> pd.DataFrame:
+    shown = pd.DataFrame({"method": [POOL_LABELS.get(m, m) for m in table["method"]], "n": table["n"]})
+    for metric, label in POOL_SHOWN.items():
+        if f"{metric}_mean" in table:
+            digits = 1 if metric in ("UA", "RA", "TA", "RTE") else 3
+            shown[label] = [cell(a, b, digits) for a, b in zip(table[f"{metric}_mean"], table[f"{metric}_ci"])]
+    shown["p vs best"] = ["" if pd.isna(p) else f"{p:.3f}" for p in table["p_vs_best"]]
+    shown["marks"] = table["marks"].fillna("")
+    if table["diverged"].any():
+        shown["diverged"] = table["diverged"]
+    return shown
+
+
+def pool_summary(stats: dict) -> str:
+    """The verdict lines under a pool table: the best, what the ties were tested on, and where the pool
+    scores and the Avg Gap rank the methods differently."""
+    if not stats.get("best"):
+        return ""
+    described = {"seeds": "a paired two-sided t-test of the final score over the forget-set seeds two rows share",
+                 "examples": "where two rows share one forget set only, a paired two-sided t-test of the per-example "
+                             "final points over its examples"}
+    test = "; ".join(described[t] for t in sorted(stats["tests"]) if t in described) or "no test"
+    text = f"Best by final score: **{stats['best']}**; bold: the best and the methods tied with it ({test}, α = {verdict.ALPHA})."
+    if not pd.isna(stats["tau_gap"]):
+        pairs = ", ".join(f"{a} / {b}" for a, b in stats["disagreements"]) or "none"
+        text += (f" Ranking by final score vs by the Avg Gap of the pool means (lower is better): Kendall τ = "
+                 f"{stats['tau_gap']:.2f}; pairs ordered differently: {pairs}.")
+    return text
+
+
+POOL_LEGEND = ("Scores against pools of models (SPEC §9): per forget set, N retrain models (training seeds 0..N−1 "
+               "on D_r) and N seeded runs of each method from the one original model. **F** = the NeurIPS 2023 "
+               "challenge's forgetting quality (per forget example, ε of the best decision rule telling the method's "
+               "pool from the retrain pool, bucketed into 2^−n points; 1 = indistinguishable, 0 = always told apart); "
+               "**final score** = F × (RA_u / RA_r) × (TA_u / TA_r), higher is better; **KLoM** = per-example KL "
+               "divergence of the margin distributions (mean over D_f, a D_r sample and T; p95 over D_f), lower is "
+               "better; **LiRA AUC / TPR @ 1 % FPR** = a per-example likelihood-ratio attack telling the method's "
+               "models from retrained ones (0.5 / 0.01 = indistinguishable). Reference rows: the retrain pool, a "
+               "held-out retrain pool scored as if it were a method (the best a method can reach with N models; "
+               "KLoM's floor at this N) and doing nothing (the original N times: F = 0). Mean ± 95 % interval: Student "
+               "t over the n forget-set seeds; with n = 1, F's interval is over the forget examples and the others "
+               "have none. Marks: tied with / below the held-out retrain pool, not above doing nothing (paired tests, "
+               "α = 0.05).")
+
+
 def setting_key(keys: tuple) -> tuple:
     dataset, model, forget, augmentation, variant = keys
     aug = AUG_ORDER.index(augmentation) if augmentation in AUG_ORDER else len(AUG_ORDER)
@@ -329,13 +479,17 @@ def aggregate(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """The leaderboard table (one row per configuration, settings in numeric order) and per-setting facts."""
     tables, facts = [], {}
     groups = sorted(frame.groupby(GROUP, sort=False), key=lambda kv: setting_key(kv[0]))
+    pools = not frame.empty and (frame["task"] == "pool").all()
     for keys, part in groups:
-        table, stats = setting_statistics(part)
+        table, stats = pool_statistics(part) if pools else setting_statistics(part)
         for column, value in zip(GROUP, keys):
             table.insert(GROUP.index(column), column, value)
         tables.append(table)
-        if "avg_gap_mean" in table:
+        if "avg_gap_mean" in table and not pools:
             stats["regime"] = regime_summary(part)
+        stats["n_seeds"] = int(part["seed"].nunique())
+        if pools:
+            stats["pool_size"] = json.loads(part["setting_sig"].iloc[0]).get("eval.pool_size")
         facts[keys] = stats
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if "avg_gap_mean" not in table:  # generation: no gap to rank by; references first, then methods
@@ -388,7 +542,7 @@ def markdown(table: pd.DataFrame, facts: dict, args: argparse.Namespace, warning
                   "DiMRA relearning attack (lower = the class came back); RTE in seconds (retrain: its training); "
                   "original: the model before unlearning (doing nothing).", ""]
     else:
-        lines += [LEGEND, ""]
+        lines += [POOL_LEGEND if args.task == "pool" else LEGEND, ""]
     if warnings_seen:
         lines += ["Warnings:", ""] + [f"- {w}" for w in warnings_seen] + [""]
     for keys, part in table.groupby(GROUP, sort=False):
@@ -396,11 +550,15 @@ def markdown(table: pd.DataFrame, facts: dict, args: argparse.Namespace, warning
         lines += [f"## {section_title(keys)}", ""]
         if "regime" in stats:
             lines += [regime_text(stats["regime"]), ""]
-        shown = pretty(part.reset_index(drop=True))
+        if stats.get("pool_size"):
+            lines += [f"Pool size N = {stats['pool_size']}; n = {stats['n_seeds']} forget set(s).", ""]
+        shown = (pool_pretty if args.task == "pool" else pretty)(part.reset_index(drop=True))
         bold = bold_rows(part)
         shown["method"] = [f"**{m}**" if b else m for m, b in zip(shown["method"], bold)]
         lines += [shown.to_markdown(index=False), ""]
-        if stats.get("best"):
+        if args.task == "pool":
+            lines += [pool_summary(stats), ""]
+        elif stats.get("best"):
             first, second = stats["tau_halves"]
             tau = "n/a (fewer than 2 seeds or methods)" if pd.isna(stats["tau"]) else f"{stats['tau']:.2f}"
             lines += [f"Best: **{stats['best']}**; bold: the best and the methods tied with it "
@@ -432,7 +590,7 @@ def html_page(table: pd.DataFrame, facts: dict, args: argparse.Namespace, warnin
            f"<h1>{html.escape(args.title)}</h1>"]
     if args.command:
         out.append(f"<p>Made by: <code>{html.escape(args.command)}</code></p>")
-    legend = "Mean ± 95 % Student-t interval over n seeds." if args.task == "generation" else LEGEND
+    legend = {"generation": "Mean ± 95 % Student-t interval over n seeds.", "pool": POOL_LEGEND}.get(args.task, LEGEND)
     out.append(f"<p>{html.escape(legend.replace('**', '').replace('*', ''))}</p>")
     for w in warnings_seen:
         out.append(f"<p class='warn'>Warning: {html.escape(w)}</p>")
@@ -443,7 +601,7 @@ def html_page(table: pd.DataFrame, facts: dict, args: argparse.Namespace, warnin
             text = regime_text(stats["regime"]).replace("**", "")
             klass = " class='warn'" if stats["regime"]["misses"] else ""
             out.append(f"<p{klass}>{html.escape(text)}</p>")
-        shown = pretty(part.reset_index(drop=True))
+        shown = (pool_pretty if args.task == "pool" else pretty)(part.reset_index(drop=True))
         bold = bold_rows(part)
         references = list(part["reference"]) if "reference" in part else [False] * len(part)
         out.append("<table><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns) + "</tr>")
@@ -452,7 +610,9 @@ def html_page(table: pd.DataFrame, facts: dict, args: argparse.Namespace, warnin
                             for v in row)
             out.append(f"<tr{' class=ref' if ref else ''}>{cells}</tr>")
         out.append("</table>")
-        if stats.get("best"):
+        if args.task == "pool":
+            out.append(f"<p>{html.escape(pool_summary(stats).replace('**', ''))}</p>")
+        elif stats.get("best"):
             tau = "n/a" if pd.isna(stats["tau"]) else f"{stats['tau']:.2f}"
             out.append(f"<p>Best: <b>{html.escape(stats['best'])}</b>; bold = tied with the best "
                        f"({html.escape(verdict.PAIRED_TEST)}). Kendall τ between two halves of the seeds: {tau}.</p>")
@@ -562,6 +722,33 @@ def plot_generation(table: pd.DataFrame, path: Path, title: str) -> None:
     fig.suptitle(f"{title}\nerror bars: 95 % Student-t interval over seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_pool(table: pd.DataFrame, path: Path, title: str) -> None:
+    """Final score and F per row (the reference rows in grey), one panel per forget setting."""
+    import numpy as np
+
+    panels = list(table.groupby(["dataset", "model", "forget", "variant"], sort=False))
+    plt, fig, axes = panel_grid(len(panels), width=7.0)
+    for ax, (keys, part) in zip(axes, panels):
+        part = part[part["method"] != RETRAIN]
+        x = np.arange(len(part))
+        for offset, metric, label in ((-0.2, "final_score", "final score"), (0.2, "forgetting_quality", "F")):
+            ax.bar(x + offset, part[f"{metric}_mean"], 0.4, yerr=part[f"{metric}_ci"].fillna(0.0), capsize=2,
+                   label=label)
+        ax.set_xticks(x, [POOL_LABELS.get(m, m) for m in part["method"]], rotation=35, ha="right", fontsize=8)
+        for label, ref in zip(ax.get_xticklabels(), part["reference"]):
+            if ref:
+                label.set_color("grey")
+                label.set_style("italic")
+        ax.set_title(" / ".join(str(k) for k in keys[:3]) + (f"\n[{keys[3]}]" if keys[3] else ""), fontsize=9)
+        ax.set_ylabel("higher is better (1 = indistinguishable from retraining)", fontsize=8)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title}\nerror bars: 95 % interval (t over forget sets; one forget set: F over its examples)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -685,10 +872,10 @@ def main(argv: list[str] | None = None) -> int:
         figures = grid_figures(frame, args.out)
         text += "\n".join(["## Sample grids", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""])
     (args.out / "leaderboard.md").write_text(text)
-    (plot_generation if args.task == "generation" else plot)(table, args.out / "leaderboard.png", args.title)
+    {"generation": plot_generation, "pool": plot_pool}.get(args.task, plot)(table, args.out / "leaderboard.png", args.title)
     if args.wandb:
         log_wandb(table, args.title, args.out)
-    shown = pretty(table)
+    shown = (pool_pretty if args.task == "pool" else pretty)(table)
     for column in reversed(GROUP):
         shown.insert(0, column, table[column])
     print(shown.to_string(index=False))

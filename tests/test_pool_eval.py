@@ -87,3 +87,47 @@ def test_bad_pool_settings_are_one_line_before_any_training(make_cfg, tmp_path, 
         run(make_cfg(*POOL, *overrides))
     assert key in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").glob("*.pt"))
+
+
+def test_the_pool_leaderboard_keeps_pools_apart_and_shows_its_sanity_rows(make_cfg, tmp_path):
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import leaderboard
+
+    for method in ("ft", "ga"):
+        run(make_cfg(*POOL, f"method={method}"))
+    run(make_cfg("method=ft"))  # a single cell beside the pools
+    records, out = str(tmp_path / "records"), tmp_path / "board"
+    assert leaderboard.main(["--task", "pool", "--records", records, "--out", str(out)]) == 0
+    table = pd.read_csv(out / "leaderboard.csv")
+    assert list(table["method"])[:2] == ["retrain", "retrain floor"] and table["method"].iloc[-1] == "original"
+    assert set(table["method"]) == {"retrain", "retrain floor", "ft", "ga", "original"}
+    assert table.loc[table["method"] == "original", "final_score_mean"].item() == 0.0
+    methods = table[table["method"].isin(["ft", "ga"])]
+    assert methods["final_score_mean"].is_monotonic_decreasing  # best first
+    assert methods["p_vs_best"].notna().sum() == 1  # the runner-up is tested against the best, over examples
+    text = (out / "leaderboard.md").read_text()
+    assert "held-out retrain pool" in text and "original (do nothing)" in text and "Pool size N = 3" in text
+    assert "per-example final points" in text and "Kendall τ" in text
+    # The classification table never takes a pool record, and the pool table never takes a cell record.
+    assert leaderboard.main(["--records", records, "--out", str(tmp_path / "cells")]) == 0
+    cells = pd.read_csv(tmp_path / "cells" / "leaderboard.csv")
+    assert set(cells["method"]) == {"retrain", "retrain floor", "original", "ft"} and (cells["n"] == 1).all()
+
+
+def test_the_bench_pool_figure_runs_the_pool_code(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import bench
+
+    monkeypatch.setenv("UNLEARN_BENCH_CACHE", str(tmp_path / "cache"))
+    figure = bench.pool_figure(2, ["dataset=digits", "train.epochs=2", "++model.widths=[8,16]"], str(tmp_path))
+    assert figure["pool_size"] == 2 and figure["pool_wall_s"] > 0 and figure["one_model_one_thread_s"] > 0
+    ideal = 2 * figure["one_model_one_thread_s"] / (figure["cores"] * figure["pool_wall_s"])
+    assert abs(figure["pool_over_ideal"] - ideal) < 1e-9

@@ -170,7 +170,8 @@ def pool_scores(pool: dict[str, np.ndarray], retrain: dict[str, np.ndarray], lab
     conf_u = logit_scaled_confidence(pool["forget"], labels["forget"])
     conf_r = logit_scaled_confidence(retrain["forget"], labels["forget"])
     points = bucket_points(example_epsilons(conf_u, conf_r, rates=rates), len(conf_u))
-    scores = {"forgetting_quality": float(points.mean()), "forgetting_quality_ci": interval(points)}
+    scores = {"forgetting_quality": float(points.mean()), "forgetting_quality_ci": interval(points),
+              "example_points": points}
     for name, select in (("forget", slice(None)), ("retain", retain_sample), ("test", slice(None))):
         ours = margins(pool[name][:, select], labels[name][select])
         theirs = margins(retrain[name][:, select], labels[name][select])
@@ -219,6 +220,7 @@ def run_pool(cfg: DictConfig, record_file: Path) -> dict:
     retrain_rows = per_model_metrics(by_role["retrain"], cell, cfg.seed)
     retrain_means = mean_metrics(retrain_rows)
     results = {"retrain": {**retrain_means, "avg_gap": 0.0}}
+    points: dict[str, list[float]] = {}  # per forget example, F's points (paired comparisons on one forget set)
     for role in ("method", "held_out", "original"):
         rows = per_model_metrics(by_role[role], cell, cfg.seed) if role != "original" else per_model_metrics(
             {name: v[:1] for name, v in by_role[role].items()}, cell, cfg.seed) * n
@@ -227,6 +229,7 @@ def run_pool(cfg: DictConfig, record_file: Path) -> dict:
         scores["final_score"] = final_score(scores["forgetting_quality"], means["RA"], retrain_means["RA"],
                                             means["TA"], retrain_means["TA"])
         gaps = [avg_gap(r, q, over) for r, q in zip(rows, retrain_rows)]
+        points[role] = scores.pop("example_points").tolist()
         results[role] = {**means, **scores, "avg_gap": avg_gap(means, retrain_means, over),
                          "avg_gap_pairs": float(np.mean(gaps))}
     results["method"]["RTE"] = float(np.mean(timing["method"]["seconds"]))
@@ -237,6 +240,8 @@ def run_pool(cfg: DictConfig, record_file: Path) -> dict:
               "task": "pool", "metrics": results["method"], "retrain_metrics": results["retrain"],
               "retrain2_metrics": results["held_out"], "original_metrics": results["original"],
               "diverged": timing["method"]["diverged"] > 0, "pool_size": n, "retain_sample": len(sample),
+              "example_points": {"method": points["method"], "retrain2": points["held_out"],
+                                 "original": points["original"]},
               "forget_size": len(splits.forget), "retain_size": len(splits.retain), "test_size": len(splits.test),
               "pool": {"workers": workers, "wall_seconds": wall, **timing},
               "models": {"original": {"key": metas["original"]["key"],
