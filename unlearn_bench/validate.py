@@ -130,6 +130,13 @@ def check_combinations(cfg: DictConfig) -> None:
     if missing or not len(cfg.metrics.gap_over):
         raise ConfigError("metrics.gap_over", list(cfg.metrics.gap_over),
                           f"a non-empty subset of metrics.names ({', '.join(names)})")
+    if cfg.method.name in ("cf_k", "eu_k"):  # k must leave blocks to freeze in this model: known before training
+        from unlearn_bench.methods.last_k import last_k
+        from unlearn_bench.models import build_model
+
+        integer(1)("method.k", cfg.method.k)
+        last_k(build_model(cfg.model, cfg.dataset.channels, cfg.dataset.num_classes, cfg.dataset.image_size),
+               cfg.method.k)
     gamma = cfg.metrics.mia.gamma
     if gamma not in ("auto", "scale"):
         number(0.0, low_open=True)("metrics.mia.gamma", gamma)

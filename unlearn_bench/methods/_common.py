@@ -43,13 +43,19 @@ def masked_decay_step(model: nn.Module, optimizer: torch.optim.Optimizer, mask: 
 
 
 def run_epochs(model: nn.Module, cfg: DictConfig, ctx: Context, desc: str, epoch_batches: EpochBatches,
-               loss_fn: LossFn = cross_entropy, mask: Mask | None = None) -> nn.Module:
-    """SGD over `cfg.epochs` epochs of `epoch_batches(epoch)`. A non-finite loss stops the method and
-    marks the cell as diverged; its metrics are still recorded."""
+               loss_fn: LossFn = cross_entropy, mask: Mask | None = None, bn: str = "train",
+               optimizer: torch.optim.Optimizer | None = None,
+               on_epoch: Callable[[int], None] | None = None) -> nn.Module:
+    """SGD (or `optimizer`) over `cfg.epochs` epochs of `epoch_batches(epoch)`. `bn`: train re-estimates
+    batch-norm statistics on the batches, eval keeps the original's (and disables dropout); `on_epoch(e)`
+    runs before epoch e (learning-rate steps). A non-finite loss stops the method and marks the cell as
+    diverged; its metrics are still recorded."""
     check_positive(cfg, "method", ("epochs", "lr", "batch_size"))
-    model.train()
-    optimizer = sgd(model.parameters(), cfg, weight_decay=0.0 if mask is not None else None)
+    model.train(bn == "train")
+    optimizer = optimizer or sgd(model.parameters(), cfg, weight_decay=0.0 if mask is not None else None)
     for epoch in tqdm(range(cfg.epochs), desc=desc, disable=not ctx.progress, leave=False):
+        if on_epoch is not None:
+            on_epoch(epoch)
         for x, y in epoch_batches(epoch):
             loss = loss_fn(model, x, y, epoch)
             if not math.isfinite(loss.item()):
@@ -64,3 +70,35 @@ def run_epochs(model: nn.Module, cfg: DictConfig, ctx: Context, desc: str, epoch
                 masked_decay_step(model, optimizer, mask, cfg.weight_decay)
     model.eval()
     return model
+
+
+BN_MODES = ("train", "eval")
+
+
+def check_bn(cfg: DictConfig) -> None:
+    """`bn`: train (batch-norm statistics re-estimated on the method's batches) or eval (kept)."""
+    from unlearn_bench.train import check_choices
+
+    check_choices(cfg, "method", {"bn": BN_MODES})
+
+
+def cycle_batches(data, batch_size: int, ctx: Context, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled batches of `data` without end, their order drawn from `generator`: a second stream beside
+    the main one (D_f beside D_r) that leaves the main stream's order as it would be alone."""
+    while True:
+        order = torch.randperm(len(data), generator=generator).to(data.labels.device)
+        for start in range(0, len(data), batch_size):
+            index = order[start:start + batch_size]
+            yield ctx.inputs(data.images[index]), data.labels[index]
+
+
+def stream_generator(ctx: Context, name: str) -> torch.Generator:
+    from unlearn_bench.train import derive_seed
+
+    return torch.Generator().manual_seed(derive_seed(ctx.seed, name))
+
+
+def check_fraction(cfg: DictConfig, key: str) -> None:
+    from unlearn_bench.validate import number
+
+    number(0.0, 1.0)(f"method.{key}", cfg.get(key))

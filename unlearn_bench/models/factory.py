@@ -145,3 +145,18 @@ def classifier_name(model: nn.Module) -> str:
 def penultimate_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The representation just before the classifier, through timm's feature API."""
     return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def model_blocks(model: nn.Module) -> list[nn.Module]:
+    """The model's blocks in order, the classifier last: what "the last k layers" counts (CF-k, EU-k).
+    The small CNN: one block per conv-BN; a ResNet: layer1..layer4 (as xcadet/deepunlearn's
+    get_resnet_blocks); otherwise the top-level children that hold parameters."""
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if isinstance(model, SmallCNN):
+        convs = [i for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)]
+        blocks = [model.features[i:i + 2] for i in convs]  # conv + its batch norm
+    elif all(hasattr(model, f"layer{k}") for k in range(1, 5)):
+        blocks = [getattr(model, f"layer{k}") for k in range(1, 5)]
+    else:
+        blocks = [m for m in model.children() if m is not classifier and any(True for _ in m.parameters())]
+    return [*blocks, classifier] if classifier is not None else blocks
