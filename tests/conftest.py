@@ -34,6 +34,22 @@ def make_cfg(workdirs):
     return _make
 
 
+@pytest.fixture
+def cell_and_models(make_cfg, tmp_path):
+    """(cell, reference models) of a tiny config: what a method's behaviour test starts from."""
+    from unlearn_bench.cache import ModelCache
+    from unlearn_bench.protocol import prepare, reference_models
+
+    def _make(*overrides):
+        cfg = make_cfg(*overrides)
+        cache = ModelCache(tmp_path / "cache")
+        cell = prepare(cfg, cache.root)
+        models, metas = reference_models(cell, cache)
+        cell.ctx.extras["retrain"] = (models["retrain"], metas["retrain"])
+        return cell, models
+    return _make
+
+
 def needs_shared_data(name: str):
     return pytest.mark.skipif(not (SHARED_DATA / name).is_file(),
                               reason=f"{name} not in UNLEARN_BENCH_DATA={SHARED_DATA}")

@@ -20,8 +20,6 @@ from unlearn_bench.methods.ssd import importances
 from unlearn_bench.run import run
 from unlearn_bench.train import seed_stage
 
-from .test_methods import cell_and_models  # noqa: F401 (fixture)
-
 NEW_METHODS = ("neggrad_plus", "scrub", "bad_teacher", "ssd", "cf_k", "eu_k", "fisher")
 CONF = Path(__file__).resolve().parent.parent / "conf" / "method"
 

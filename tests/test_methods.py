@@ -6,23 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from unlearn_bench.cache import ModelCache
 from unlearn_bench.methods import METHODS
 from unlearn_bench.methods.rl import random_labels
 from unlearn_bench.methods.salun import saliency_mask
-from unlearn_bench.protocol import prepare, reference_models
-
-
-@pytest.fixture
-def cell_and_models(make_cfg, tmp_path):
-    def _make(*overrides):
-        cfg = make_cfg(*overrides)
-        cache = ModelCache(tmp_path / "cache")
-        cell = prepare(cfg, cache.root)
-        models, metas = reference_models(cell, cache)
-        cell.ctx.extras["retrain"] = (models["retrain"], metas["retrain"])
-        return cell, models
-    return _make
 
 
 def forget_loss(model, cell):

@@ -9,7 +9,14 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.data import Splits
-from unlearn_bench.methods._common import METHODS, check_bn, check_fraction, cycle_batches, run_epochs, stream_generator
+from unlearn_bench.methods._common import (
+    METHODS,
+    check_bn,
+    check_fraction,
+    cycle_batches,
+    run_epochs,
+    stream_generator,
+)
 from unlearn_bench.train import Context, batches
 from unlearn_bench.validate import number
 
