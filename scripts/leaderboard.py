@@ -50,8 +50,9 @@ from unlearn_bench import verdict
 
 POOL_METRICS = ["forgetting_quality", "final_score", "klom_forget", "klom_retain", "klom_test", "klom_forget_p95",
                 "lira_auc", "lira_tpr_at_1fpr"]
-METRICS = ["UA", "RA", "TA", "MIA", "forget_TA", "avg_gap", "RTE", "relearn_FA", "acc_retained", "FD", "UA_dimra",
-           *POOL_METRICS, "forgetting_quality_ci"]
+COMPARISON_METRICS = ["ToW", "ToW_MIA", "JS_forget", "activation_distance"]  # against retrain, SPEC §11
+METRICS = ["UA", "RA", "TA", "MIA", "forget_TA", "avg_gap", "RTE", "relearn_FA", *COMPARISON_METRICS, "acc_retained",
+           "FD", "UA_dimra", *POOL_METRICS, "forgetting_quality_ci"]
 TASKS = ("classification", "generation", "pool")
 ORIGINAL, RETRAIN, FLOOR = "original", "retrain", "retrain floor"
 REFERENCES = (ORIGINAL, RETRAIN)  # rows every record carries besides its method
@@ -510,7 +511,8 @@ def pretty(table: pd.DataFrame) -> pd.DataFrame:
     for m in METRICS:
         if f"{m}_mean" in table:
             label = "Avg Gap (per-seed)" if m == "avg_gap" else m
-            shown[label] = [cell(a, b) for a, b in zip(table[f"{m}_mean"], table[f"{m}_ci"])]
+            digits = 3 if m in COMPARISON_METRICS else 2
+            shown[label] = [cell(a, b, digits) for a, b in zip(table[f"{m}_mean"], table[f"{m}_ci"])]
             if m == "avg_gap":
                 shown["Avg Gap (gap of means)"] = [cell(a, math.nan) for a in table["avg_gap_of_means"]]
     if "p_vs_best" in table:

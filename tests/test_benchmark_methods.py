@@ -166,6 +166,9 @@ def test_each_new_method_runs_from_the_config(make_cfg, forget, capsys):
     for method in NEW_METHODS:  # one cache: the reference models train once, every method reuses them
         record = run(make_cfg(f"method={method}", f"forget_rate={forget}"))
         assert record["method"] == method and 0.0 <= record["metrics"]["RA"] <= 100.0
+        for column in ("ToW", "ToW_MIA", "JS_forget", "activation_distance"):
+            assert column in record["metrics"] and column in record["original_metrics"]
+        assert record["retrain_metrics"]["ToW"] == 1.0 and record["retrain_metrics"]["JS_forget"] == 0.0
     assert capsys.readouterr().out.count("original: cache hit") == len(NEW_METHODS) - 1
 
 
@@ -193,3 +196,20 @@ def test_bad_switches_of_the_new_methods_fail_before_training(make_cfg, tmp_path
         run(make_cfg(*override.split()))
     assert key in str(err.value)
     assert not list((tmp_path / "cache").glob("*.pt")) if (tmp_path / "cache").exists() else True
+
+
+def test_the_metric_columns_on_known_answers():
+    import math
+
+    from unlearn_bench.metrics.compare import compare_to_retrain
+
+    metrics = {"UA": 10.0, "RA": 90.0, "TA": 80.0, "MIA": 30.0}
+    retrain = {"UA": 20.0, "RA": 95.0, "TA": 70.0, "MIA": 40.0}
+    one_hot = torch.tensor([[100.0, 0.0], [0.0, 100.0]])
+    same = compare_to_retrain(retrain, retrain, one_hot, one_hot)
+    assert same == {"ToW": 1.0, "ToW_MIA": 1.0, "JS_forget": 0.0, "activation_distance": 0.0}
+    apart = compare_to_retrain(metrics, retrain, one_hot, one_hot.flip(1))
+    assert math.isclose(apart["ToW"], 0.9 * 0.95 * 0.9)
+    assert math.isclose(apart["ToW_MIA"], 0.9 * 0.95 * 0.9)
+    assert math.isclose(apart["JS_forget"], math.log(2), rel_tol=1e-9)  # disjoint distributions: ln 2
+    assert math.isclose(apart["activation_distance"], math.sqrt(2), rel_tol=1e-9)

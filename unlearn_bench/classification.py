@@ -16,6 +16,8 @@ from unlearn_bench import tracking
 from unlearn_bench.cache import ModelCache
 from unlearn_bench.methods import check_method
 from unlearn_bench.metrics import avg_gap, evaluate
+from unlearn_bench.metrics.compare import compare_to_retrain
+from unlearn_bench.metrics.core import logits_on
 from unlearn_bench.metrics.relearn import check_relearn, relearn_forget_accuracy
 from unlearn_bench.protocol import data_digest, prepare, reference_models, timed
 from unlearn_bench.tracking import summary_table
@@ -70,6 +72,12 @@ def run_classification(cfg: DictConfig, record_file: Path) -> dict:
         results[stage], _, _ = cache.get_or_compute(f"{stage}-eval", key, lambda _, m=models[stage], a=attack: scores(m, a))
     for metrics in results.values():
         metrics["avg_gap"] = avg_gap(metrics, results["retrain"], list(cfg.metrics.gap_over))
+    # The metric columns against the retrain model (ToW, ToW-MIA, JS and activation distance on D_f).
+    forget_logits = {stage: logits_on(model, splits.forget, ctx) for stage, model in
+                     (("method", unlearned), ("retrain", models["retrain"]), ("retrain2", models["retrain2"]),
+                      ("original", models["original"]))}
+    for stage, metrics in results.items():
+        metrics.update(compare_to_retrain(metrics, results["retrain"], forget_logits[stage], forget_logits["retrain"]))
     results["method"]["RTE"] = rte
     results["retrain"]["RTE"] = metas["retrain"]["train_seconds"]
     results["retrain2"]["RTE"] = metas["retrain2"]["train_seconds"]
