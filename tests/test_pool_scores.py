@@ -68,7 +68,22 @@ def test_binned_kl_matches_the_reference_formula():
         qb = np.array([np.sum(np.digitize(b, bins) == k) for k in range(1, 21)]) / 1.0
         pa, qb = pa / pa.sum(), qb / qb.sum()
         expected.append(stats.entropy(pk=pa, qk=np.where(pa > 0, np.maximum(qb, 1e-5), qb)))
-    np.testing.assert_allclose(pool.binned_kl(p, q), expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(pool.binned_kl(p, q, top_edge="reference"), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_a_constant_pool_at_the_top_of_the_range_is_scored_not_dropped():
+    """Doing nothing on a forget example the original fits best: its margins are all the range's maximum.
+    With the top bin closed it is as far from the retrain pool as its bin's share says; the reference's
+    np.digitize counts none of its samples (NaN)."""
+    retrained = np.random.default_rng(5).normal(0.0, 1.0, (16, 3))
+    constant = np.full((16, 3), retrained.max() + 5.0)
+    closed = pool.binned_kl(constant, retrained)
+    assert np.all(closed > 5.0)  # p = one bin the retrain pool hardly reaches: KL ≈ log(1 / 1e-5)
+    assert np.all(np.isnan(pool.binned_kl(constant, retrained, top_edge="reference")))
+    assert pool.klom(constant, retrained, top_edge="reference")["unscored"] == 3
+    # The range's maximum is always a sample: the reference leaves one sample of every example uncounted.
+    same = pool.binned_kl(retrained, retrained, top_edge="reference")
+    assert np.all(same == 0.0) and np.all(pool.binned_kl(retrained, retrained) == 0.0)
 
 
 def test_klom_of_a_pool_against_itself_is_zero():

@@ -164,7 +164,7 @@ def interval(values: np.ndarray) -> float:
 
 
 def pool_scores(pool: dict[str, np.ndarray], retrain: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-                retain_sample: np.ndarray, rates: str) -> dict[str, float]:
+                retain_sample: np.ndarray, rates: str, top_edge: str) -> dict[str, float]:
     """Forgetting quality and final-score inputs, KLoM on D_f / a D_r sample / T, and the attack, of one pool
     against the retrain pool (arrays [N, n, C])."""
     conf_u = logit_scaled_confidence(pool["forget"], labels["forget"])
@@ -175,8 +175,10 @@ def pool_scores(pool: dict[str, np.ndarray], retrain: dict[str, np.ndarray], lab
     for name, select in (("forget", slice(None)), ("retain", retain_sample), ("test", slice(None))):
         ours = margins(pool[name][:, select], labels[name][select])
         theirs = margins(retrain[name][:, select], labels[name][select])
-        result = klom(ours, theirs)
+        result = klom(ours, theirs, top_edge=top_edge)
         scores[f"klom_{name}"], scores[f"klom_{name}_p95"] = result["mean"], result["p95"]
+        if result["unscored"]:
+            scores[f"klom_{name}_unscored"] = result["unscored"]
     attack = likelihood_ratio_attack(conf_u, conf_r)
     scores["lira_auc"], scores["lira_tpr_at_1fpr"] = attack["auc"], attack["tpr_at_fpr"]
     return scores
@@ -225,7 +227,7 @@ def run_pool(cfg: DictConfig, record_file: Path) -> dict:
         rows = per_model_metrics(by_role[role], cell, cfg.seed) if role != "original" else per_model_metrics(
             {name: v[:1] for name, v in by_role[role].items()}, cell, cfg.seed) * n
         means = mean_metrics(rows)
-        scores = pool_scores(by_role[role], by_role["retrain"], labels, sample, cfg.eval.rates)
+        scores = pool_scores(by_role[role], by_role["retrain"], labels, sample, cfg.eval.rates, cfg.eval.klom_top_edge)
         scores["final_score"] = final_score(scores["forgetting_quality"], means["RA"], retrain_means["RA"],
                                             means["TA"], retrain_means["TA"])
         gaps = [avg_gap(r, q, over) for r, q in zip(rows, retrain_rows)]

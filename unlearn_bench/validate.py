@@ -186,7 +186,8 @@ def workers(key: str, value: object) -> None:
 
 
 POOL_SPEC: dict[str, Check] = {"eval.pool_size": integer(3), "eval.retain_sample": integer(1),
-                               "eval.rates": choice("samples", "grid"), "eval.workers": workers,
+                               "eval.rates": choice("samples", "grid"), "eval.klom_top_edge": choice("closed", "reference"),
+                               "eval.workers": workers,
                                "eval.keep_models": boolean}
 
 

@@ -211,11 +211,22 @@ def final_score(quality: float, ra_unlearned: float, ra_retrained: float, ta_unl
     return quality * (ra_unlearned / ra_retrained) * (ta_unlearned / ta_retrained)
 
 
-def binned_kl(p: np.ndarray, q: np.ndarray, bins: int = 20, eps: float = 1e-5, clip: float = 100.0) -> np.ndarray:
+TOP_EDGES = ("closed", "reference")
+
+
+def binned_kl(p: np.ndarray, q: np.ndarray, bins: int = 20, eps: float = 1e-5, clip: float = 100.0,
+              top_edge: str = "closed") -> np.ndarray:
     """KL(p ‖ q) per example from samples [N, n], as data-unlearning-bench's compute_binned_KL_div:
     values clipped to ±clip, `bins` equal-width bins over the joint range, q floored at eps where p > 0 and
-    renormalised (scipy.stats.entropy). As there (np.digitize), a value equal to the top edge of the range
-    falls past the last bin and is not counted."""
+    renormalised (scipy.stats.entropy).
+
+    `top_edge`: `closed` counts a value equal to the top of the range in the last bin (np.histogram's
+    convention). `reference` reproduces the reference's np.digitize, which leaves such a value out of every
+    bin: a pool that is constant at the top of the range (doing nothing, on a forget example the original
+    fits best) then has no counted sample, and the reference's scipy.stats.entropy returns NaN for it; values
+    at the top of a spread pool are silently dropped. The default is `closed`."""
+    if top_edge not in TOP_EDGES:
+        raise ValueError(f"top_edge={top_edge!r}; accepted: {', '.join(TOP_EDGES)}")
     p = np.clip(np.asarray(p, dtype=np.float64).T, -clip, clip)  # [n, N]
     q = np.clip(np.asarray(q, dtype=np.float64).T, -clip, clip)
     start = np.minimum(p.min(axis=1), q.min(axis=1))
@@ -223,26 +234,32 @@ def binned_kl(p: np.ndarray, q: np.ndarray, bins: int = 20, eps: float = 1e-5, c
     end = np.where(start >= end, start + 1.0, end)
     edges = np.stack([np.linspace(s, e, bins + 1) for s, e in zip(start, end)])  # np.linspace's own rounding
 
-    def histogram(x: np.ndarray) -> np.ndarray:
+    def histogram(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         inside = (x[:, :, None] >= edges[:, None, :-1]) & (x[:, :, None] < edges[:, None, 1:])
+        if top_edge == "closed":
+            inside[:, :, -1] |= x == edges[:, -1:]
         counts = inside.sum(axis=1).astype(np.float64)
         total = counts.sum(axis=1, keepdims=True)
-        return np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
+        return np.divide(counts, total, out=np.zeros_like(counts), where=total > 0), total[:, 0]
 
-    hp, hq = histogram(p), histogram(q)
+    (hp, p_total), (hq, _) = histogram(p), histogram(q)
     hq = np.where(hp > 0, np.maximum(hq, eps), hq)
-    hq = hq / hq.sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
+        hq = hq / hq.sum(axis=1, keepdims=True)
         terms = np.where(hp > 0, hp * np.log(hp / hq), 0.0)
-    return terms.sum(axis=1)
+    return np.where(p_total > 0, terms.sum(axis=1), np.nan)  # nothing counted: scipy's NaN
 
 
 @POOL_SCORES.register("klom")
-def klom(unlearned_margins: np.ndarray, retrained_margins: np.ndarray) -> dict[str, float]:
+def klom(unlearned_margins: np.ndarray, retrained_margins: np.ndarray, top_edge: str = "closed") -> dict[str, float]:
     """KLoM (RoyRin/data-unlearning-bench, unlearning_bench/eval.py): per example, KL of the unlearned
-    pool's margins from the retrained pool's; mean and 95th percentile over the examples given."""
-    kl = binned_kl(unlearned_margins, retrained_margins)
-    return {"mean": float(kl.mean()), "p95": float(np.percentile(kl, 95))}
+    pool's margins from the retrained pool's; mean and 95th percentile over the examples given (with
+    top_edge=reference, over those the reference can score; `unscored` counts the others)."""
+    kl = binned_kl(unlearned_margins, retrained_margins, top_edge=top_edge)
+    scored = kl[np.isfinite(kl)]
+    if not len(scored):
+        return {"mean": math.nan, "p95": math.nan, "unscored": int(len(kl))}
+    return {"mean": float(scored.mean()), "p95": float(np.percentile(scored, 95)), "unscored": int(len(kl) - len(scored))}
 
 
 def _gaussian_loglik(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
