@@ -145,3 +145,15 @@ def test_every_method_runs_class_wise(make_cfg, method):
     record = run(make_cfg(f"method={method}", "forget_rate=class", "forget_rate.class_id=1",
                           ))
     assert {"UA", "RA", "TA", "MIA", "forget_TA", "avg_gap"} <= set(record["metrics"])
+
+
+@pytest.mark.parametrize("method", ["ga", "boundary_expanding", "boundary_shrink"])
+def test_bn_eval_keeps_the_batch_norm_statistics_of_methods_that_train_on_d_f(cell_and_models, method):
+    """bn=train (the reference's model.train()) re-estimates batch-norm statistics on D_f batches; in
+    class-wise forgetting that alone moves the model. bn=eval keeps θ_o's."""
+    for bn, same in (("eval", True), ("train", False)):
+        cell, models = cell_and_models(f"method={method}", "forget_rate=class", f"method.bn={bn}")
+        unlearned = METHODS.get(method)(copy.deepcopy(models["original"]), cell.splits, cell.cfg.method, cell.ctx)
+        stats = [(name, a, b) for (name, a), b in zip(models["original"].named_buffers(), unlearned.buffers())
+                 if "running" in name]
+        assert stats and all(torch.equal(a, b) for _, a, b in stats) == same, (method, bn)

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.data import ImageData, Splits
-from unlearn_bench.methods._common import METHODS, run_epochs
+from unlearn_bench.methods._common import METHODS, check_bn, run_epochs
 from unlearn_bench.models import classifier_name
 from unlearn_bench.train import Context, batches
 
@@ -27,10 +27,10 @@ def resize_classifier(model: nn.Module, num_outputs: int) -> None:
     setattr(model, name, new)
 
 
-@METHODS.register("boundary_expanding")
+@METHODS.register("boundary_expanding", check=check_bn)
 def boundary_expanding(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
     resize_classifier(model, ctx.num_classes + 1)
     shadow = ImageData(splits.forget.images, torch.full_like(splits.forget.labels, ctx.num_classes))
-    run_epochs(model, cfg, ctx, "boundary_expanding", lambda epoch: batches(shadow, cfg.batch_size, ctx))
+    run_epochs(model, cfg, ctx, "boundary_expanding", lambda epoch: batches(shadow, cfg.batch_size, ctx), bn=cfg.bn)
     resize_classifier(model, ctx.num_classes)
     return model

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.data import Splits
-from unlearn_bench.methods._common import METHODS, run_epochs
+from unlearn_bench.methods._common import METHODS, check_bn, run_epochs
 from unlearn_bench.train import Context, batch_indices
 
 
@@ -25,7 +25,7 @@ def fgsm_neighbour_labels(frozen: nn.Module, unit_images: torch.Tensor, labels: 
         return frozen(ctx.normalize(adversarial)).argmax(1)
 
 
-@METHODS.register("boundary_shrink")
+@METHODS.register("boundary_shrink", check=check_bn)
 def boundary_shrink(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
     frozen = copy.deepcopy(model).eval().requires_grad_(False)
     forget = splits.forget
@@ -39,4 +39,4 @@ def boundary_shrink(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Cont
             changed["total"] += len(index)
             yield ctx.normalize(unit), neighbour
 
-    return run_epochs(model, cfg, ctx, "boundary_shrink", epoch_batches)
+    return run_epochs(model, cfg, ctx, "boundary_shrink", epoch_batches, bn=cfg.bn)

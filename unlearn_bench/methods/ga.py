@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.data import Splits
-from unlearn_bench.methods._common import METHODS, run_epochs
+from unlearn_bench.methods._common import METHODS, check_bn, run_epochs
 from unlearn_bench.train import Context, batches
 
 
@@ -15,7 +15,7 @@ def negative_cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e
     return -nn.functional.cross_entropy(model(x), y)
 
 
-@METHODS.register("ga")
+@METHODS.register("ga", check=check_bn)
 def ga(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
     return run_epochs(model, cfg, ctx, "ga", lambda epoch: batches(splits.forget, cfg.batch_size, ctx),
-                      loss_fn=negative_cross_entropy)
+                      loss_fn=negative_cross_entropy, bn=cfg.bn)
