@@ -21,6 +21,7 @@ from unlearn_bench.run import run
 from unlearn_bench.train import seed_stage
 
 NEW_METHODS = ("neggrad_plus", "scrub", "bad_teacher", "ssd", "cf_k", "eu_k", "fisher")
+CLASS_WISE_ONLY = ("unsir",)
 CONF = Path(__file__).resolve().parent.parent / "conf" / "method"
 
 
@@ -163,13 +164,14 @@ def test_fisher_adds_more_noise_where_d_r_constrains_less(cell_and_models):
 
 @pytest.mark.parametrize("forget", ["random_10", "class"])
 def test_each_new_method_runs_from_the_config(make_cfg, forget, capsys):
-    for method in NEW_METHODS:  # one cache: the reference models train once, every method reuses them
+    methods = NEW_METHODS + (CLASS_WISE_ONLY if forget == "class" else ())
+    for method in methods:  # one cache: the reference models train once, every method reuses them
         record = run(make_cfg(f"method={method}", f"forget_rate={forget}"))
         assert record["method"] == method and 0.0 <= record["metrics"]["RA"] <= 100.0
         for column in ("ToW", "ToW_MIA", "JS_forget", "activation_distance"):
             assert column in record["metrics"] and column in record["original_metrics"]
         assert record["retrain_metrics"]["ToW"] == 1.0 and record["retrain_metrics"]["JS_forget"] == 0.0
-    assert capsys.readouterr().out.count("original: cache hit") == len(NEW_METHODS) - 1
+    assert capsys.readouterr().out.count("original: cache hit") == len(methods) - 1
 
 
 @pytest.mark.parametrize("method", sorted(p.stem for p in CONF.glob("*.yaml")))
@@ -192,6 +194,8 @@ def test_every_method_yaml_cites_its_reference_file_and_commit(method):
     ("method=cf_k method.k=9", "method.k=9"),
     ("method=eu_k method.bn=frozen", "method.bn='frozen'"),
     ("method=fisher method.alpha=-1", "method.alpha=-1"),
+    ("method=unsir", "method='unsir'"),  # random forgetting: UNSIR has no form for it
+    ("method=unsir forget_rate=class method.noise_copies=some", "method.noise_copies='some'"),
 ])
 def test_bad_switches_of_the_new_methods_fail_before_training(make_cfg, tmp_path, override, key):
     from unlearn_bench.errors import ConfigError
@@ -217,3 +221,24 @@ def test_the_metric_columns_on_known_answers():
     assert math.isclose(apart["ToW_MIA"], 0.9 * 0.95 * 0.9)
     assert math.isclose(apart["JS_forget"], math.log(2), rel_tol=1e-9)  # disjoint distributions: ln 2
     assert math.isclose(apart["activation_distance"], math.sqrt(2), rel_tol=1e-9)
+
+
+def test_unsir_noise_maximises_the_forgotten_class_loss_and_is_copied_as_the_reference(cell_and_models):
+    from omegaconf import OmegaConf
+
+    from unlearn_bench.methods.unsir import error_maximising_noise
+
+    cell, models = cell_and_models("method=unsir", "forget_rate=class")
+    cfg, model = cell.cfg.method, copy.deepcopy(models["original"]).eval()
+    shape = (cfg.noise_batch_size, 1, 8, 8)
+    start = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    noise = error_maximising_noise(model, 0, shape, cfg, torch.Generator().manual_seed(0), torch.device("cpu"))
+    labels = torch.zeros(shape[0], dtype=torch.long)
+    with torch.no_grad():
+        assert nn.functional.cross_entropy(model(noise), labels) > nn.functional.cross_entropy(model(start), labels)
+    counts = {}
+    for copies in ("reference", "all"):
+        trained = METHODS.get("unsir")(copy.deepcopy(models["original"]), cell.splits,
+                                        OmegaConf.merge(cfg, {"noise_copies": copies, "noise_batches": 2}), cell.ctx)
+        counts[copies] = trained
+    assert not all(torch.equal(a, b) for a, b in zip(counts["reference"].parameters(), counts["all"].parameters()))

@@ -103,6 +103,9 @@ SPEC: dict[str, Check] = {
 METHOD_SPEC: dict[str, Check] = {"epochs": integer(1), "steps": integer(1), **SGD}
 
 
+CLASS_WISE_ONLY = ("unsir",)
+
+
 def check_combinations(cfg: DictConfig) -> None:
     """Settings that are each valid but cannot all hold: one is never silently dropped for the other."""
     forget = cfg.forget_rate
@@ -130,6 +133,9 @@ def check_combinations(cfg: DictConfig) -> None:
     if missing or not len(cfg.metrics.gap_over):
         raise ConfigError("metrics.gap_over", list(cfg.metrics.gap_over),
                           f"a non-empty subset of metrics.names ({', '.join(names)})")
+    if cfg.method.name in CLASS_WISE_ONLY and forget.mode != "class":
+        raise ConfigError("method", cfg.method.name, f"forget_rate=class ({cfg.method.name} unlearns a whole "
+                          "class; it has no form for random forgetting)")
     if cfg.method.name in ("cf_k", "eu_k"):  # k must leave blocks to freeze in this model: known before training
         from unlearn_bench.methods.last_k import last_k
         from unlearn_bench.models import build_model
