@@ -253,6 +253,26 @@ def paired(method: pd.DataFrame, other: pd.DataFrame) -> tuple[list[float], list
     return [float(a[s]) for s in seeds], [float(b[s]) for s in seeds]
 
 
+def mark_best_and_ties(table: pd.DataFrame, by_method: dict, best: str, p_value, skip) -> dict[int, list[str]]:
+    """Set `p_vs_best` and `tied_with_best` (p ≥ α; reference rows get a p but are never bold) for every row
+    `skip` leaves; returns each such row's marks so far ("best" / "tied with best")."""
+    marks: dict[int, list[str]] = {}
+    for i, row in table.iterrows():
+        if skip(row):
+            continue
+        marks[i] = []
+        if row["method"] == best:
+            table.loc[i, "tied_with_best"] = True
+            marks[i].append("best")
+            continue
+        p = p_value(by_method[row["method"]], by_method[best])
+        table.loc[i, "p_vs_best"] = p
+        if p >= verdict.ALPHA and not row["reference"]:
+            table.loc[i, "tied_with_best"] = True
+            marks[i].append("tied with best")
+    return marks
+
+
 def setting_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """One setting's rows: mean, 95 % t-interval and n of every metric, both gap estimators, the paired test
     against the best method, the marks; plus the setting's regime and rank stability."""
@@ -279,19 +299,10 @@ def setting_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     if not candidates.empty:
         best = candidates.sort_values("avg_gap_mean").iloc[0]["method"]
         stats["best"] = best
-        for i, row in table.iterrows():
-            if row["reference"]:
-                continue
-            marks = []
-            if row["method"] == best:
-                table.loc[i, "tied_with_best"] = True
-                marks.append("best")
-            else:
-                p = verdict.paired_p(*paired(by_method[row["method"]], by_method[best]))
-                table.loc[i, "p_vs_best"] = p
-                if p >= verdict.ALPHA:
-                    table.loc[i, "tied_with_best"] = True
-                    marks.append("tied with best")
+        all_marks = mark_best_and_ties(table, by_method, best, lambda a, b: verdict.paired_p(*paired(a, b)),
+                                       skip=lambda row: row["reference"])
+        for i, marks in all_marks.items():
+            row = table.loc[i]
             if ORIGINAL in by_method:  # not significantly below doing nothing
                 ours, theirs = paired(by_method[row["method"]], by_method[ORIGINAL])
                 mean, half, n = verdict.t_interval([a - b for a, b in zip(ours, theirs)])
@@ -384,20 +395,15 @@ def pool_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     if not methods.empty:
         best = methods.sort_values("final_score_mean", ascending=False).iloc[0]["method"]
         stats["best"] = best
-        for i, row in table.iterrows():
-            if row["method"] == RETRAIN:
-                continue
-            marks = []
-            if row["method"] == best:
-                table.loc[i, "tied_with_best"] = True
-                marks.append("best")
-            else:
-                p, over = pool_comparison(by_method[row["method"]], by_method[best])
-                stats["tests"].add(over)
-                table.loc[i, "p_vs_best"] = p
-                if p >= verdict.ALPHA and not row["reference"]:
-                    table.loc[i, "tied_with_best"] = True
-                    marks.append("tied with best")
+
+        def p_value(a: pd.DataFrame, b: pd.DataFrame) -> float:
+            p, over = pool_comparison(a, b)
+            stats["tests"].add(over)
+            return p
+
+        all_marks = mark_best_and_ties(table, by_method, best, p_value, skip=lambda row: row["method"] == RETRAIN)
+        for i, marks in all_marks.items():
+            row = table.loc[i]
             if not row["reference"]:
                 if FLOOR in by_method:
                     p, _ = pool_comparison(by_method[row["method"]], by_method[FLOOR])
