@@ -169,3 +169,23 @@ def test_dimum_trains_until_its_first_term_converges(make_cfg, until, expected_s
     record = run(make_cfg(*TINY_GEN, "method=dimum", "method.steps=30", f"method.until={until}", "method.window=5",
                           "method.rel_tol=10"))
     assert record["method_steps"] == expected_steps
+
+
+def test_salun_gen_forget_target_is_the_current_models_detached_eps_at_the_next_class(make_cfg):
+    """The reference's target (Unlearn-Saliency DDPM saliency_unlearn, method rl): ε_θ(x_t, t, (c_f + 1) mod C)
+    of the model being trained, detached; the other switch uses the frozen original at a random class."""
+    from unlearn_bench.methods.salun_gen import forget_target
+
+    cfg = make_cfg(*TINY_GEN)
+    cell = prepare(cfg)
+    diffusion = Diffusion.create(cfg.generation, 10)
+    model, frozen = cell.new_model("original"), cell.new_model("retrain")
+    x = to_unit(cell.splits.retain.images[:4])
+    y = torch.full((4,), 9)
+    x_t, t, _ = diffusion.noised(x)
+    target = forget_target(model, None, diffusion, x_t, t, y, "current_fixed")
+    with torch.no_grad():
+        expected = diffusion.eps(model, x_t, t, torch.zeros(4, dtype=torch.long))  # (9 + 1) mod 10
+    assert torch.equal(target, expected) and not target.requires_grad
+    other = forget_target(model, frozen, diffusion, x_t, t, y, "frozen_random")
+    assert not torch.equal(other, target)
