@@ -122,6 +122,10 @@ def load_records(folders: list[Path]) -> pd.DataFrame:
         for path in sorted(folder.glob("*.json")):
             try:
                 record = json.loads(path.read_text())
+                if isinstance(record, dict) and record.get("task") == "blind":
+                    warnings.warn(f"excluding {path}: a blind-tuning objective (eval=blind), not an evaluation",
+                                  stacklevel=1)
+                    continue
                 missing = [k for k in REQUIRED if k not in record]
                 if missing:
                     raise ValueError(f"missing {', '.join(missing)}")

@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""Tune a method on its declared search space (SPEC §10, oracle track) and write the chosen values as a
-method config that the runner selects with `method=tuned/<scale>/oracle/<method>`.
+"""Tune a method on its declared search space (SPEC §10) and write the chosen values as a method config
+that the runner selects with `method=tuned/<scale>/<track>/<method>`.
 
     python scripts/tune.py --method salun --scale cpu --trials 20 --tuning-seeds 100,101,102 \
         -- forget_rate=random_10
 
-Every method gets the same number of Optuna TPE trials (sampler seeded), each scored by the mean Avg Gap
-to the retrain model over the tuning seeds. Tuning seeds must be disjoint from the evaluation seeds
+Every method gets the same number of Optuna TPE trials (sampler seeded), each scored over the tuning seeds
+by the track's objective: `oracle`, the mean Avg Gap to the retrain model (how the papers tune); `blind`,
+the mean blind objective of unlearn_bench/blind_eval.py (no retrain model, a validation split of test
+images outside T; needs a `dataset.test_size` that leaves them, as scale=cpu does). Tuning seeds must be disjoint from the evaluation seeds
 (--evaluation-seeds, default 0-4): a method is never tuned on the forget sets it is scored on. Trial
 records go to --trial-records (default outputs/trial_records), never into the leaderboard's records.
 Arguments after `--` are Hydra overrides shared by every trial. The blind track is not implemented yet.
@@ -28,7 +30,8 @@ from unlearn_bench.errors import ConfigError, UserError
 from unlearn_bench.run import CONFIG_DIR, run
 from unlearn_bench.validate import check_search
 
-TRACKS = ("oracle",)
+TRACKS = ("oracle", "blind")
+OBJECTIVES = {"oracle": ("avg_gap", "mean Avg Gap"), "blind": ("blind_objective", "mean blind objective")}
 
 
 def seeds(text: str) -> list[int]:
@@ -58,7 +61,8 @@ def tune(method: str, scale: str, track: str, trials: int, tuning_seeds: list[in
     if not tuning_seeds or set(tuning_seeds) & set(evaluation_seeds):
         raise ConfigError("--tuning-seeds", tuning_seeds, f"seeds disjoint from the evaluation seeds {evaluation_seeds}")
     base = [f"method={method}", f"scale={scale}", "logger=none", "progress=false", "force=true",
-            f"paths.records_dir={trial_records}", *overrides]
+            f"paths.records_dir={trial_records}", *(["eval=blind"] if track == "blind" else []), *overrides]
+    metric, described = OBJECTIVES[track]
     method_cfg = compose_cfg(base).method
     space = method_cfg.get("search")
     if not space:
@@ -73,7 +77,7 @@ def tune(method: str, scale: str, track: str, trials: int, tuning_seeds: list[in
             with open_dict(cfg):
                 for key, value in values.items():
                     cfg.method[key] = value
-            gap = run(cfg)["metrics"].get("avg_gap", math.nan)
+            gap = run(cfg)["metrics"].get(metric, math.nan)
             gaps.append(gap if math.isfinite(gap) else math.inf)
         return sum(gaps) / len(gaps)
 
@@ -88,7 +92,7 @@ def tune(method: str, scale: str, track: str, trials: int, tuning_seeds: list[in
         f"scripts/tune.py --method {method} --scale {scale} --trials {trials}"
     lines = [f"# Tuned {method} ({track} track, scale={scale}): {trials} Optuna TPE trials (sampler seed "
              f"{sampler_seed}) on tuning seeds {','.join(map(str, tuning_seeds))},",
-             f"# disjoint from the evaluation seeds {','.join(map(str, evaluation_seeds))}; best mean Avg Gap "
+             f"# disjoint from the evaluation seeds {','.join(map(str, evaluation_seeds))}; best {described} "
              f"{study.best_value:.4f}. Generated {dt.date.today().isoformat()} by:",
              f"#   python {command}",
              "defaults:", f"  - /method/{method}@_here_", "  - _self_",
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", required=True)
     parser.add_argument("--scale", default="cpu")
-    parser.add_argument("--track", default="oracle", help="oracle (the blind track is not implemented yet)")
+    parser.add_argument("--track", default="oracle", help="oracle (Avg Gap to retrain) | blind (no retrain model)")
     parser.add_argument("--trials", type=int, default=20, help="trials per method (the same for every method)")
     parser.add_argument("--tuning-seeds", type=seeds, default=[100, 101, 102])
     parser.add_argument("--evaluation-seeds", type=seeds, default=[0, 1, 2, 3, 4])

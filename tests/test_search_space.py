@@ -15,12 +15,15 @@ from unlearn_bench.run import run
 from unlearn_bench.validate import check_search, validate
 
 ROOT = Path(__file__).resolve().parent.parent
-TUNABLE_METHODS = ["ft", "rl", "ga", "iu", "l1_sparse", "boundary_expanding", "boundary_shrink", "salun", "manif_smc"]
+TUNABLE_METHODS = ["ft", "rl", "ga", "iu", "l1_sparse", "boundary_expanding", "boundary_shrink", "salun", "manif_smc",
+                   "neggrad_plus", "scrub", "bad_teacher", "ssd", "fisher", "cf_k", "eu_k", "unsir"]
+CLASS_WISE_ONLY = ("unsir",)
 
 
 @pytest.mark.parametrize("method", TUNABLE_METHODS)
 def test_every_search_space_composes_and_lies_inside_the_methods_checks(make_cfg, method):
-    cfg = make_cfg(f"method={method}")
+    # The default small CNN (three blocks: CF-k / EU-k's k up to 3), class-wise where a method needs it.
+    cfg = make_cfg(f"method={method}", *(["forget_rate=class"] if method in CLASS_WISE_ONLY else []), tiny=False)
     space = cfg.method.search
     assert space, f"{method} declares no search space"
     check_search(cfg.method)
@@ -83,3 +86,66 @@ def test_tuning_writes_a_method_config_inside_the_space_from_disjoint_seeds(work
         cfg = compose("config", overrides=[f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
                                            "method=tuned/cpu/oracle/ft"])
     assert cfg.method.name == "ft" and cfg.method.lr == tuned.lr and cfg.method.label == "ft (tuned, oracle)"
+
+
+def test_the_blind_track_tunes_without_a_retrain_model_on_images_outside_t(workdirs, tmp_path, capsys):
+    import sys
+
+    from omegaconf import OmegaConf
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import tune
+
+    overrides = [o for o in workdirs if not o.startswith("paths.records_dir")]
+    overrides += ["dataset=digits", "model=small_cnn", "++model.widths=[8,16]", "model.head_pool=1",
+                  "train.epochs=3", "train.batch_size=64", "dataset.train_size=null", "dataset.test_size=200",
+                  "eval.validation_size=100", "num_threads=null"]
+    path = tune.tune("ft", "cpu", "blind", 2, [100], [0, 1, 2, 3, 4], [*overrides, "method.search.epochs.high=2"],
+                     tmp_path / "trials", tmp_path / "conf" / "method")
+    assert "blind objective" in path.read_text() and OmegaConf.load(path).label == "ft (tuned, blind)"
+    out = capsys.readouterr().out
+    assert "retrain: " not in out and "original: " in out  # no retrain model is trained or loaded
+    records = [__import__("json").loads(p.read_text()) for p in (tmp_path / "trials").glob("*.json")]
+    assert records and all(r["task"] == "blind" and "retrain_metrics" not in r for r in records)
+
+
+def test_the_validation_split_never_overlaps_t_and_is_refused_when_t_leaves_none(make_cfg, tmp_path):
+    from pathlib import Path as P
+
+    import torch
+
+    from unlearn_bench.blind_eval import validation_split
+    from unlearn_bench.data import load_dataset
+    from unlearn_bench.errors import UserError
+
+    cfg = make_cfg("eval=blind", "dataset.test_size=200", "eval.validation_size=100")
+    dataset = load_dataset(cfg.dataset, P(cfg.paths.data_root), tmp_path)
+    validation = validation_split(cfg, P(cfg.paths.data_root), tmp_path, torch.device("cpu"))
+    t = {bytes(x.numpy()) for x in dataset.test.images}
+    assert len(validation) == 100 and not any(bytes(x.numpy()) in t for x in validation.images)
+    with pytest.raises(UserError, match="eval.validation_size=100"):
+        run(make_cfg("eval=blind", "dataset.test_size=null", "eval.validation_size=100", "method=ft"))
+    assert not list((tmp_path / "cache").glob("*.pt")) if (tmp_path / "cache").exists() else True
+
+
+def test_the_blind_objective_on_known_cases():
+    """D_f answered exactly as the held-out images: no forget gap; nothing lost: no utility terms; a drop
+    below the original's accuracies is charged point for point; the objective is the sum of its parts."""
+    from omegaconf import OmegaConf
+
+    from unlearn_bench.blind_eval import PARTS, blind_parts
+
+    mia = OmegaConf.create({"C": 3, "gamma": "auto", "kernel": "rbf"})
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    labels = {name: torch.randint(0, 3, (n,), generator=gen) for name, n in
+              (("forget", 40), ("retain", 80), ("validation", 80))}
+    logits = {name: torch.randn(len(y), 3, generator=gen) for name, y in labels.items()}
+    logits["forget"] = logits["validation"].clone()  # D_f answered exactly like the held-out images
+    labels["forget"] = labels["validation"].clone()
+    values = blind_parts(logits, labels, {}, mia)
+    assert values["forget_gap"] == 0.0 and values["retain_loss"] == 0.0 and values["validation_loss"] == 0.0
+    assert values["blind_objective"] == pytest.approx(sum(values[p] for p in PARTS))
+    worse = blind_parts(logits, labels, {"RA": values["RA"] + 10.0, "acc_validation": values["acc_validation"] + 5.0}, mia)
+    assert worse["retain_loss"] == pytest.approx(10.0) and worse["validation_loss"] == pytest.approx(5.0)

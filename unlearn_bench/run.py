@@ -62,6 +62,10 @@ def run(cfg: DictConfig) -> dict:
     if method_task != cfg.task.name:
         raise ConfigError("method", cfg.method.name, f"a method of task={cfg.task.name} "
                           f"(this one is for task={method_task}); see conf/method/*.yaml")
+    if cfg.eval.name == "blind":
+        from unlearn_bench.blind_eval import run_blind
+
+        return run_blind(cfg, record_file)
     if cfg.eval.name == "pool":
         from unlearn_bench.pool_eval import run_pool
 

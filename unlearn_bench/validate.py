@@ -201,24 +201,28 @@ def check_eval(cfg: DictConfig) -> None:
     """`eval=cell` (one method run against one retrain model) or `eval=pool` (SPEC §9) and its keys."""
     evaluation = cfg.get("eval")
     name = evaluation.get("name") if isinstance(evaluation, DictConfig) else evaluation
-    choice("cell", "pool")("eval.name", name)
-    keys = {"cell": ("name",), "pool": ("name", *(k.partition(".")[2] for k in POOL_SPEC))}[name]
+    choice("cell", "pool", "blind")("eval.name", name)
+    keys = {"cell": ("name",), "pool": ("name", *(k.partition(".")[2] for k in POOL_SPEC)),
+            "blind": ("name", "validation_size")}[name]
     for key in evaluation:
         if key not in keys:
             raise ConfigError(f"eval.{key}", evaluation[key], f"a key of eval={name} ({', '.join(keys)})"
                               f"{did_you_mean(str(key), list(keys))}")
     if name == "cell":
         return
-    for key, check in POOL_SPEC.items():
-        check(key, OmegaConf.select(cfg, key, default=None))
+    if name == "pool":
+        for key, check in POOL_SPEC.items():
+            check(key, OmegaConf.select(cfg, key, default=None))
+    else:
+        integer(2)("eval.validation_size", evaluation.validation_size)
     if cfg.task.name != "classification":
-        raise ConfigError("eval", "pool", "eval=cell with task=generation (pools score classifiers, SPEC §9)")
+        raise ConfigError("eval", name, f"eval=cell with task=generation (eval={name} scores classifiers)")
     if cfg.method.name == "retrain":
-        raise ConfigError("method", "retrain", "an unlearning method under eval=pool (the held-out retrain pool "
-                          "is the retrain row of every pool table)")
+        raise ConfigError("method", "retrain", f"an unlearning method under eval={name} (retraining is what "
+                          f"eval={name} {'compares with' if name == 'pool' else 'does without'})")
     if cfg.relearn.enabled:
-        raise ConfigError("relearn.enabled", True, "false under eval=pool (the pool scores have no relearning "
-                          "attack; eval=cell runs it)")
+        raise ConfigError("relearn.enabled", True, f"false under eval={name} (no relearning attack there; "
+                          "eval=cell runs it)")
 
 
 def validate(cfg: DictConfig) -> None:

@@ -49,6 +49,7 @@ class ImageDataset:
     train: ImageData
     test: ImageData
     num_classes: int
+    unused_test: ImageData | None = None  # test images a `test_size` subset leaves out (blind tuning's validation)
 
 
 def _from_numpy(images: np.ndarray, labels: np.ndarray) -> ImageData:
@@ -212,22 +213,24 @@ def cifar100(cfg: DictConfig, data_root: Path, cache_dir: Path | None = None) ->
     return _npz_or_torchvision(cfg, data_root, _read_plain_npz)
 
 
-def _take(data: ImageData, size: int | None, seed: int, key: str) -> ImageData:
-    """A fixed, seeded subset (the same for every run seed) so that CPU-scale runs share their models."""
+def _take(data: ImageData, size: int | None, seed: int, key: str) -> tuple[ImageData, ImageData]:
+    """A fixed, seeded subset (the same for every run seed) so that CPU-scale runs share their models, and
+    the images it leaves out."""
     if size is None or size >= len(data):
-        return data
+        return data, data.subset(torch.zeros(0, dtype=torch.long))
     if size <= 0:
         raise ConfigError(key, size, f"an integer in [1, {len(data)}] or null for all")
     generator = torch.Generator().manual_seed(seed)
-    return data.subset(torch.randperm(len(data), generator=generator)[:size].sort().values)
+    order = torch.randperm(len(data), generator=generator)
+    return data.subset(order[:size].sort().values), data.subset(order[size:].sort().values)
 
 
 def load_dataset(cfg: DictConfig, data_root: Path, cache_dir: Path | None = None) -> ImageDataset:
     loader = DATASETS.get(cfg.name)
     dataset = loader(cfg, data_root, cache_dir)
     subset_seed = cfg.get("subset_seed", 0)
-    dataset.train = _take(dataset.train, cfg.get("train_size"), subset_seed, "dataset.train_size")
-    dataset.test = _take(dataset.test, cfg.get("test_size"), subset_seed + 1, "dataset.test_size")
+    dataset.train, _ = _take(dataset.train, cfg.get("train_size"), subset_seed, "dataset.train_size")
+    dataset.test, dataset.unused_test = _take(dataset.test, cfg.get("test_size"), subset_seed + 1, "dataset.test_size")
     channels = dataset.train.images.shape[1]
     if channels != cfg.channels:
         raise ConfigError("dataset.channels", cfg.channels, f"{channels} (what the {cfg.name} files hold)")
