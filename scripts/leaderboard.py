@@ -73,15 +73,17 @@ def reference_first(method: str) -> int:
 def forget_label(forget: dict) -> str:
     if forget.get("mode") == "class":
         return f"class {forget.get('class_id')}"
+    if forget.get("mode") == "corrupted":
+        return f"corrupted {100 * float(forget['share']):g}%"
     if forget.get("count") is not None:
         return f"random n={forget['count']}"
     return f"random {100 * float(forget['rate']):g}%"
 
 
 def forget_order(label: str) -> tuple:
-    """Numeric order of forget settings: random rates, then counts, then classes."""
+    """Numeric order of forget settings: random rates, then counts, then classes, then corrupted shares."""
     numbers = [float(x) for x in re.findall(r"[\d.]+", label)] or [0.0]
-    kind = 0 if label.endswith("%") else 1 if "n=" in label else 2
+    kind = 3 if label.startswith("corrupted") else 0 if label.endswith("%") else 1 if "n=" in label else 2
     return kind, numbers[0]
 
 

@@ -46,3 +46,48 @@ def test_count_overrides_rate():
 def test_bad_forget_config_names_the_key(kw, key):
     with pytest.raises(ConfigError, match=key):
         select_forget(torch.arange(100) % 10, forget_cfg(**kw), seed=0, num_classes=10)
+
+
+def test_corrupted_forget_set_flips_only_d_f_and_is_reproducible(make_cfg):
+    from pathlib import Path
+
+    cfg = make_cfg("forget_rate=corrupted", "forget_rate.share=0.1")
+    dataset = load_dataset(cfg.dataset, Path(cfg.paths.data_root))
+    splits = make_splits(dataset, cfg.forget_rate, cfg.seed)
+    index = splits.forget_index
+    assert len(index) == round(0.1 * len(dataset.train))
+    assert (splits.forget.labels.cpu() != splits.forget_true_labels).all()  # every flipped label is wrong
+    assert torch.equal(splits.forget_true_labels, dataset.train.labels[index].cpu())
+    keep = torch.ones(len(dataset.train), dtype=torch.bool)
+    keep[index] = False
+    assert torch.equal(splits.retain.labels, dataset.train.labels[keep])  # D_r is clean
+    assert torch.equal(splits.train.labels[keep], dataset.train.labels[keep])  # only D_f changed in D
+    assert torch.equal(splits.test.labels, dataset.test.labels)  # T is the clean test set
+    again = make_splits(dataset, cfg.forget_rate, cfg.seed)
+    assert torch.equal(again.forget_index, index) and torch.equal(again.forget.labels, splits.forget.labels)
+    other = make_splits(dataset, cfg.forget_rate, cfg.seed + 1)
+    assert not torch.equal(other.forget_index, index)
+
+
+def test_a_corrupted_cell_records_the_accuracy_on_the_true_labels(make_cfg):
+    from unlearn_bench.run import run
+
+    record = run(make_cfg("forget_rate=corrupted", "method=ft"))
+    for row in ("metrics", "retrain_metrics", "original_metrics"):
+        assert 0.0 <= record[row]["forget_true_acc"] <= 100.0
+    # The original learnt the flipped labels; the retrain model never saw them.
+    assert record["original_metrics"]["UA"] < record["retrain_metrics"]["UA"]
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["forget_rate=corrupted", "forget_rate.share=1.5"], "forget_rate.share=1.5"),
+    (["forget_rate=corrupted", "forget_rate.rate=0.1"], "forget_rate.rate=0.1"),
+    (["forget_rate=random_10", "+forget_rate.share=0.1"], "forget_rate.share=0.1"),
+    (["forget_rate=corrupted", "forget_rate.share=0.0001"], "forget_rate.share=0.0001"),
+])
+def test_bad_corrupted_settings_are_one_line(make_cfg, overrides, key):
+    from unlearn_bench.run import run
+
+    with pytest.raises(ConfigError) as err:
+        run(make_cfg(*overrides))
+    assert key in str(err.value) and "\n" not in str(err.value)

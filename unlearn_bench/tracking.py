@@ -100,7 +100,7 @@ def log_to_wandb(cfg: DictConfig, record: dict, output_dir: Path) -> None:
     import wandb
 
     group = cfg.logger.group or (f"{cfg.dataset.name}-{cfg.model.name}-{cfg.forget_rate.mode}"
-                                 f"{cfg.forget_rate.rate or cfg.forget_rate.class_id}-{cfg.augmentation.name}"
+                                 f"{cfg.forget_rate.rate or cfg.forget_rate.class_id or cfg.forget_rate.get('share')}-{cfg.augmentation.name}"
                                  + (f"-pool{cfg.eval.pool_size}" if record.get("task") == "pool" else ""))
     output_dir.mkdir(parents=True, exist_ok=True)
     run = wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode,

@@ -93,7 +93,8 @@ SPEC: dict[str, Check] = {
     "metrics.mia.kernel": choice("rbf", "linear", "poly", "sigmoid"),
     "relearn.enabled": boolean, "relearn.samples": integer(1), "relearn.steps": integer(1),
     **{f"relearn.{k}": v for k, v in SGD.items()},
-    "forget_rate.mode": choice("random", "class"),
+    "forget_rate.mode": choice("random", "class", "corrupted"),
+    "forget_rate.share": optional(number(0.0, 1.0, low_open=True, high_open=True)),
     "forget_rate.rate": optional(number(0.0, 1.0, low_open=True, high_open=True)),
     "forget_rate.count": optional(integer(1)), "forget_rate.class_id": optional(integer(0)),
     "dataset.train_size": optional(integer(1)), "dataset.test_size": optional(integer(1)),
@@ -109,7 +110,17 @@ CLASS_WISE_ONLY = ("unsir",)
 def check_combinations(cfg: DictConfig) -> None:
     """Settings that are each valid but cannot all hold: one is never silently dropped for the other."""
     forget = cfg.forget_rate
-    if forget.mode == "random" and forget.get("class_id") is not None:
+    if forget.mode != "corrupted" and forget.get("share") is not None:
+        raise ConfigError("forget_rate.share", forget.share, "null outside corrective unlearning "
+                          "(forget_rate=corrupted selects it)")
+    if forget.mode == "corrupted":
+        for key in ("rate", "count", "class_id"):
+            if forget.get(key) is not None:
+                raise ConfigError(f"forget_rate.{key}", forget[key], "null in corrective unlearning (D_f is the "
+                                  "flipped share of D: forget_rate.share)")
+        if forget.get("share") is None:
+            raise ConfigError("forget_rate.share", None, "a share of D in (0, 1) to flip")
+    elif forget.mode == "random" and forget.get("class_id") is not None:
         raise ConfigError("forget_rate.class_id", forget.class_id,
                           "null in random forgetting (forget_rate=class selects class-wise forgetting)")
     if forget.mode == "class":
@@ -120,7 +131,7 @@ def check_combinations(cfg: DictConfig) -> None:
                                   "random forgetting)")
         if forget.get("class_id") is None:
             raise ConfigError("forget_rate.class_id", None, "a class index in class-wise forgetting")
-    elif forget.get("rate") is None and forget.get("count") is None:
+    elif forget.mode == "random" and forget.get("rate") is None and forget.get("count") is None:
         raise ConfigError("forget_rate.rate", None, "a rate in (0, 1) or a forget_rate.count")
     if cfg.train.get("scheduler") == "multistep":
         fractions("train.milestones", cfg.train.milestones)

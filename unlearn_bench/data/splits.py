@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from unlearn_bench.data.datasets import ImageData, ImageDataset
 from unlearn_bench.errors import ConfigError
 
-FORGET_MODES = ("random", "class")
+FORGET_MODES = ("random", "class", "corrupted")
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Splits:
     forget_test: ImageData  # test samples of the forgotten class (empty in random mode)
     forget_index: torch.Tensor  # indices of D_f in D, sorted
     num_classes: int
+    forget_true_labels: torch.Tensor | None = None  # corrupted mode: D_f's labels before they were flipped
 
     def to(self, device: torch.device | str, pin_memory: bool = False) -> Splits:
         moved = {k: (v.to(device, pin_memory) if isinstance(v, ImageData) else v) for k, v in vars(self).items()}
@@ -58,7 +59,31 @@ def select_forget(labels: torch.Tensor, cfg: DictConfig, seed: int, num_classes:
     return order[: forget_count(cfg, len(labels))].sort().values
 
 
+def corrupt_labels(labels: torch.Tensor, share: float, seed: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sorted indices of the flipped samples, the labels with them flipped): a seeded `share` of the samples,
+    each moved to a uniformly drawn other class, so every flipped label differs from the true one."""
+    n = int(round(share * len(labels)))
+    if not 1 <= n < len(labels):
+        raise ConfigError("forget_rate.share", share, f"a share leaving at least one sample flipped and one clean "
+                                                       f"(|D| = {len(labels)})")
+    generator = torch.Generator().manual_seed(int(seed))
+    index = torch.randperm(len(labels), generator=generator)[:n].sort().values
+    flipped = labels.clone()
+    shift = torch.randint(1, num_classes, (n,), generator=generator).to(labels.device)
+    flipped[index.to(labels.device)] = (labels[index.to(labels.device)] + shift) % num_classes
+    return index, flipped
+
+
 def make_splits(dataset: ImageDataset, cfg: DictConfig, seed: int) -> Splits:
+    if cfg.mode == "corrupted":
+        index, flipped = corrupt_labels(dataset.train.labels, cfg.share, seed, dataset.num_classes)
+        train = ImageData(dataset.train.images, flipped)
+        keep = torch.ones(len(train), dtype=torch.bool)
+        keep[index] = False
+        empty = dataset.test.subset(torch.zeros(0, dtype=torch.long))
+        return Splits(train=train, forget=train.subset(index), retain=train.subset(keep), test=dataset.test,
+                      forget_test=empty, forget_index=index, num_classes=dataset.num_classes,
+                      forget_true_labels=dataset.train.labels[index.to(dataset.train.labels.device)].cpu())
     forget_index = select_forget(dataset.train.labels, cfg, seed, dataset.num_classes)
     keep = torch.ones(len(dataset.train), dtype=torch.bool)
     keep[forget_index] = False

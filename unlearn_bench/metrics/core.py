@@ -79,6 +79,14 @@ def forget_class_test_accuracy(out: Outputs, splits: Splits, cfg: DictConfig, se
     return accuracy(out.forget_test, splits.forget_test.labels) if len(splits.forget_test) else None
 
 
+@METRICS.register("forget_true_acc")
+def forget_true_accuracy(out: Outputs, splits: Splits, cfg: DictConfig, seed: int) -> float | None:
+    """Corrective unlearning: accuracy on D_f's true labels (before they were flipped); None elsewhere."""
+    if splits.forget_true_labels is None:
+        return None
+    return accuracy(out.forget, splits.forget_true_labels)
+
+
 @METRICS.register("MIA")
 def mia_efficacy(out: Outputs, splits: Splits, cfg: DictConfig, seed: int) -> float:
     """Share of D_f an SVC on confidences, fitted on D_r (members) vs T (non-members), calls non-member."""
