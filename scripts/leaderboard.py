@@ -75,6 +75,11 @@ def forget_label(forget: dict) -> str:
         return f"class {forget.get('class_id')}"
     if forget.get("mode") == "corrupted":
         return f"corrupted {100 * float(forget['share']):g}%"
+    if forget.get("mode") == "memorization":
+        size = f"n={forget['count']}" if forget.get("count") is not None else f"{100 * float(forget['rate']):g}%"
+        return f"memorization {forget.get('stratum')} {size}"
+    if forget.get("mode") == "subpopulation":
+        return f"subpopulation class {forget.get('class_id')} cluster {forget.get('cluster')}/{forget.get('clusters')}"
     if forget.get("count") is not None:
         return f"random n={forget['count']}"
     return f"random {100 * float(forget['rate']):g}%"
@@ -83,7 +88,8 @@ def forget_label(forget: dict) -> str:
 def forget_order(label: str) -> tuple:
     """Numeric order of forget settings: random rates, then counts, then classes, then corrupted shares."""
     numbers = [float(x) for x in re.findall(r"[\d.]+", label)] or [0.0]
-    kind = 3 if label.startswith("corrupted") else 0 if label.endswith("%") else 1 if "n=" in label else 2
+    kinds = {"corrupted": 3, "memorization": 4, "subpopulation": 5}
+    kind = kinds.get(label.split()[0], 0 if label.endswith("%") else 1 if "n=" in label else 2)
     return kind, numbers[0]
 
 

@@ -91,3 +91,66 @@ def test_bad_corrupted_settings_are_one_line(make_cfg, overrides, key):
     with pytest.raises(ConfigError) as err:
         run(make_cfg(*overrides))
     assert key in str(err.value) and "\n" not in str(err.value)
+
+
+def test_memorization_strata_are_disjoint_and_ordered_by_score():
+    from unlearn_bench.data.splits import memorization_stratum
+
+    scores = torch.randperm(100, generator=torch.Generator().manual_seed(0)).double()
+    strata = {s: memorization_stratum(scores, forget_cfg(mode="memorization", rate=None, count=20, stratum=s))
+              for s in ("low", "mid", "high")}
+    assert all(len(index) == 20 for index in strata.values())
+    assert not set(strata["low"].tolist()) & set(strata["mid"].tolist())
+    assert not set(strata["mid"].tolist()) & set(strata["high"].tolist())
+    assert scores[strata["low"]].max() < scores[strata["mid"]].min() < scores[strata["mid"]].max() < scores[strata["high"]].min()
+    assert set(scores[strata["high"]].tolist()) == set(range(80, 100))
+
+
+def test_a_subpopulation_is_one_cluster_of_one_class():
+    from unlearn_bench.data.splits import subpopulation_cluster
+
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    sizes = [30, 20, 10]
+    features = torch.cat([c + 0.1 * torch.randn(n, 2, generator=gen) for c, n in zip(centres, sizes)])
+    class_index = torch.arange(1000, 1060)  # the class's positions in D
+    cfg = OmegaConf.create({"clusters": 3, "cluster": 1, "class_id": 5})
+    index = subpopulation_cluster(features, class_index, cfg, seed=0)
+    assert torch.equal(index, torch.arange(1030, 1050))  # cluster 1 by size = the 20 around (10, 0)
+
+
+def test_model_dependent_forget_sets_are_reproducible_and_the_original_is_the_same_model(make_cfg, tmp_path):
+    import json
+
+    from unlearn_bench.protocol import prepare
+
+    for mode in (["forget_rate=memorization", "forget_rate.count=50"], ["forget_rate=subpopulation", "forget_rate.class_id=2"]):
+        first, second = prepare(make_cfg(*mode), tmp_path / "cache"), prepare(make_cfg(*mode), tmp_path / "cache")
+        assert torch.equal(first.splits.forget_index, second.splits.forget_index) and len(first.splits.forget_index)
+        if "forget_rate.class_id=2" in mode:
+            assert (first.splits.forget.labels == 2).all()
+    from unlearn_bench.cache import ModelCache
+    from unlearn_bench.protocol import reference_models
+
+    plain = prepare(make_cfg("forget_rate=random_10"), tmp_path / "cache")
+    reference_models(plain, ModelCache(tmp_path / "cache"), stages=("original",))
+    metas = [json.loads(p.read_text()) for p in (tmp_path / "cache").glob("original-*.json")]
+    assert len(metas) == 2 and metas[0]["sha256"] == metas[1]["sha256"]  # recording changes no weight
+    assert sum("example_confidence" in m for m in metas) == 1
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["forget_rate=memorization", "forget_rate.stratum=top"], "forget_rate.stratum='top'"),
+    (["forget_rate=memorization", "forget_rate.count=5000"], "forget_rate.count=5000"),
+    (["forget_rate=subpopulation", "forget_rate.class_id=10"], "forget_rate.class_id=10"),
+    (["forget_rate=subpopulation", "forget_rate.cluster=4"], "forget_rate.cluster=4"),
+    (["forget_rate=subpopulation", "forget_rate.clusters=500"], "forget_rate.clusters=500"),
+    (["forget_rate=random_10", "+forget_rate.stratum=high"], "forget_rate.stratum='high'"),
+])
+def test_bad_model_dependent_settings_are_one_line_before_training(make_cfg, tmp_path, overrides, key):
+    from unlearn_bench.run import run
+
+    with pytest.raises(ConfigError) as err:
+        run(make_cfg(*overrides))
+    assert key in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").glob("*.pt"))

@@ -18,6 +18,8 @@ from torch import nn
 
 from unlearn_bench.cache import ModelCache
 from unlearn_bench.data import Splits, load_dataset, make_splits
+from unlearn_bench.data.splits import (MODEL_DEPENDENT, forget_count, memorization_stratum, splits_from_index,
+                                       subpopulation_cluster)
 from unlearn_bench.data.augment import build_augment
 from unlearn_bench.errors import ConfigError, UserError
 from unlearn_bench.models import build_model
@@ -85,7 +87,11 @@ def prepare(cfg: DictConfig, cache_root: Path | None = None) -> Cell:
     device = pick_device(cfg.device)
     configure_torch(cfg)
     dataset = load_dataset(cfg.dataset, Path(cfg.paths.data_root), cache_root)
-    splits = make_splits(dataset, cfg.forget_rate, cfg.seed)
+    model_dependent = cfg.forget_rate.mode in MODEL_DEPENDENT
+    if model_dependent:
+        check_model_dependent_sizes(dataset, cfg.forget_rate)  # before the original trains
+    splits = splits_from_index(dataset, torch.zeros(0, dtype=torch.long)) if model_dependent else \
+        make_splits(dataset, cfg.forget_rate, cfg.seed)
     augment = build_augment(cfg.augmentation, cfg.dataset.image_size, cfg.dataset.channels)
     channels = dataset.train.images.shape[1]
     mean, std = (torch.tensor(list(v), dtype=torch.float32) for v in (cfg.dataset.mean, cfg.dataset.std))
@@ -98,7 +104,44 @@ def prepare(cfg: DictConfig, cache_root: Path | None = None) -> Cell:
                   perf=resolve_perf(cfg.get("perf"), device))
     cell = Cell(cfg, splits.to(device, pin_memory=ctx.perf.pin_memory), ctx, channels)
     ctx.new_model = lambda: cell.new_model("fresh")
+    if model_dependent:  # D_f chosen with the original model (trained on D, or loaded from the cache)
+        forget_index = model_dependent_forget_set(cell, dataset, ModelCache(cache_root or Path(cfg.paths.cache_dir)))
+        cell.splits = splits_from_index(dataset, forget_index).to(device, pin_memory=ctx.perf.pin_memory)
     return cell
+
+
+def check_model_dependent_sizes(dataset, cfg: DictConfig) -> None:
+    """What can be checked of a memorisation stratum or a subpopulation before the original trains."""
+    if cfg.mode == "memorization":
+        forget_count(cfg, len(dataset.train))
+    elif (dataset.train.labels == cfg.class_id).sum() < cfg.clusters:
+        raise ConfigError("forget_rate.clusters", cfg.clusters, f"at most {int((dataset.train.labels == cfg.class_id).sum())} "
+                                                                f"(the examples of class {cfg.class_id} in D)")
+
+
+def model_dependent_forget_set(cell: Cell, dataset, cache: ModelCache) -> torch.Tensor:
+    """SPEC §12: a memorisation stratum (`score: proxy`, the true-label confidence averaged over the original's
+    training epochs, recorded while it trained: memorisation = 1 − it) or one k-means cluster of the
+    original's penultimate features inside one class."""
+    cfg = cell.cfg.forget_rate
+    models, metas = reference_models(cell, cache, stages=("original",))
+    if cfg.mode == "memorization":
+        scores = 1.0 - torch.tensor(metas["original"]["example_confidence"], dtype=torch.float64)
+        index = memorization_stratum(scores, cfg)
+        print(f"forget set: the {cfg.stratum}-memorisation stratum ({cfg.score} score), {len(index)} examples, "
+              f"memorisation {scores[index].min():.3f}-{scores[index].max():.3f} (D: median {scores.median():.3f})")
+        return index
+    from unlearn_bench.models import penultimate_features
+
+    class_index = torch.nonzero(dataset.train.labels.cpu() == cfg.class_id).flatten()
+    images = cell.splits.train.images[class_index.to(cell.splits.train.images.device)]
+    model = models["original"].eval()
+    with torch.inference_mode():
+        features = torch.cat([penultimate_features(model, cell.ctx.inputs(images[i:i + 512], augment=False)).float().cpu()
+                              for i in range(0, len(images), 512)])
+    index = subpopulation_cluster(features, class_index, cfg, cell.cfg.seed)
+    print(f"forget set: cluster {cfg.cluster} of {cfg.clusters} (by size) of class {cfg.class_id}, {len(index)} examples")
+    return index
 
 
 REFERENCE_STAGES = ("original", "retrain", "retrain2")
@@ -137,7 +180,15 @@ def reference_key_parts(cell: Cell, stage: str, seed: int, key_extra: dict | Non
                  train_data=data_digest(splits.train.images, splits.train.labels))
     if stage != "original":
         parts.update(forget_index=data_digest(splits.forget_index, splits.forget_index))
+    elif records_confidence(cfg):  # the same weights, plus the per-example record: its own entry
+        parts.update(records="example_confidence")
     return parts
+
+
+def records_confidence(cfg: DictConfig) -> bool:
+    """The original of a memorisation-stratum cell records its per-example confidence while it trains."""
+    return cfg.get("task", {}).get("name", "classification") == "classification" and \
+        cfg.forget_rate.get("mode") == "memorization"
 
 
 def reference_models(cell: Cell, cache: ModelCache, fit_fn=None, key_extra: dict | None = None,
@@ -152,7 +203,9 @@ def reference_models(cell: Cell, cache: ModelCache, fit_fn=None, key_extra: dict
     cfg, splits = cell.cfg, cell.splits
     seed = cfg.seed if seed is None else int(seed)
     classifier = fit_fn is None
-    fit_fn = fit_fn or (lambda model, data, stage: fit(model, data, cfg.train, cell.ctx, stage))
+    records = records_confidence(cfg)
+    fit_fn = fit_fn or (lambda model, data, stage: fit(model, data, cfg.train, cell.ctx, stage,
+                                                       record_examples=records and stage == "original"))
     available = {"original": splits.train, "retrain": splits.retain, "retrain2": splits.retain}
     models, metas = {}, {}
     for stage in stages:

@@ -124,8 +124,11 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: DictConfig, steps_per_
     raise ConfigError("train.scheduler", kind, SCHEDULERS)
 
 
-def fit(model: nn.Module, data: ImageData, cfg: DictConfig, ctx: Context, desc: str) -> dict:
-    """Standard supervised training (the recipe of SPEC §2); returns a few statistics for the record."""
+def fit(model: nn.Module, data: ImageData, cfg: DictConfig, ctx: Context, desc: str,
+        record_examples: bool = False) -> dict:
+    """Standard supervised training (the recipe of SPEC §2); returns a few statistics for the record.
+    `record_examples` adds `example_confidence`: each example's true-label probability averaged over the
+    epochs, read from the training forward passes (the cheap memorisation proxy of SPEC §12)."""
     check_positive(cfg, "train", ("epochs", "lr", "batch_size"))
     model.train()
     optimizer = sgd(model.parameters(), cfg)
@@ -135,10 +138,17 @@ def fit(model: nn.Module, data: ImageData, cfg: DictConfig, ctx: Context, desc: 
     bar = tqdm(range(cfg.epochs), desc=desc, disable=not ctx.progress, leave=False)
     last_loss, curve = float("nan"), []
     forward = training_model(model, ctx.perf)
+    confidence_sum = torch.zeros(len(data), dtype=torch.float64) if record_examples else None
     for _ in bar:
         total, seen = 0.0, 0
-        for x, y in batches(data, cfg.batch_size, ctx):
-            loss = loss_fn(forward(x), y)
+        for index in batch_indices(len(data), cfg.batch_size, ctx.device):  # what batches() yields, with indices
+            x, y = ctx.inputs(data.images[index]), data.labels[index]
+            logits = forward(x)
+            loss = loss_fn(logits, y)
+            if confidence_sum is not None:
+                with torch.no_grad():
+                    p_true = torch.softmax(logits.detach().double(), 1).gather(1, y[:, None]).squeeze(1)
+                    confidence_sum.index_add_(0, index.cpu(), p_true.cpu())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -149,4 +159,7 @@ def fit(model: nn.Module, data: ImageData, cfg: DictConfig, ctx: Context, desc: 
         curve.append(last_loss)
         bar.set_postfix(loss=f"{last_loss:.4f}")
     model.eval()
-    return {"final_train_loss": last_loss, "loss_curve": curve}
+    stats = {"final_train_loss": last_loss, "loss_curve": curve}
+    if confidence_sum is not None:
+        stats["example_confidence"] = (confidence_sum / max(cfg.epochs, 1)).tolist()
+    return stats

@@ -93,8 +93,10 @@ SPEC: dict[str, Check] = {
     "metrics.mia.kernel": choice("rbf", "linear", "poly", "sigmoid"),
     "relearn.enabled": boolean, "relearn.samples": integer(1), "relearn.steps": integer(1),
     **{f"relearn.{k}": v for k, v in SGD.items()},
-    "forget_rate.mode": choice("random", "class", "corrupted"),
+    "forget_rate.mode": choice("random", "class", "corrupted", "memorization", "subpopulation"),
     "forget_rate.share": optional(number(0.0, 1.0, low_open=True, high_open=True)),
+    "forget_rate.stratum": optional(choice("low", "mid", "high")), "forget_rate.score": optional(choice("proxy")),
+    "forget_rate.clusters": optional(integer(2)), "forget_rate.cluster": optional(integer(0)),
     "forget_rate.rate": optional(number(0.0, 1.0, low_open=True, high_open=True)),
     "forget_rate.count": optional(integer(1)), "forget_rate.class_id": optional(integer(0)),
     "dataset.train_size": optional(integer(1)), "dataset.test_size": optional(integer(1)),
@@ -120,6 +122,21 @@ def check_combinations(cfg: DictConfig) -> None:
                                   "flipped share of D: forget_rate.share)")
         if forget.get("share") is None:
             raise ConfigError("forget_rate.share", None, "a share of D in (0, 1) to flip")
+    elif forget.mode == "memorization":
+        if forget.get("class_id") is not None:
+            raise ConfigError("forget_rate.class_id", forget.class_id, "null for a memorisation stratum")
+        if forget.get("rate") is None and forget.get("count") is None:
+            raise ConfigError("forget_rate.count", None, "the stratum's size (forget_rate.count, or forget_rate.rate)")
+        for key in ("stratum", "score"):
+            if forget.get(key) is None:
+                raise ConfigError(f"forget_rate.{key}", None, "set for a memorisation stratum")
+    elif forget.mode == "subpopulation":
+        for key in ("rate", "count"):
+            if forget.get(key) is not None:
+                raise ConfigError(f"forget_rate.{key}", forget[key], "null for a subpopulation (its size is the cluster's)")
+        if forget.get("class_id") is None or forget.get("clusters") is None or forget.get("cluster") is None:
+            raise ConfigError("forget_rate.class_id/clusters/cluster", None, "all three set for a subpopulation")
+        integer(0, forget.clusters - 1)("forget_rate.cluster", forget.cluster)
     elif forget.mode == "random" and forget.get("class_id") is not None:
         raise ConfigError("forget_rate.class_id", forget.class_id,
                           "null in random forgetting (forget_rate=class selects class-wise forgetting)")
@@ -144,6 +161,13 @@ def check_combinations(cfg: DictConfig) -> None:
     if missing or not len(cfg.metrics.gap_over):
         raise ConfigError("metrics.gap_over", list(cfg.metrics.gap_over),
                           f"a non-empty subset of metrics.names ({', '.join(names)})")
+    model_keys = ("stratum", "score", "clusters", "cluster")
+    for key in model_keys:
+        owner = "memorization" if key in ("stratum", "score") else "subpopulation"
+        if forget.get(key) is not None and forget.mode != owner:
+            raise ConfigError(f"forget_rate.{key}", forget[key], f"null outside forget_rate={owner}")
+    if forget.get("class_id") is not None and forget.mode in ("class", "subpopulation"):
+        integer(0, cfg.dataset.num_classes - 1)("forget_rate.class_id", forget.class_id)
     if cfg.method.name in CLASS_WISE_ONLY and forget.mode != "class":
         raise ConfigError("method", cfg.method.name, f"forget_rate=class ({cfg.method.name} unlearns a whole "
                           "class; it has no form for random forgetting)")

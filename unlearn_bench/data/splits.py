@@ -10,7 +10,9 @@ from omegaconf import DictConfig
 from unlearn_bench.data.datasets import ImageData, ImageDataset
 from unlearn_bench.errors import ConfigError
 
-FORGET_MODES = ("random", "class", "corrupted")
+FORGET_MODES = ("random", "class", "corrupted", "memorization", "subpopulation")
+MODEL_DEPENDENT = ("memorization", "subpopulation")  # D_f is chosen with the original model (SPEC §12)
+STRATA = ("low", "mid", "high")
 
 
 @dataclass
@@ -75,6 +77,8 @@ def corrupt_labels(labels: torch.Tensor, share: float, seed: int, num_classes: i
 
 
 def make_splits(dataset: ImageDataset, cfg: DictConfig, seed: int) -> Splits:
+    if cfg.mode in MODEL_DEPENDENT:
+        raise ValueError(f"forget_rate.mode={cfg.mode} is chosen with the original model: protocol.prepare does it")
     if cfg.mode == "corrupted":
         index, flipped = corrupt_labels(dataset.train.labels, cfg.share, seed, dataset.num_classes)
         train = ImageData(dataset.train.images, flipped)
@@ -93,4 +97,36 @@ def make_splits(dataset: ImageDataset, cfg: DictConfig, seed: int) -> Splits:
         test, forget_test = dataset.test.subset(~in_class), dataset.test.subset(in_class)
     return Splits(train=dataset.train, forget=dataset.train.subset(forget_index),
                   retain=dataset.train.subset(keep), test=test, forget_test=forget_test,
+                  forget_index=forget_index, num_classes=dataset.num_classes)
+
+
+def memorization_stratum(scores: torch.Tensor, cfg: DictConfig) -> torch.Tensor:
+    """Sorted indices of D_f: the `count` (or rate × |D|) examples of the `stratum` of a memorisation score
+    (higher = more memorised): the lowest, the ones around the median, or the highest."""
+    n = forget_count(cfg, len(scores))
+    order = torch.argsort(scores, stable=True)  # ascending memorisation
+    start = {"low": 0, "mid": (len(scores) - n) // 2, "high": len(scores) - n}[cfg.stratum]
+    return order[start:start + n].sort().values
+
+
+def subpopulation_cluster(features: torch.Tensor, class_index: torch.Tensor, cfg: DictConfig, seed: int) -> torch.Tensor:
+    """Sorted indices of D_f: one k-means cluster (scikit-learn) of the class's penultimate features. Clusters
+    are numbered by size, 0 the largest, so `cluster` means the same whatever labels k-means assigns."""
+    from sklearn.cluster import KMeans
+
+    if len(class_index) < cfg.clusters:
+        raise ConfigError("forget_rate.clusters", cfg.clusters, f"at most {len(class_index)} (the examples of class "
+                                                                f"{cfg.class_id} in D)")
+    labels = KMeans(n_clusters=cfg.clusters, random_state=int(seed), n_init=10).fit_predict(features.double().numpy())
+    sizes = torch.bincount(torch.from_numpy(labels), minlength=cfg.clusters)
+    ranked = sorted(range(cfg.clusters), key=lambda c: (-int(sizes[c]), c))
+    return class_index[torch.from_numpy(labels == ranked[cfg.cluster])].sort().values
+
+
+def splits_from_index(dataset: ImageDataset, forget_index: torch.Tensor) -> Splits:
+    """D_f = D[forget_index], D_r the rest, T whole (random-data forgetting's layout)."""
+    keep = torch.ones(len(dataset.train), dtype=torch.bool)
+    keep[forget_index] = False
+    return Splits(train=dataset.train, forget=dataset.train.subset(forget_index), retain=dataset.train.subset(keep),
+                  test=dataset.test, forget_test=dataset.test.subset(torch.zeros(0, dtype=torch.long)),
                   forget_index=forget_index, num_classes=dataset.num_classes)
