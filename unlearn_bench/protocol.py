@@ -18,9 +18,14 @@ from torch import nn
 
 from unlearn_bench.cache import ModelCache
 from unlearn_bench.data import Splits, load_dataset, make_splits
-from unlearn_bench.data.splits import (MODEL_DEPENDENT, forget_count, memorization_stratum, splits_from_index,
-                                       subpopulation_cluster)
 from unlearn_bench.data.augment import build_augment
+from unlearn_bench.data.splits import (
+    MODEL_DEPENDENT,
+    forget_count,
+    memorization_stratum,
+    splits_from_index,
+    subpopulation_cluster,
+)
 from unlearn_bench.errors import ConfigError, UserError
 from unlearn_bench.models import build_model
 from unlearn_bench.perf import prepare_model
