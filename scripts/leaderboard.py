@@ -141,6 +141,7 @@ def load_records(folders: list[Path]) -> pd.DataFrame:
                 if "optimized_metric" in cfg:  # hparams_search=optuna sets it
                     warnings.warn(f"excluding {path}: a hyperparameter-search trial, not an evaluation", stacklevel=1)
                     continue
+                fill_tug_of_war(record)
                 flat = flatten({k: v for k, v in cfg.items() if k != "seed"})
                 setting = {k: v for k, v in flat.items() if not k.startswith("method.")}
                 method_cfg = {k: v for k, v in flat.items() if k.startswith("method.")}
@@ -175,6 +176,22 @@ def load_records(folders: list[Path]) -> pd.DataFrame:
                 warnings.warn(f"skipping {path}: {err}", stacklevel=1)
     frame = pd.DataFrame(rows)
     return label_configurations(frame) if not frame.empty else frame
+
+
+def fill_tug_of_war(record: dict) -> None:
+    """ToW and ToW-MIA are functions of a row's UA, RA, TA, MIA and the retrain row's: computed here, with the
+    runner's own formula, for records made before the runner stored them (JS and activation distance need
+    the models' outputs and stay missing there)."""
+    from unlearn_bench.metrics.compare import tug_of_war, tug_of_war_mia
+
+    retrain = record.get("retrain_metrics") or {}
+    if not all(k in retrain for k in ("UA", "RA", "TA", "MIA")):
+        return
+    for name in ("metrics", "retrain_metrics", "retrain2_metrics", "original_metrics"):
+        metrics = record.get(name)
+        if metrics and "ToW" not in metrics and all(k in metrics for k in ("UA", "RA", "TA", "MIA")):
+            metrics["ToW"] = tug_of_war(metrics, retrain, None, None)
+            metrics["ToW_MIA"] = tug_of_war_mia(metrics, retrain, None, None)
 
 
 def final_points(points: list[float] | None, metrics: dict, retrain: dict) -> list[float] | None:
