@@ -154,3 +154,50 @@ def test_bad_model_dependent_settings_are_one_line_before_training(make_cfg, tmp
         run(make_cfg(*overrides))
     assert key in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").glob("*.pt"))
+
+
+def test_rum_splits_d_f_into_ordered_thirds_and_applies_each_strata_method_in_turn(cell_and_models):
+    import copy
+
+    from omegaconf import OmegaConf
+
+    from unlearn_bench.methods import METHODS
+    from unlearn_bench.methods.rum import memorisation_thirds, stratum_splits
+    from unlearn_bench.train import seed_stage
+
+    scores = torch.tensor([5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0])
+    thirds = memorisation_thirds(scores)
+    assert sorted(torch.cat(list(thirds.values())).tolist()) == list(range(7))
+    assert scores[thirds["low"]].max() < scores[thirds["mid"]].min() <= scores[thirds["mid"]].max() < scores[thirds["high"]].min()
+
+    cell, models = cell_and_models("method=rum")
+    ctx, splits = cell.ctx, cell.splits
+    ctx.extras["example_confidence"] = torch.rand(len(splits.train), generator=torch.Generator().manual_seed(1)).tolist()
+    nothing = OmegaConf.merge(cell.cfg.method, {"mid": None, "high": None})
+    unchanged = METHODS.get("rum")(copy.deepcopy(models["original"]), splits, nothing, ctx)
+    assert all(torch.equal(a, b) for a, b in zip(unchanged.state_dict().values(), models["original"].state_dict().values()))
+
+    ga_cfg = OmegaConf.create({**OmegaConf.to_container(cell.cfg.method.mid, resolve=True),
+                               "name": "ga", "lr": 0.05, "epochs": 1, "bn": "train"})
+    only_high = OmegaConf.create({**OmegaConf.to_container(cell.cfg.method, resolve=True), "mid": None,
+                                  "high": OmegaConf.to_container(ga_cfg)})
+    via_rum = METHODS.get("rum")(copy.deepcopy(models["original"]), splits, only_high, ctx)
+    scores = 1.0 - torch.tensor(ctx.extras["example_confidence"], dtype=torch.float64)[splits.forget_index.cpu()]
+    seed_stage(ctx.seed, "rum-high")
+    direct = METHODS.get("ga")(copy.deepcopy(models["original"]), stratum_splits(splits, memorisation_thirds(scores)["high"]),
+                               ga_cfg, ctx)
+    assert all(torch.equal(a, b) for a, b in zip(via_rum.state_dict().values(), direct.state_dict().values()))
+    assert ctx.extras["rum_steps"] == {"high": "ga"}
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["method=rum", "method.order=[low,low]"], "method.order"),
+    (["method=rum", "method.mid.name=rum"], "method.mid.name='rum'"),
+    (["method=rum", "method.high.epochs=0"], "method.epochs=0"),
+])
+def test_bad_rum_settings_are_one_line(make_cfg, overrides, key):
+    from unlearn_bench.run import run
+
+    with pytest.raises(ConfigError) as err:
+        run(make_cfg(*overrides))
+    assert key in str(err.value) and "\n" not in str(err.value)

@@ -30,7 +30,7 @@ from unlearn_bench.data import ImageData, load_dataset
 from unlearn_bench.errors import UserError
 from unlearn_bench.methods import check_method
 from unlearn_bench.metrics.core import accuracy, confidence, logits_on
-from unlearn_bench.protocol import prepare, reference_models, timed
+from unlearn_bench.protocol import method_extras, prepare, reference_models, timed
 from unlearn_bench.tracking import summary_table
 from unlearn_bench.train import seed_stage
 
@@ -85,6 +85,7 @@ def run_blind(cfg: DictConfig, record_file: Path) -> dict:
     validation = validation_split(cfg, Path(cfg.paths.data_root), cache.root, cell.ctx.device)
     models, metas = reference_models(cell, cache, stages=("original",))
     splits, ctx = cell.splits, cell.ctx
+    ctx.extras.update(method_extras(metas))
     seed_stage(cfg.seed, "unlearn")
     unlearned, seconds = timed(method_fn, copy.deepcopy(models["original"]), splits, cfg.method, ctx)
     sets = {"forget": splits.forget, "retain": splits.retain, "validation": validation}

@@ -19,7 +19,7 @@ from unlearn_bench.metrics import avg_gap, evaluate
 from unlearn_bench.metrics.compare import compare_to_retrain
 from unlearn_bench.metrics.core import logits_on
 from unlearn_bench.metrics.relearn import check_relearn, relearn_forget_accuracy
-from unlearn_bench.protocol import data_digest, prepare, reference_models, timed
+from unlearn_bench.protocol import data_digest, method_extras, prepare, reference_models, timed
 from unlearn_bench.tracking import summary_table
 from unlearn_bench.train import seed_stage
 from unlearn_bench.verdict import bar_misses, floor2, regime, verdict_line
@@ -48,6 +48,7 @@ def run_classification(cfg: DictConfig, record_file: Path) -> dict:
     splits, ctx = cell.splits, cell.ctx
 
     ctx.extras["retrain"] = (models["retrain"], metas["retrain"])
+    ctx.extras.update(method_extras(metas))
     seed_stage(cfg.seed, "unlearn")
     unlearned, seconds = timed(method_fn, copy.deepcopy(models["original"]), splits, cfg.method, ctx)
     rte = seconds + ctx.extras.get("charged_seconds", 0.0)

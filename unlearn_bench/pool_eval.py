@@ -35,7 +35,7 @@ from unlearn_bench.metrics.pool import (
     logit_scaled_confidence,
     margins,
 )
-from unlearn_bench.protocol import Cell, data_digest, prepare, reference_key_parts, reference_models
+from unlearn_bench.protocol import Cell, data_digest, method_extras, prepare, reference_key_parts, reference_models
 from unlearn_bench.tracking import summary_table
 from unlearn_bench.train import seed_stage
 
@@ -112,9 +112,9 @@ def pool_member(config: dict, role: str, index: int, threads: int | None) -> dic
         method_fn = check_method(cfg.method)
 
         def compute(folder: Path) -> dict:
-            models, _ = reference_models(cell, cache, stages=("original",), announce=False)
+            models, metas = reference_models(cell, cache, stages=("original",), announce=False)
             run_ctx = copy.copy(ctx)
-            run_ctx.extras, run_ctx.seed = {}, index  # run i: its own data order, random labels, samples
+            run_ctx.extras, run_ctx.seed = method_extras(metas), index  # run i: its own data order, labels, samples
             seed_stage(index, "unlearn")
             start = time.perf_counter()
             unlearned = method_fn(copy.deepcopy(models["original"]), splits, cfg.method, run_ctx)

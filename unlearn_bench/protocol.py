@@ -191,9 +191,17 @@ def reference_key_parts(cell: Cell, stage: str, seed: int, key_extra: dict | Non
 
 
 def records_confidence(cfg: DictConfig) -> bool:
-    """The original of a memorisation-stratum cell records its per-example confidence while it trains."""
-    return cfg.get("task", {}).get("name", "classification") == "classification" and \
-        cfg.forget_rate.get("mode") == "memorization"
+    """The original of a memorisation-stratum cell, or of a RUM cell, records its per-example confidence
+    while it trains (SPEC §12's proxy score)."""
+    return cfg.get("task", {}).get("name", "classification") == "classification" and (
+        cfg.forget_rate.get("mode") == "memorization" or cfg.method.get("name") == "rum")
+
+
+def method_extras(metas: dict[str, dict]) -> dict:
+    """What a method may read from the reference models besides their weights (RUM: the original's
+    per-example confidence)."""
+    confidence = metas.get("original", {}).get("example_confidence")
+    return {} if confidence is None else {"example_confidence": confidence}
 
 
 def reference_models(cell: Cell, cache: ModelCache, fit_fn=None, key_extra: dict | None = None,
