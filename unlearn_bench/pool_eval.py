@@ -35,7 +35,14 @@ from unlearn_bench.metrics.pool import (
     logit_scaled_confidence,
     margins,
 )
-from unlearn_bench.protocol import Cell, data_digest, method_extras, prepare, reference_key_parts, reference_models
+from unlearn_bench.protocol import (
+    Cell,
+    data_digest,
+    method_extras,
+    prepare,
+    reference_key_parts,
+    reference_models,
+)
 from unlearn_bench.tracking import summary_table
 from unlearn_bench.train import seed_stage
 
