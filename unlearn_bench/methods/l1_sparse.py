@@ -1,5 +1,5 @@
-"""l1-sparse: FT on D_r with an added γ_t·‖θ‖₁, γ_t decayed linearly from γ to 0 over the epochs
-(the reference code's `alpha * (1 - epoch / epochs)`)."""
+"""l1-sparse: FT on D_r with an added γ_t·‖θ‖₁, γ_t = γ·(1 − t/E) for epoch t = 0..E−1 (the reference
+code's `alpha * (1 - epoch / epochs)`): it decays linearly from γ and ends at γ/E, not at 0."""
 
 from __future__ import annotations
 
