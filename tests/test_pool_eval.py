@@ -132,3 +132,45 @@ def test_the_bench_pool_figure_runs_the_pool_code(tmp_path, monkeypatch):
     assert figure["pool_size"] == 2 and figure["pool_wall_s"] > 0 and figure["one_model_one_thread_s"] > 0
     ideal = 2 * figure["one_model_one_thread_s"] / (figure["cores"] * figure["pool_wall_s"])
     assert abs(figure["pool_over_ideal"] - ideal) < 1e-9
+
+
+def test_pool_workers_stop_when_their_run_is_killed(tmp_path):
+    """A pool run killed while its members train leaves no worker behind (they would go on training and
+    filling the cache). The watchdog starts with a worker's first member: a worker killed while it is still
+    starting up is left to loky."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from .conftest import SHARED_DATA
+
+    root = Path(__file__).resolve().parent.parent
+    args = [sys.executable, "-m", "unlearn_bench.run", "eval=pool", "eval.pool_size=8", "eval.workers=2",
+            "method=ft", "logger=none", "progress=false", "train.epochs=30", f"paths.cache_dir={tmp_path / 'cache'}",
+            f"paths.records_dir={tmp_path / 'records'}", f"paths.output_dir={tmp_path / 'out'}",
+            f"paths.data_root={SHARED_DATA}"]
+    proc = subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:  # the members start right after this line
+        if line.startswith("pool:"):
+            break
+    deadline = time.time() + 60
+    workers: list[int] = []
+    while time.time() < deadline and len(workers) < 2:
+        out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        workers = [int(p) for p in out if "LokyProcess" in Path(f"/proc/{p}/cmdline").read_text(errors="ignore")]
+        time.sleep(0.2)
+    assert workers, "no pool worker started"
+    while time.time() < deadline and not list((tmp_path / "cache").glob("pool-*.lock")):
+        time.sleep(0.2)  # the workers have taken their first members
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):
+        time.sleep(0.5)
+    alive = [p for p in workers if Path(f"/proc/{p}").exists()]
+    for p in alive:
+        os.kill(p, signal.SIGKILL)
+    assert not alive, f"pool workers {alive} outlived their run"

@@ -42,6 +42,7 @@ from unlearn_bench.protocol import (
     prepare,
     reference_key_parts,
     reference_models,
+    stop_with_parent,
 )
 from unlearn_bench.tracking import summary_table
 from unlearn_bench.train import seed_stage
@@ -96,6 +97,7 @@ def load_logits(folder: Path) -> dict[str, np.ndarray]:
 def pool_member(config: dict, role: str, index: int, threads: int | None) -> dict:
     """One member of a pool: train (or load) it, keep its logits in the cache. Runs in a worker process;
     `config` is the resolved config as a plain dict (resolvers need not exist in the worker)."""
+    stop_with_parent()  # a pool worker whose run was killed must not go on training members
     cfg = OmegaConf.create(config)
     if threads:
         torch.set_num_threads(threads)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,26 @@ from unlearn_bench.perf import resolve as resolve_perf
 from unlearn_bench.train import Context, fit, seed_stage
 
 DEVICES = "auto, cpu, cuda, cuda:N"
+
+
+def stop_with_parent(poll_seconds: float = 1.0) -> None:
+    """In a joblib (loky) worker, exit once the sweep's parent process is gone: a killed sweep must not
+    leave workers training and writing records behind it. Records and cache entries are written
+    atomically, so stopping anywhere loses only the cell in progress."""
+    import multiprocessing
+    import threading
+
+    if not multiprocessing.current_process().name.startswith("LokyProcess") or getattr(stop_with_parent, "on", False):
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os._exit(143)
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
+    stop_with_parent.on = True
 
 
 def pick_device(name: str) -> torch.device:

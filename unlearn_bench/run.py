@@ -12,7 +12,6 @@ import math
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
 import hydra
@@ -21,30 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from unlearn_bench import tracking
 from unlearn_bench.cache import ensure_writable
 from unlearn_bench.errors import ConfigError, UserError, did_you_mean
-from unlearn_bench.protocol import pick_device
+from unlearn_bench.protocol import pick_device, stop_with_parent
 from unlearn_bench.validate import validate
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-
-
-def stop_with_parent(poll_seconds: float = 1.0) -> None:
-    """In a joblib (loky) worker, exit once the sweep's parent process is gone: a killed sweep must not
-    leave workers training and writing records behind it. Records and cache entries are written
-    atomically, so stopping anywhere loses only the cell in progress."""
-    import multiprocessing
-    import threading
-
-    if not multiprocessing.current_process().name.startswith("LokyProcess") or getattr(stop_with_parent, "on", False):
-        return
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(poll_seconds)
-        os._exit(143)
-
-    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
-    stop_with_parent.on = True
 
 
 def run(cfg: DictConfig) -> dict:
