@@ -134,6 +134,24 @@ def test_the_bench_pool_figure_runs_the_pool_code(tmp_path, monkeypatch):
     assert abs(figure["pool_over_ideal"] - ideal) < 1e-9
 
 
+def loky_children(parent: int) -> list[int]:
+    """Process ids of the loky workers whose parent is `parent` (read from /proc, no tool needed)."""
+    from pathlib import Path
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes().decode(errors="ignore")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and "LokyProcess" in command:
+            found.append(int(entry.name))
+    return found
+
+
 def test_pool_workers_stop_when_their_run_is_killed(tmp_path):
     """A pool run killed while its members train leaves no worker behind (they would go on training and
     filling the cache). The watchdog starts with a worker's first member: a worker killed while it is still
@@ -159,8 +177,7 @@ def test_pool_workers_stop_when_their_run_is_killed(tmp_path):
     deadline = time.time() + 60
     workers: list[int] = []
     while time.time() < deadline and len(workers) < 2:
-        out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-        workers = [int(p) for p in out if "LokyProcess" in Path(f"/proc/{p}/cmdline").read_text(errors="ignore")]
+        workers = loky_children(proc.pid)
         time.sleep(0.2)
     assert workers, "no pool worker started"
     while time.time() < deadline and not list((tmp_path / "cache").glob("pool-*.lock")):
