@@ -20,7 +20,6 @@ import copy
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -29,7 +28,7 @@ from unlearn_bench.cache import ModelCache
 from unlearn_bench.data import ImageData, load_dataset
 from unlearn_bench.errors import UserError
 from unlearn_bench.methods import check_method
-from unlearn_bench.metrics.core import accuracy, confidence, logits_on
+from unlearn_bench.metrics.core import accuracy, confidence, confidence_attack, logits_on, non_member_share
 from unlearn_bench.protocol import method_extras, prepare, reference_models, timed
 from unlearn_bench.tracking import summary_table
 from unlearn_bench.train import seed_stage
@@ -53,22 +52,13 @@ def validation_split(cfg: DictConfig, data_root: Path, cache_root: Path, device:
 def blind_parts(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], original: dict[str, float],
                 mia_cfg: DictConfig) -> dict[str, float]:
     """The objective's terms from a model's logits on D_f, D_r and V (V split in halves a and b)."""
-    from sklearn.svm import SVC
-
     half = len(labels["validation"]) // 2
     acc = {name: accuracy(logits[name], labels[name]) for name in ("forget", "retain", "validation")}
-    members = confidence(logits["retain"], labels["retain"])
-    non_members = confidence(logits["validation"][:half], labels["validation"][:half])
-    svc = SVC(C=mia_cfg.C, gamma=mia_cfg.gamma, kernel=mia_cfg.kernel)
-    svc.fit(np.concatenate([members, non_members])[:, None],
-            np.concatenate([np.ones(len(members)), np.zeros(len(non_members))]))
-
-    def mia(name: str, part: slice) -> float:
-        scores = confidence(logits[name][part], labels[name][part])[:, None]
-        return 100.0 * float(np.mean(svc.predict(scores) == 0))
-
+    attack = confidence_attack(confidence(logits["retain"], labels["retain"]),
+                               confidence(logits["validation"][:half], labels["validation"][:half]), mia_cfg)
     values = {"acc_forget": acc["forget"], "acc_validation": acc["validation"], "RA": acc["retain"],
-              "MIA_forget": mia("forget", slice(None)), "MIA_validation": mia("validation", slice(half, None))}
+              "MIA_forget": non_member_share(attack, logits["forget"], labels["forget"]),
+              "MIA_validation": non_member_share(attack, logits["validation"][half:], labels["validation"][half:])}
     values["forget_gap"] = abs(values["acc_forget"] - values["acc_validation"])
     values["mia_gap"] = abs(values["MIA_forget"] - values["MIA_validation"])
     values["retain_loss"] = max(0.0, original.get("RA", values["RA"]) - values["RA"])

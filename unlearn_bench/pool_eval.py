@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from unlearn_bench import tracking
 from unlearn_bench.cache import ModelCache, atomic_write_bytes, stable_hash
 from unlearn_bench.methods import check_method
-from unlearn_bench.metrics import METRICS, Outputs, avg_gap, model_outputs
+from unlearn_bench.metrics import Outputs, avg_gap, model_outputs
+from unlearn_bench.metrics.core import metrics_of
 from unlearn_bench.metrics.pool import (
     bucket_points,
     example_epsilons,
@@ -50,7 +51,7 @@ from unlearn_bench.train import seed_stage
 SETS = ("forget", "retain", "test", "forget_test")
 # Pool roles: the stage whose model a member is, and the row it becomes.
 STAGE_OF = {"retrain": "retrain", "held_out": "retrain2"}
-ROWS = {"method": None, "held_out": "held-out retrain pool", "original": "original (do nothing)"}
+ROWS = {"retrain": "retrain pool", "held_out": "held-out retrain pool", "original": "original (do nothing)"}
 
 
 def available_cores() -> int:
@@ -158,8 +159,7 @@ def per_model_metrics(logits: dict[str, np.ndarray], cell: Cell, seed: int) -> l
     rows = []
     for k in range(len(logits["forget"])):
         out = Outputs(*(torch.from_numpy(logits[name][k]) for name in SETS))
-        values = {name: METRICS.get(name)(out, cell.splits, cell.cfg.metrics, seed) for name in cell.cfg.metrics.names}
-        rows.append({name: value for name, value in values.items() if value is not None})
+        rows.append(metrics_of(out, cell.splits, cell.cfg.metrics, seed))
     return rows
 
 
@@ -217,7 +217,7 @@ def run_pool(cfg: DictConfig, record_file: Path) -> dict:
         hits = sum(m["hit"] for m in mine)
         timing[role] = {"cache_hits": hits, "seconds": [m["seconds"] for m in mine],
                         "diverged": sum(bool(m.get("diverged")) for m in mine)}
-        label = {"retrain": "retrain pool", "held_out": "held-out retrain pool", "method": f"{cfg.method.name} runs"}[role]
+        label = ROWS.get(role, f"{cfg.method.name} runs")
         print(f"{label}: {hits} of {n} from the cache{' (cache hit)' if hits == n else ''}, "
               f"{n - hits} trained")
     original = model_outputs(models["original"], cell.splits, cell.ctx)

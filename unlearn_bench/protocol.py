@@ -22,6 +22,7 @@ from unlearn_bench.data import Splits, load_dataset, make_splits
 from unlearn_bench.data.augment import build_augment
 from unlearn_bench.data.splits import (
     MODEL_DEPENDENT,
+    check_cluster_count,
     forget_count,
     memorization_stratum,
     splits_from_index,
@@ -140,9 +141,8 @@ def check_model_dependent_sizes(dataset, cfg: DictConfig) -> None:
     """What can be checked of a memorisation stratum or a subpopulation before the original trains."""
     if cfg.mode == "memorization":
         forget_count(cfg, len(dataset.train))
-    elif (dataset.train.labels == cfg.class_id).sum() < cfg.clusters:
-        raise ConfigError("forget_rate.clusters", cfg.clusters, f"at most {int((dataset.train.labels == cfg.class_id).sum())} "
-                                                                f"(the examples of class {cfg.class_id} in D)")
+    else:
+        check_cluster_count(int((dataset.train.labels == cfg.class_id).sum()), cfg)
 
 
 def model_dependent_forget_set(cell: Cell, dataset, cache: ModelCache) -> torch.Tensor:

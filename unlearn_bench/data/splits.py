@@ -109,14 +109,19 @@ def memorization_stratum(scores: torch.Tensor, cfg: DictConfig) -> torch.Tensor:
     return order[start:start + n].sort().values
 
 
+def check_cluster_count(class_size: int, cfg: DictConfig) -> None:
+    """k-means needs at least as many examples of the class as clusters."""
+    if class_size < cfg.clusters:
+        raise ConfigError("forget_rate.clusters", cfg.clusters, f"at most {class_size} (the examples of class "
+                                                                f"{cfg.class_id} in D)")
+
+
 def subpopulation_cluster(features: torch.Tensor, class_index: torch.Tensor, cfg: DictConfig, seed: int) -> torch.Tensor:
     """Sorted indices of D_f: one k-means cluster (scikit-learn) of the class's penultimate features. Clusters
     are numbered by size, 0 the largest, so `cluster` means the same whatever labels k-means assigns."""
     from sklearn.cluster import KMeans
 
-    if len(class_index) < cfg.clusters:
-        raise ConfigError("forget_rate.clusters", cfg.clusters, f"at most {len(class_index)} (the examples of class "
-                                                                f"{cfg.class_id} in D)")
+    check_cluster_count(len(class_index), cfg)
     labels = KMeans(n_clusters=cfg.clusters, random_state=int(seed), n_init=10).fit_predict(features.double().numpy())
     sizes = torch.bincount(torch.from_numpy(labels), minlength=cfg.clusters)
     ranked = sorted(range(cfg.clusters), key=lambda c: (-int(sizes[c]), c))

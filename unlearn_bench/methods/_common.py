@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 
 from unlearn_bench.masks import Mask
 from unlearn_bench.registry import Registry
-from unlearn_bench.train import Context, check_positive, sgd
+from unlearn_bench.train import Context, check_choices, check_positive, derive_seed, sgd
+from unlearn_bench.validate import number
 
 METHODS: Registry = Registry("method")
 
@@ -77,8 +78,6 @@ BN_MODES = ("train", "eval")
 
 def check_bn(cfg: DictConfig) -> None:
     """`bn`: train (batch-norm statistics re-estimated on the method's batches) or eval (kept)."""
-    from unlearn_bench.train import check_choices
-
     check_choices(cfg, "method", {"bn": BN_MODES})
 
 
@@ -93,12 +92,8 @@ def cycle_batches(data, batch_size: int, ctx: Context, generator: torch.Generato
 
 
 def stream_generator(ctx: Context, name: str) -> torch.Generator:
-    from unlearn_bench.train import derive_seed
-
     return torch.Generator().manual_seed(derive_seed(ctx.seed, name))
 
 
 def check_fraction(cfg: DictConfig, key: str) -> None:
-    from unlearn_bench.validate import number
-
     number(0.0, 1.0)(f"method.{key}", cfg.get(key))

@@ -90,25 +90,37 @@ def forget_true_accuracy(out: Outputs, splits: Splits, cfg: DictConfig, seed: in
 @METRICS.register("MIA")
 def mia_efficacy(out: Outputs, splits: Splits, cfg: DictConfig, seed: int) -> float:
     """Share of D_f an SVC on confidences, fitted on D_r (members) vs T (non-members), calls non-member."""
-    from sklearn.svm import SVC
-
     n_shadow = min(len(splits.retain), len(splits.test))
     generator = torch.Generator().manual_seed(int(seed))
     shadow = torch.randperm(len(splits.retain), generator=generator)[:n_shadow]
     members = confidence(out.retain[shadow], splits.retain.labels.cpu()[shadow])
-    non_members = confidence(out.test, splits.test.labels)
-    features = np.concatenate([members, non_members])[:, None]
-    target = np.concatenate([np.ones(len(members)), np.zeros(len(non_members))])
-    svc = SVC(C=cfg.mia.C, gamma=cfg.mia.gamma, kernel=cfg.mia.kernel)
-    svc.fit(features, target)
-    predicted = svc.predict(confidence(out.forget, splits.forget.labels)[:, None])
-    return 100.0 * float(np.mean(predicted == 0))
+    attack = confidence_attack(members, confidence(out.test, splits.test.labels), cfg.mia)
+    return non_member_share(attack, out.forget, splits.forget.labels)
+
+
+def confidence_attack(members: np.ndarray, non_members: np.ndarray, mia_cfg: DictConfig):
+    """The SVC of SPEC §1's MIA (the `metrics.mia` settings) fitted on true-label confidences."""
+    from sklearn.svm import SVC
+
+    svc = SVC(C=mia_cfg.C, gamma=mia_cfg.gamma, kernel=mia_cfg.kernel)
+    svc.fit(np.concatenate([members, non_members])[:, None],
+            np.concatenate([np.ones(len(members)), np.zeros(len(non_members))]))
+    return svc
+
+
+def non_member_share(attack, logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Percent of the examples the attack calls non-member."""
+    return 100.0 * float(np.mean(attack.predict(confidence(logits, labels)[:, None]) == 0))
+
+
+def metrics_of(out: Outputs, splits: Splits, cfg: DictConfig, seed: int) -> dict[str, float]:
+    """`cfg.names` of one model's outputs; a metric that does not apply (None) is left out."""
+    values = {name: METRICS.get(name)(out, splits, cfg, seed) for name in cfg.names}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def evaluate(model: nn.Module, splits: Splits, ctx: Context, cfg: DictConfig) -> dict[str, float]:
-    out = model_outputs(model, splits, ctx)
-    values = {name: METRICS.get(name)(out, splits, cfg, ctx.seed) for name in cfg.names}
-    return {name: value for name, value in values.items() if value is not None}
+    return metrics_of(model_outputs(model, splits, ctx), splits, cfg, ctx.seed)
 
 
 def avg_gap(metrics: dict[str, float], reference: dict[str, float], over: list[str]) -> float:
