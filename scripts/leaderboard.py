@@ -51,7 +51,7 @@ from unlearn_bench import verdict
 POOL_METRICS = ["forgetting_quality", "final_score", "klom_forget", "klom_retain", "klom_test", "klom_forget_p95",
                 "lira_auc", "lira_tpr_at_1fpr"]
 COMPARISON_METRICS = ["ToW", "ToW_MIA", "JS_forget", "activation_distance"]  # against retrain, SPEC §11
-METRICS = ["UA", "RA", "TA", "MIA", "forget_TA", "avg_gap", "RTE", "relearn_FA", *COMPARISON_METRICS, "acc_retained",
+METRICS = ["UA", "RA", "TA", "MIA", "MIA_latent", "forget_TA", "avg_gap", "RTE", "relearn_FA", *COMPARISON_METRICS, "acc_retained",
            "FD", "UA_dimra", *POOL_METRICS, "forgetting_quality_ci"]
 TASKS = ("classification", "generation", "pool")
 ORIGINAL, RETRAIN, FLOOR = "original", "retrain", "retrain floor"
@@ -615,7 +615,9 @@ LEGEND = ("Lower Avg Gap is better. Every value is the mean ± the half-width of
           "of the paired gap difference to the original does not lie below 0), *inside the retrain floor* (the upper "
           "end of the method's 95 % interval lies at or below that of the retrain floor: its gap stays within the "
           "noise of retraining itself, indistinguishable from retraining at this scale). RTE in seconds; "
-          "relearn_FA = forget accuracy after the relearning attack.")
+          "relearn_FA = forget accuracy after the relearning attack; MIA_latent (where present) = the published "
+          "ManiF-SMC attack, an MLP probe on the latent fitted on the original model (share of D_f called "
+          "non-member).")
 
 
 def html_page(table: pd.DataFrame, facts: dict, args: argparse.Namespace, warnings_seen: list[str]) -> str:

@@ -55,7 +55,7 @@ BAD_INPUTS = {
     "bad mask ratio": (["method.mask_ratio=1.5"], "method.mask_ratio=1.5"),
     "bad iu recursion": (["method=iu", "method.recursion=fast"], "method.recursion='fast'"),
     "bad manif direction": (["method=manif_smc", "method.direction=up"], "method.direction='up'"),
-    "bad manif smc": (["method=manif_smc", "method.smc=linear"], "method.smc='linear'"),
+    "bad manif smc": (["method=manif/blend_away", "method.smc=linear"], "method.smc='linear'"),
     "seed not an integer": (["seed=abc"], "seed='abc'"),
     "zero relearn steps": (["relearn.enabled=true", "relearn.steps=0"], "relearn.steps=0"),
     "bad dimum data": (["task=generation", "method=dimum", "method.alt_data=blank"], "method.alt_data='blank'"),

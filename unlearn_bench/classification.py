@@ -18,6 +18,7 @@ from unlearn_bench.methods import check_method
 from unlearn_bench.metrics import avg_gap, evaluate
 from unlearn_bench.metrics.compare import compare_to_retrain
 from unlearn_bench.metrics.core import logits_on
+from unlearn_bench.metrics.latent_probe import fit_latent_probe, latent_probe_mia
 from unlearn_bench.metrics.relearn import check_relearn, relearn_forget_accuracy
 from unlearn_bench.protocol import data_digest, method_extras, prepare, reference_models, timed
 from unlearn_bench.tracking import summary_table
@@ -77,6 +78,11 @@ def run_classification(cfg: DictConfig, record_file: Path) -> dict:
     forget_logits = {stage: logits_on(model, splits.forget, ctx) for stage, model in
                      (("method", unlearned), ("retrain", models["retrain"]), ("retrain2", models["retrain2"]),
                       ("original", models["original"]))}
+    if cfg.metrics.get("latent_probe") is not None:  # the published ManiF-SMC attack, fitted once on θ_o
+        probe = fit_latent_probe(models["original"], splits, ctx, cfg.metrics.latent_probe, cfg.seed)
+        for stage, model in (("method", unlearned), ("retrain", models["retrain"]), ("retrain2", models["retrain2"]),
+                             ("original", models["original"])):
+            results[stage]["MIA_latent"] = latent_probe_mia(probe, model, splits, ctx)
     for stage, metrics in results.items():
         metrics.update(compare_to_retrain(metrics, results["retrain"], forget_logits[stage], forget_logits["retrain"]))
     results["method"]["RTE"] = rte
@@ -99,7 +105,7 @@ def run_classification(cfg: DictConfig, record_file: Path) -> dict:
     tracking.log_to_wandb(cfg, record, Path(cfg.paths.output_dir))
     tracking.write_record(record_file, record)
 
-    columns = [c for c in [*cfg.metrics.names, "avg_gap", "RTE", "relearn_FA"] if c in results["method"]]
+    columns = [c for c in [*cfg.metrics.names, "MIA_latent", "avg_gap", "RTE", "relearn_FA"] if c in results["method"]]
     rows = {cfg.method.name: results["method"], "retrain": results["retrain"],
             "retrain floor": results["retrain2"], "original": results["original"]}
     print(summary_table(rows, columns))

@@ -27,6 +27,9 @@ def cell_config(cfg: DictConfig) -> dict:
     container = OmegaConf.to_container(cfg, resolve=True)
     if isinstance(container.get("method"), dict):
         container["method"].pop("search", None)
+    metrics = container.get("metrics")
+    if isinstance(metrics, dict) and metrics.get("latent_probe", 0) is None:  # off: ids as before it existed
+        metrics.pop("latent_probe")
     evaluation = container.get("eval")
     if isinstance(evaluation, dict):
         if evaluation.get("name") == "cell":  # the single cell: ids as before pools existed

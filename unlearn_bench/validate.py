@@ -181,6 +181,9 @@ def check_combinations(cfg: DictConfig) -> None:
     gamma = cfg.metrics.mia.gamma
     if gamma not in ("auto", "scale"):
         number(0.0, low_open=True)("metrics.mia.gamma", gamma)
+    from unlearn_bench.metrics.latent_probe import check_latent_probe
+
+    check_latent_probe(cfg)
 
 
 NOT_TUNABLE = ("name", "label", "task", "search")

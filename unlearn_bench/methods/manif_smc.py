@@ -1,19 +1,34 @@
 """ManiF-SMC: representation-space unlearning with a triplet loss and adaptive margins from
-self-mode connectivity (SPEC §5).
+self-mode connectivity (SPEC §5, §13). Two variants (`method.variant`):
 
+`published` (default): the code behind the published figures (wwq5-code/ManiF
+On_MNIST/26Mar25/MNIST_Normal_distribution.py, `create_unlearning_with_topk_loader`,
+`connect_determined_alpha`, `unlearning_with_topk`), term by term:
+- c_n = mean of the L2-normalised θ_o features of x_n's k nearest retained samples (cosine); the positive
+  p_n is the top-1 neighbour.
+- per batch B of D_f: α_B = MSE(f_φ(x_B), c_B) − MSE(f_φ(x_pB), c_B), φ = (1 − t)·θ + t·(a fresh random
+  network) over the parameters only (φ keeps the current model's BatchNorm buffers), recomputed every batch
+  from the current model θ, run in train mode as the copied model is, no gradient;
+- loss_B = clamp(loss_scale · (MSE(z_pB, c_B) − MSE(z_B, c_B) + α_B + CE(f(x_pB), y_B)), min=0): one hinge
+  per batch, MSE the mean over batch and feature entries, and the CE of the positive's logits against
+  the *erased* sample's label y_B, as the reference writes it.
+
+`per_sample`: SPEC §5's reading, the suite's earlier form:
 1. For each erased sample x_n: S_k = its k nearest retained samples by cosine similarity of θ_o's
-   penultimate features; anchor a_n = mean of their θ_o features.
-2. Triplet loss relu(d(a, z_p) − d(a, z_n) + α) (d = squared L2, p drawn from S_k, z = the current
-   model's features), all parameters, Adam.
-3. α per erased sample from a model φ on a curve joining θ_u and θ_o: α = d(a, f_φ(x_n)) − d(a, f_φ(x_p)).
+   penultimate features; anchor a_n = mean of their (unnormalised) θ_o features.
+2. Triplet loss relu(d(a, z_p) − d(a, z_n) + α) per sample (d = squared L2, p drawn at random from S_k,
+   z = the current model's features), all parameters, Adam.
+3. α per erased sample, computed once from θ_o, from a model φ on a curve joining θ_u and θ_o:
+   α = d(a, f_φ(x_n)) − d(a, f_φ(x_p)).
 
-Switches (conf/method/manif_smc.yaml):
-- `direction`: away (default, the published code: the erased sample is pushed away from its neighbours'
+Switches of `per_sample` (null under `published`, which reads none of them):
+- `direction`: away (the published code's sign: the erased sample is pushed away from its neighbours'
   centroid, the loss above) | toward (the paper's text: the erased sample is pulled to its nearest
-  neighbours, relu(d(a, z_n) − d(a, z_p) + α)). Default `away`: it is what the reported numbers ran.
+  neighbours, relu(d(a, z_n) − d(a, z_p) + α)).
 - `smc`: bezier (quadratic Bézier φ = ¼θ_u + ½w + ¼θ_o at t=½, control point w freshly initialised
-  and trained on the neighbour sets with θ_u, θ_o frozen) | blend (the published code: ½θ_u + ½ a fresh
-  random network, no training) | fixed (α = `margin`).
+  and trained on the neighbour sets with θ_u, θ_o frozen; reads `smc_epochs`, `smc_lr`,
+  `smc_batch_size`) | blend (½θ_o + ½ a fresh random network over parameters and float buffers, once) |
+  fixed (α = `margin`).
 """
 
 from __future__ import annotations
@@ -29,18 +44,13 @@ from tqdm.auto import tqdm
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.errors import ConfigError
 from unlearn_bench.methods._common import METHODS
+from unlearn_bench.metrics.core import features_of
 from unlearn_bench.models import penultimate_features
 from unlearn_bench.train import Context, batch_indices, check_choices, check_positive
+from unlearn_bench.validate import number, positive
 
 DIRECTIONS = ("away", "toward")
 SMC_MODES = ("bezier", "blend", "fixed")
-
-
-@torch.inference_mode()
-def features_of(model: nn.Module, data: ImageData, ctx: Context) -> torch.Tensor:
-    model.eval()
-    return torch.cat([penultimate_features(model, ctx.inputs(data.images[i:i + ctx.eval_batch_size], augment=False))
-                      for i in range(0, len(data), ctx.eval_batch_size)]).float()
 
 
 def chunked_knn(queries: torch.Tensor, keys: torch.Tensor, k: int, max_elements: int) -> torch.Tensor:
@@ -132,19 +142,108 @@ def margins(theta_u: nn.Module, theta_o: nn.Module, splits: Splits, anchors: tor
     return sq_dist(anchors, f_n) - sq_dist(anchors, f_p)
 
 
+VARIANTS = ("published", "per_sample")
+PUBLISHED_KEYS = ("loss_scale", "t")
+PER_SAMPLE_KEYS = ("direction", "smc", "margin", "smc_epochs", "smc_lr", "smc_batch_size")
+
+
+def keys_read(cfg: DictConfig) -> tuple[str, ...]:
+    """The variant-specific keys a run reads: every other one of PUBLISHED_KEYS + PER_SAMPLE_KEYS is null."""
+    if cfg.get("variant") == "published":
+        return PUBLISHED_KEYS
+    smc = cfg.get("smc")
+    return ("direction", "smc") + {"fixed": ("margin",), "bezier": ("smc_epochs", "smc_lr", "smc_batch_size")}.get(smc, ())
+
+
 def check_manif_smc(cfg: DictConfig) -> None:
     check_positive(cfg, "method", ("k",))
+    check_choices(cfg, "method", {"variant": VARIANTS})
+    read = keys_read(cfg)
+    for key in PUBLISHED_KEYS + PER_SAMPLE_KEYS:
+        value = cfg.get(key)
+        if key not in read and value is not None:
+            raise ConfigError(f"method.{key}", value, f"null: variant={cfg.variant}"
+                              + (f", smc={cfg.smc}" if cfg.variant == "per_sample" else "")
+                              + " does not read it (the keys it reads: " + ", ".join(read) + ")")
+    if cfg.variant == "published":
+        positive("method.loss_scale", cfg.loss_scale)
+        number(0.0, 1.0, low_open=True)("method.t", cfg.t)
+        return
     check_choices(cfg, "method", {"smc": SMC_MODES, "direction": DIRECTIONS})
+    if cfg.smc == "fixed":
+        number()("method.margin", cfg.margin)
+    if cfg.smc == "bezier":
+        check_positive(cfg, "method", ("smc_epochs", "smc_lr", "smc_batch_size"))
 
 
-@METHODS.register("manif_smc", check=check_manif_smc)
-def manif_smc(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
-    check_positive(cfg, "method", ("epochs", "lr", "batch_size"))
-    check_manif_smc(cfg)
-    theta_o = copy.deepcopy(model).eval().requires_grad_(False)
-    forget_features = features_of(theta_o, splits.forget, ctx)
-    retain_features = features_of(theta_o, splits.retain, ctx)
+def neighbour_anchors(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context):
+    """θ_o's features of D_f and D_r and each erased sample's k nearest retained samples (cosine)."""
+    forget_features = features_of(model, splits.forget, ctx)
+    retain_features = features_of(model, splits.retain, ctx)
     neighbour_index = chunked_knn(forget_features, retain_features, cfg.k, cfg.knn_max_elements)
+    return forget_features, retain_features, neighbour_index
+
+
+def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    z = penultimate_features(model, x)
+    return z, model.get_classifier()(z)
+
+
+def published_phi(model: nn.Module, fresh: nn.Module, t: float) -> nn.Module:
+    """`linear_interpolate`: a copy of the current model whose parameters are (1 − t)·θ + t·fresh; its
+    buffers (BatchNorm statistics) and its train/eval mode are the current model's, not blended."""
+    phi = copy.deepcopy(model)
+    with torch.no_grad():
+        for p_phi, p_fresh in zip(phi.parameters(), fresh.parameters()):
+            p_phi.copy_((1.0 - t) * p_phi + t * p_fresh)
+    return phi
+
+
+def published_margin(model: nn.Module, x: torch.Tensor, x_p: torch.Tensor, centres: torch.Tensor, t: float,
+                     ctx: Context) -> torch.Tensor:
+    """`connect_determined_alpha`, every batch: α = MSE(f_φ(x), c) − MSE(f_φ(x_p), c) for φ of the current
+    model and a fresh random network, no gradient."""
+    phi = published_phi(model, ctx.new_model().to(next(model.parameters()).device), t)
+    with torch.no_grad():
+        z, z_p = penultimate_features(phi, x), penultimate_features(phi, x_p)
+        return nn.functional.mse_loss(z, centres) - nn.functional.mse_loss(z_p, centres)
+
+
+def published_loss(model: nn.Module, x: torch.Tensor, x_p: torch.Tensor, labels: torch.Tensor,
+                   centres: torch.Tensor, alpha: torch.Tensor, loss_scale: float) -> torch.Tensor:
+    """`unlearning_with_topk`'s batch loss: clamp(s·(MSE(z_p, c) − MSE(z, c) + α + CE(f(x_p), y)), min=0)."""
+    z = penultimate_features(model, x)
+    z_p, logits_p = features_and_logits(model, x_p)
+    ce = nn.functional.cross_entropy(logits_p, labels)  # the erased samples' labels, as the reference writes it
+    loss = loss_scale * (nn.functional.mse_loss(z_p, centres) - nn.functional.mse_loss(z, centres) + alpha + ce)
+    return torch.clamp(loss, min=0)
+
+
+def manif_published(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
+    _, retain_features, neighbour_index = neighbour_anchors(model, splits, cfg, ctx)
+    centres = nn.functional.normalize(retain_features, dim=1)[neighbour_index].mean(1)
+    positives = neighbour_index[:, 0]  # chunked_knn orders each row by similarity: the top-1 neighbour
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    alphas = []
+    model.train()
+    for _ in tqdm(range(cfg.epochs), desc="manif_smc", disable=not ctx.progress, leave=False):
+        for index in batch_indices(len(splits.forget), cfg.batch_size, ctx.device):
+            x = ctx.inputs(splits.forget.images[index])
+            x_p = ctx.inputs(splits.retain.images[positives[index]])
+            alpha = published_margin(model, x, x_p, centres[index], cfg.t, ctx)
+            loss = published_loss(model, x, x_p, splits.forget.labels[index], centres[index], alpha, cfg.loss_scale)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            alphas.append(alpha.detach())
+    ctx.extras["margins"] = torch.stack(alphas) if alphas else torch.zeros(0)
+    model.eval()
+    return model
+
+
+def manif_per_sample(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
+    theta_o = copy.deepcopy(model).eval().requires_grad_(False)
+    _, retain_features, neighbour_index = neighbour_anchors(theta_o, splits, cfg, ctx)
     anchors = retain_features[neighbour_index].mean(1)
     generator = torch.Generator().manual_seed(ctx.seed)
     pick = torch.randint(cfg.k, (len(neighbour_index),), generator=generator).to(neighbour_index.device)
@@ -166,3 +265,10 @@ def manif_smc(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -
             optimizer.step()
     model.eval()
     return model
+
+
+@METHODS.register("manif_smc", check=check_manif_smc)
+def manif_smc(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
+    check_positive(cfg, "method", ("epochs", "lr", "batch_size"))
+    check_manif_smc(cfg)
+    return (manif_published if cfg.variant == "published" else manif_per_sample)(model, splits, cfg, ctx)

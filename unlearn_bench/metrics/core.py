@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.data import ImageData, Splits
+from unlearn_bench.models import penultimate_features
 from unlearn_bench.registry import Registry
 from unlearn_bench.train import Context
 
@@ -37,6 +38,14 @@ def logits_on(model: nn.Module, data: ImageData, ctx: Context) -> torch.Tensor:
     chunks = [model(ctx.inputs(data.images[i:i + ctx.eval_batch_size], augment=False)).float().cpu()
               for i in range(0, len(data), ctx.eval_batch_size)]
     return torch.cat(chunks) if chunks else torch.zeros(0, ctx.num_classes)
+
+
+@torch.inference_mode()
+def features_of(model: nn.Module, data: ImageData, ctx: Context) -> torch.Tensor:
+    """Penultimate features (the representation ManiF-SMC and the latent probe read), eval mode."""
+    model.eval()
+    return torch.cat([penultimate_features(model, ctx.inputs(data.images[i:i + ctx.eval_batch_size], augment=False))
+                      for i in range(0, len(data), ctx.eval_batch_size)]).float()
 
 
 def model_outputs(model: nn.Module, splits: Splits, ctx: Context) -> Outputs:
