@@ -4,6 +4,7 @@ digits cell; every one runs from the command-line config, random and class-wise.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from unlearn_bench.methods.ssd import importances
 from unlearn_bench.run import run
 from unlearn_bench.train import seed_stage
 
-NEW_METHODS = ("neggrad_plus", "scrub", "bad_teacher", "ssd", "cf_k", "eu_k", "fisher")
+NEW_METHODS = ("neggrad_plus", "scrub", "bad_teacher", "ssd", "cf_k", "eu_k", "fisher", "scar", "msg", "ct")
 CLASS_WISE_ONLY = ("unsir",)
 CONF = Path(__file__).resolve().parent.parent / "conf" / "method"
 
@@ -196,6 +197,11 @@ def test_every_method_yaml_cites_its_reference_file_and_commit(method):
     ("method=fisher method.alpha=-1", "method.alpha=-1"),
     ("method=unsir", "method='unsir'"),  # random forgetting: UNSIR has no form for it
     ("method=unsir forget_rate=class method.noise_copies=some", "method.noise_copies='some'"),
+    ("method=scar method.surrogate=imagenet", "method.surrogate='imagenet'"),
+    ("method=scar method.surrogate=digits", "method.surrogate='digits'"),  # the cell's own dataset
+    ("method=scar method.class_threshold=1.5", "method.class_threshold=1.5"),
+    ("method=msg method.init_rate=1.0", "method.init_rate=1.0"),
+    ("method=msg method.bn=frozen", "method.bn='frozen'"),
 ])
 def test_bad_switches_of_the_new_methods_fail_before_training(make_cfg, tmp_path, override, key):
     from unlearn_bench.errors import ConfigError
@@ -259,3 +265,127 @@ def test_the_leaderboard_fills_tug_of_war_for_records_made_before_it_was_stored(
     assert record["retrain_metrics"]["ToW"] == 1.0
     assert record["original_metrics"]["ToW"] == 0.5  # a stored value is kept
     assert "JS_forget" not in record["metrics"]  # needs the models' outputs: stays missing
+
+
+def test_msg_reinitialises_the_smallest_gradient_share_and_scales_the_rest():
+    from unlearn_bench.methods.msg import annealing_factor, reinitialise_small_gradients
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 3, 3))
+    before = [m.weight.detach().clone() for m in (model[0], model[2])]
+    for m in (model[0], model[2]):
+        m.weight.grad = torch.randn_like(m.weight)
+    grads = [m.weight.grad.clone() for m in (model[0], model[2])]
+    multipliers = reinitialise_small_gradients(model, 0.3, 0.1)
+    for (name, m), w0, g in zip((("0", model[0]), ("2", model[2])), before, grads):
+        changed = m.weight != w0
+        count = round(0.3 * w0.numel())
+        assert int(changed.sum()) == count  # Kaiming draws never equal the old values
+        smallest = torch.zeros_like(changed)
+        smallest.view(-1)[torch.topk(-g.abs().view(-1), count).indices] = True
+        assert torch.equal(changed, smallest)
+        assert torch.equal(multipliers[f"{name}.weight"], torch.where(smallest, 1.0, 0.1))
+    # LinearAnnealingLR stepped per epoch, 5 epochs: 1/3, 2/3, 1, 2/3, 1/3
+    assert [round(annealing_factor(e, 5), 6) for e in range(5)] == [round(x, 6) for x in (1 / 3, 2 / 3, 1, 2 / 3, 1 / 3)]
+
+
+def test_msg_fine_tunes_kept_weights_with_a_tenth_of_their_gradient(cell_and_models, monkeypatch):
+    """On MSG's first fine-tuning batch, the gradient the optimiser sees is the plain gradient of that batch's
+    loss times 1 (re-initialised weights) or 0.1 (kept weights); the masks are gone afterwards."""
+    from unlearn_bench.methods import msg as module
+
+    cell, models = cell_and_models("method=msg", "method.epochs=1")
+    model = copy.deepcopy(models["original"])
+    seen = {}
+    reinit, batches = module.reinitialise_small_gradients, module.batches
+
+    def record(model, init_rate, kept):
+        seen["multipliers"] = reinit(model, init_rate, kept)
+        seen["state"] = copy.deepcopy(model.state_dict())
+        return seen["multipliers"]
+
+    def record_batches(*args, **kwargs):  # the first batch after the re-initialisation: fine-tuning's
+        for x, y in batches(*args, **kwargs):
+            if "state" in seen:
+                seen.setdefault("batch", (x, y))
+            yield x, y
+
+    original_step = torch.optim.SGD.step
+
+    def step(self, *args, **kwargs):
+        seen.setdefault("grads", {n: p.grad.clone() for n, p in model.named_parameters()})
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(module, "reinitialise_small_gradients", record)
+    monkeypatch.setattr(module, "batches", record_batches)
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    module.msg(model, cell.splits, cell.cfg.method, cell.ctx)
+    plain = cell.ctx.new_model()
+    plain.load_state_dict(seen["state"])
+    plain.train()
+    x, y = seen["batch"]
+    nn.functional.cross_entropy(plain(x), y).backward()
+    plain_grads = dict(plain.named_parameters())
+    for name, grad in seen["grads"].items():
+        multiplier = seen["multipliers"].get(name, 1.0)
+        assert torch.allclose(grad, multiplier * plain_grads[name].grad, atol=1e-6), name
+    assert any((m == 0.1).any() and (m == 1.0).any() for m in map(lambda t: t.float(), seen["multipliers"].values()))
+    assert all(not p._backward_hooks for p in model.parameters())  # the gradient masks are removed
+
+
+def test_ct_transposes_every_kernel_then_fine_tunes(cell_and_models):
+    from unlearn_bench.methods.ct import transpose_kernels
+
+    cell, models = cell_and_models("method=ct")
+    model = copy.deepcopy(models["original"])
+    before = {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    transpose_kernels(model)
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            assert torch.equal(m.weight, before[name].swapaxes(2, 3))
+    assert any(not torch.equal(m.weight, before[n]) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+
+
+def test_scar_pieces_match_the_reference_formulas():
+    from unlearn_bench.methods.scar import distill, mahalanobis, shrink
+
+    torch.manual_seed(0)
+    cov = torch.cov(torch.randn(5, 30))
+    off = cov.clone().fill_diagonal_(0)
+    expected = cov + 3 * torch.eye(5) * cov.diagonal().mean() + 3 * (1 - torch.eye(5)) * off.sum() / (off != 0).sum()
+    assert torch.allclose(shrink(cov, 3.0, 3.0), expected)
+    features, means = torch.rand(7, 5), torch.rand(3, 5)
+    inverses = torch.stack([torch.linalg.pinv(shrink(torch.cov(torch.rand(5, 20)), 3.0, 3.0)) for _ in range(3)])
+    # the reference: diagonal(matmul(matmul(diff.permute(1,0,2), S_inv), diff.permute(1,2,0))).T
+    diff = nn.functional.normalize(features.pow(0.5), dim=-1)[:, None, :] - nn.functional.normalize(means, dim=-1)
+    reference = torch.diagonal(torch.matmul(torch.matmul(diff.permute(1, 0, 2), inverses), diff.permute(1, 2, 0)),
+                               dim1=1, dim2=2).T
+    assert torch.allclose(mahalanobis(features, means, inverses, 0.5), reference, atol=1e-5)
+    student, teacher = torch.randn(4, 3), torch.randn(4, 3)
+    assert distill(teacher, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    kl = (teacher.softmax(1) * (teacher.log_softmax(1) - student.log_softmax(1))).sum(1).mean()
+    assert distill(student, teacher).item() == pytest.approx(kl.item() * math.exp(1e-4), rel=1e-6)  # the offsets
+
+
+def test_scar_pulls_forget_features_toward_another_class(cell_and_models):
+    """With the distillation off, SCAR's steps lower the forget examples' Mahalanobis distance to their
+    closest other class (the quantity it minimises), and forgetting drops their accuracy."""
+    from unlearn_bench.methods.scar import class_distributions, mahalanobis
+    from unlearn_bench.metrics.core import accuracy, features_of, logits_on
+
+    cell, models = cell_and_models("method=scar", "method.lambda_2=0", "method.epochs=2", "method.lr=0.005",
+                                   "method.surrogate_size=256", "method.batch_size=64")
+    cfg, splits, ctx = cell.cfg.method, cell.splits, cell.ctx
+    original = models["original"]
+    classes = list(range(ctx.num_classes))
+    means, inverses = class_distributions(features_of(original, splits.retain, ctx), splits.retain.labels, classes, cfg)
+
+    def distance_to_other(model):
+        dists = mahalanobis(features_of(model, splits.forget, ctx), means, inverses, cfg.delta)
+        dists[torch.arange(len(dists)), splits.forget.labels] = float("inf")
+        return dists.min(1).values.mean().item()
+
+    model = METHODS.get("scar")(copy.deepcopy(original), splits, cfg, ctx)
+    assert distance_to_other(model) < distance_to_other(original)
+    assert accuracy(logits_on(model, splits.forget, ctx), splits.forget.labels) < \
+        accuracy(logits_on(original, splits.forget, ctx), splits.forget.labels)

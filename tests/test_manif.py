@@ -197,8 +197,8 @@ def test_published_variant_uses_normalised_centres_the_top1_positive_and_a_margi
     fresh_nets, seen = [], []
     new_model = cell.ctx.new_model
 
-    def recording_new_model():
-        fresh_nets.append(new_model())
+    def recording_new_model(*stage):
+        fresh_nets.append(new_model(*stage))
         return copy.deepcopy(fresh_nets[-1])
 
     def recording_loss(model, x, x_p, labels, centres, alpha, loss_scale):
@@ -229,6 +229,8 @@ def test_published_variant_uses_normalised_centres_the_top1_positive_and_a_margi
         assert torch.allclose(x_p, retain_inputs[top[index, 0]], atol=1e-6)
         assert alpha == pytest.approx(ref, rel=1e-4, abs=1e-6)
     assert len({round(a, 6) for _, _, a, _ in seen}) == len(seen)  # recomputed, not one α for the run
+    first = [p.detach().clone() for p in fresh_nets[0].parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(first, fresh_nets[1].parameters()))  # a new network each batch
 
 
 @needs_shared_data("mnist.npz")

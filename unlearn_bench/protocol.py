@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from unlearn_bench.cache import ModelCache
-from unlearn_bench.data import Splits, load_dataset, make_splits
+from unlearn_bench.data import Splits, dataset_config, load_dataset, make_splits
 from unlearn_bench.data.augment import build_augment
 from unlearn_bench.data.splits import (
     MODEL_DEPENDENT,
@@ -130,7 +130,8 @@ def prepare(cfg: DictConfig, cache_root: Path | None = None) -> Cell:
                   progress=bool(cfg.progress), eval_batch_size=cfg.metrics.eval_batch_size,
                   perf=resolve_perf(cfg.get("perf"), device))
     cell = Cell(cfg, splits.to(device, pin_memory=ctx.perf.pin_memory), ctx, channels)
-    ctx.new_model = lambda: cell.new_model("fresh")
+    ctx.new_model = lambda stage="fresh": cell.new_model(stage)
+    ctx.load_dataset = lambda name: load_dataset(dataset_config(name), Path(cfg.paths.data_root), cache_root)
     if model_dependent:  # D_f chosen with the original model (trained on D, or loaded from the cache)
         forget_index = model_dependent_forget_set(cell, dataset, ModelCache(cache_root or Path(cfg.paths.cache_dir)))
         cell.splits = splits_from_index(dataset, forget_index).to(device, pin_memory=ctx.perf.pin_memory)

@@ -6,6 +6,7 @@ normalised there, so there is no per-sample Python in the loop.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 from collections.abc import Callable, Iterator
@@ -38,7 +39,8 @@ class Context:
     seed: int
     progress: bool = True
     eval_batch_size: int = 1024
-    new_model: Callable[[], nn.Module] | None = None  # a freshly initialised model of the cell's architecture
+    new_model: Callable[..., nn.Module] | None = None  # new_model(stage="fresh"): a freshly initialised model
+    load_dataset: Callable[[str], object] | None = None  # another dataset by its conf/dataset name (SCAR's surrogate)
     extras: dict = field(default_factory=dict)
     perf: Perf = field(default_factory=Perf)
 
@@ -63,6 +65,19 @@ def seed_stage(seed: int, stage: str) -> None:
     torch.manual_seed(derived)
     np.random.seed(derived)
     random.seed(derived)
+
+
+@contextlib.contextmanager
+def rng_aside() -> Iterator[None]:
+    """Run a block that seeds its own draws (seed_stage) without moving the caller's random streams:
+    torch (CPU), NumPy and Python's states are restored after it."""
+    np_state, py_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
 
 
 def batch_indices(n: int, batch_size: int, device: torch.device, shuffle: bool = True) -> Iterator[torch.Tensor]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from unlearn_bench.errors import ConfigError, UserError
 from unlearn_bench.registry import Registry
@@ -223,6 +223,18 @@ def _take(data: ImageData, size: int | None, seed: int, key: str) -> tuple[Image
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(data), generator=generator)
     return data.subset(order[:size].sort().values), data.subset(order[size:].sort().values)
+
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def dataset_config(name: str) -> DictConfig:
+    """conf/dataset/<name>.yaml as the dataset group composes it (a second dataset of a cell: SCAR's surrogate)."""
+    path = CONFIG_DIR / "dataset" / f"{name}.yaml"
+    if not path.is_file():
+        options = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError("dataset", name, options)
+    return OmegaConf.load(path)
 
 
 def load_dataset(cfg: DictConfig, data_root: Path, cache_dir: Path | None = None) -> ImageDataset:

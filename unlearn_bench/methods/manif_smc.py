@@ -46,7 +46,7 @@ from unlearn_bench.errors import ConfigError
 from unlearn_bench.methods._common import METHODS
 from unlearn_bench.metrics.core import features_of
 from unlearn_bench.models import penultimate_features
-from unlearn_bench.train import Context, batch_indices, check_choices, check_positive
+from unlearn_bench.train import Context, batch_indices, check_choices, check_positive, rng_aside
 from unlearn_bench.validate import number, positive
 
 DIRECTIONS = ("away", "toward")
@@ -200,10 +200,13 @@ def published_phi(model: nn.Module, fresh: nn.Module, t: float) -> nn.Module:
 
 
 def published_margin(model: nn.Module, x: torch.Tensor, x_p: torch.Tensor, centres: torch.Tensor, t: float,
-                     ctx: Context) -> torch.Tensor:
+                     ctx: Context, step: int) -> torch.Tensor:
     """`connect_determined_alpha`, every batch: α = MSE(f_φ(x), c) − MSE(f_φ(x_p), c) for φ of the current
-    model and a fresh random network, no gradient."""
-    phi = published_phi(model, ctx.new_model().to(next(model.parameters()).device), t)
+    model and a fresh random network (a new one per step, as the reference draws one per batch; drawn
+    aside from the run's random stream), no gradient."""
+    with rng_aside():
+        fresh = ctx.new_model(f"manif-fresh-{step}")
+    phi = published_phi(model, fresh.to(next(model.parameters()).device), t)
     with torch.no_grad():
         z, z_p = penultimate_features(phi, x), penultimate_features(phi, x_p)
         return nn.functional.mse_loss(z, centres) - nn.functional.mse_loss(z_p, centres)
@@ -230,7 +233,7 @@ def manif_published(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Cont
         for index in batch_indices(len(splits.forget), cfg.batch_size, ctx.device):
             x = ctx.inputs(splits.forget.images[index])
             x_p = ctx.inputs(splits.retain.images[positives[index]])
-            alpha = published_margin(model, x, x_p, centres[index], cfg.t, ctx)
+            alpha = published_margin(model, x, x_p, centres[index], cfg.t, ctx, len(alphas))
             loss = published_loss(model, x, x_p, splits.forget.labels[index], centres[index], alpha, cfg.loss_scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,0 +1,194 @@
+"""SCAR: distance-based unlearning with out-of-distribution surrogate data (jbonato1/SCAR,
+src/Unlearning_methods.py `SCAR.run`, src/dsets.py `get_surrogate`).
+
+Per class of D_r, the original's penultimate features after Tukey's transform (x^δ) give a mean and a
+shrunk (twice), correlation-normalised covariance whose pseudo-inverse defines a Mahalanobis distance.
+Each forget example is pulled toward its closest *other* class (fixed at the first epoch): loss_fgt =
+λ1 · mean Mahalanobis distance (L2-normalised feature and mean). The rest of the model is held by
+distillation on surrogate images from another dataset: loss_ret = λ2 · KL(student ‖ original / T). Adam,
+`surrogate_steps` surrogate batches per forget batch, until D_f's accuracy falls below the target (after
+the second epoch) or `epochs` run out.
+
+Two modes, as the reference's, chosen by the forget set: random forgetting (the reference's HR) when
+D_f's labels all still occur in D_r, class-wise (CR) when D_f is whole classes.
+- HR: the surrogate is labelled with the original's argmax and drawn with inverse class-frequency
+  weights (classes with fewer than 3 examples weigh as 5), its logits from the original computed once
+  without augmentation; each forget example's distance is weighted by its class's current forget
+  accuracy, zeroed below `class_threshold`; target = the original's test accuracy − `target_margin`.
+- CR: the removed classes have no distribution; the surrogate is drawn uniformly (augmented) and its
+  teacher logits computed per batch, dropping samples the original assigns to the removed class and
+  setting the removed columns to the batch minimum; target = `class_target`.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from unlearn_bench.data import ImageData, Splits
+from unlearn_bench.errors import ConfigError
+from unlearn_bench.methods._common import METHODS
+from unlearn_bench.metrics.core import accuracy, features_of, logits_on
+from unlearn_bench.models import penultimate_features
+from unlearn_bench.train import Context, check_positive, derive_seed
+from unlearn_bench.validate import number
+
+SURROGATES = ("fashion_mnist", "mnist", "cifar10", "digits", "gaussian_noise")
+
+
+def check_scar(cfg: DictConfig) -> None:
+    if cfg.surrogate not in SURROGATES:
+        raise ConfigError("method.surrogate", cfg.surrogate, SURROGATES)
+    check_positive(cfg, "method", ("epochs", "lr", "batch_size", "surrogate_size", "surrogate_steps",
+                                   "temperature", "delta"))
+    for key in ("lambda_1", "lambda_2", "gamma_1", "gamma_2", "weight_decay", "target_margin"):
+        number(0.0)(f"method.{key}", cfg[key])
+    number(0.0, 1.0)("method.class_threshold", cfg.class_threshold)
+    number(0.0, 1.0)("method.class_target", cfg.class_target)
+
+
+def shrink(cov: torch.Tensor, gamma_1: float, gamma_2: float) -> torch.Tensor:
+    """`cov_mat_shrinkage`: add γ1·(mean variance) to the diagonal and γ2·(mean non-zero covariance) off it."""
+    eye = torch.eye(cov.shape[0], device=cov.device, dtype=cov.dtype)
+    v1 = torch.diagonal(cov).mean()
+    off = cov.clone().fill_diagonal_(0.0)
+    nonzero = off != 0.0
+    v2 = (off * nonzero).sum() / nonzero.sum()
+    return cov + gamma_1 * eye * v1 + gamma_2 * (1 - eye) * v2
+
+
+def class_distributions(features: torch.Tensor, labels: torch.Tensor, classes: list[int],
+                        cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per class: the mean of x^δ and the pseudo-inverse of its shrunk (twice) correlation matrix."""
+    means, inverses = [], []
+    for c in classes:
+        samples = features[labels == c].pow(cfg.delta)
+        means.append(samples.mean(0))
+        cov = shrink(shrink(torch.cov(samples.T), cfg.gamma_1, cfg.gamma_2), cfg.gamma_1, cfg.gamma_2)
+        sigma = torch.sqrt(torch.diagonal(cov))
+        inverses.append(torch.linalg.pinv(cov / (sigma[:, None] * sigma[None, :])))
+    return torch.stack(means), torch.stack(inverses)
+
+
+def mahalanobis(features: torch.Tensor, means: torch.Tensor, inverses: torch.Tensor, delta: float) -> torch.Tensor:
+    """(B, C) squared Mahalanobis distances between normalised x^δ and each normalised class mean."""
+    diff = nn.functional.normalize(features.pow(delta), dim=-1)[:, None, :] - nn.functional.normalize(means, dim=-1)
+    return torch.einsum("bcd,cde,bce->bc", diff, inverses, diff)
+
+
+def distill(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """The reference's `distill`, its 1e-4 offsets included: KL(teacher ‖ student), batch mean."""
+    log_student = nn.functional.log_softmax(student + 1e-4, dim=1)
+    log_teacher = nn.functional.log_softmax(teacher + 1e-4, dim=1)
+    return nn.functional.kl_div(log_student + 1e-4, log_teacher + 1e-4, reduction="batchmean", log_target=True)
+
+
+def surrogate_images(cfg: DictConfig, ctx: Context, shape: tuple[int, int, int]) -> torch.Tensor:
+    """`surrogate_size` uint8 images of another dataset (its train split, a seeded sample) in the cell's
+    channels and size, or seeded Gaussian pixel noise (mean 127.5, sd 63.75, clipped)."""
+    generator = torch.Generator().manual_seed(derive_seed(ctx.seed, "scar-surrogate"))
+    channels, size, _ = shape
+    if cfg.surrogate == "gaussian_noise":
+        noise = 127.5 + 63.75 * torch.randn((cfg.surrogate_size, channels, size, size), generator=generator)
+        return noise.round().clamp(0, 255).to(torch.uint8)
+    images = ctx.load_dataset(cfg.surrogate).train.images
+    images = images[torch.randperm(len(images), generator=generator)[:cfg.surrogate_size]].float()
+    if images.shape[1] != channels:  # grey -> RGB by repetition, RGB -> grey by the channel mean
+        images = images.repeat(1, channels, 1, 1) if images.shape[1] == 1 else images.mean(1, keepdim=True)
+    if images.shape[-1] != size:
+        images = nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
+                                           align_corners=False)
+    return images.round().clamp(0, 255).to(torch.uint8)
+
+
+@METHODS.register("scar", check=check_scar)
+def scar(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
+    check_scar(cfg)
+    device = splits.forget.labels.device
+    forget_classes = torch.unique(splits.forget.labels).tolist()
+    removed = [c for c in forget_classes if not (splits.retain.labels == c).any()]
+    class_wise = bool(removed)
+    original = copy.deepcopy(model).eval().requires_grad_(False)
+    keep_classes = [c for c in range(ctx.num_classes) if c not in removed]
+    means, inverses = class_distributions(features_of(original, splits.retain, ctx), splits.retain.labels,
+                                          keep_classes, cfg)
+    surrogate = ImageData(surrogate_images(cfg, ctx, tuple(splits.forget.images.shape[1:])).to(device),
+                          torch.zeros(cfg.surrogate_size, dtype=torch.long, device=device))
+    generator = torch.Generator().manual_seed(derive_seed(ctx.seed, "scar-batches"))
+    if class_wise:
+        target = cfg.class_target
+        weights = torch.ones(len(surrogate))
+    else:
+        target = accuracy(logits_on(original, splits.test, ctx), splits.test.labels) / 100 - cfg.target_margin
+        teacher_logits = logits_on(original, surrogate, ctx).to(device)
+        pseudo = teacher_logits.argmax(1).cpu()
+        counts = torch.bincount(pseudo, minlength=ctx.num_classes)[pseudo].float()
+        counts[counts < 3] = 5
+        weights = 1.0 / counts
+
+    def forget_accuracy() -> tuple[float, torch.Tensor]:
+        logits = logits_on(model, splits.forget, ctx)
+        labels = splits.forget.labels.cpu()
+        correct = logits.argmax(1) == labels
+        per_class = torch.stack([correct[labels == c].float().mean() if (labels == c).any() else torch.tensor(float("nan"))
+                                 for c in range(ctx.num_classes)])
+        return correct.float().mean().item(), per_class.to(device)
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model.train()
+    closest: list[torch.Tensor] = []
+    class_weights = None
+    for epoch in range(cfg.epochs):
+        stop = False
+        for n_batch, start in enumerate(range(0, len(splits.forget), cfg.batch_size)):
+            x_f = ctx.inputs(splits.forget.images[start:start + cfg.batch_size])
+            y_f = splits.forget.labels[start:start + cfg.batch_size]
+            draw = torch.multinomial(weights, cfg.batch_size * cfg.surrogate_steps, replacement=True,
+                                     generator=generator).to(device)
+            for step in range(cfg.surrogate_steps):
+                index = draw[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                dists = mahalanobis(penultimate_features(model, x_f), means, inverses, cfg.delta)
+                if epoch == 0 and step == 0:  # the closest other class, fixed from the first epoch on
+                    order = torch.argsort(dists, dim=1)
+                    # in class-wise mode the index is into the kept classes and compared with the label
+                    # as the reference does
+                    closest.append(torch.where(order[:, 0] == y_f, order[:, 1], order[:, 0]))
+                dists = dists[torch.arange(len(dists), device=device), closest[n_batch]]
+                if class_weights is not None and not class_wise:
+                    class_weights[class_weights < cfg.class_threshold] = 0
+                    dists = dists * class_weights[y_f]
+                loss_forget = dists.mean() * cfg.lambda_1
+                x_s = ctx.inputs(surrogate.images[index], augment=class_wise)
+                student = model(x_s)
+                if class_wise:
+                    with torch.no_grad():
+                        teacher = original(x_s)
+                        kept = teacher.argmax(1) != removed[0]
+                        teacher = teacher[kept]
+                        teacher[:, removed] = teacher.min()
+                    student = student[kept]
+                else:
+                    teacher = teacher_logits[index]
+                loss = distill(student, teacher / cfg.temperature) * cfg.lambda_2 + loss_forget
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                current, per_class = forget_accuracy()
+                model.train()
+                class_weights = per_class
+                if not torch.isfinite(loss):
+                    ctx.extras["diverged"] = True
+                    stop = True
+                if current < target and epoch > 1:
+                    stop = True
+                if stop:
+                    break
+            if stop:
+                break
+        if stop:
+            break
+    model.eval()
+    return model
