@@ -57,6 +57,16 @@ def test_every_model_gives_logits_and_penultimate_features(make_cfg, model):
     assert penultimate_features(net, x).shape == (3, net.get_classifier().in_features)
 
 
+@pytest.mark.parametrize("zero_init_last", [False, True])
+def test_resnet18_initialises_each_blocks_last_bn_as_asked(make_cfg, zero_init_last):
+    """The reference ResNet-18 (zero_init_residual=False) keeps BN weights at 1; timm's default zeroes them."""
+    cfg = make_cfg("model=resnet18", f"model.zero_init_last={str(zero_init_last).lower()}", tiny=False)
+    net = build_model(cfg.model, 3, 10, 32)
+    last_bn = [block.bn2.weight for layer in (net.layer1, net.layer2, net.layer3, net.layer4) for block in layer]
+    assert all(bool((w == 0).all()) == zero_init_last for w in last_bn)
+    assert all(bool((w == 1).all()) != zero_init_last for w in last_bn)
+
+
 def test_unknown_timm_model_is_a_config_error(make_cfg):
     cfg = make_cfg("model=timm", "model.arch=resnet_does_not_exist", tiny=False)
     with pytest.raises(ConfigError, match="model.arch"):

@@ -131,6 +131,26 @@ def test_boundary_shrink_relabels_to_other_classes(cell_and_models):
     assert counts["changed"] / counts["total"] > 0.5
 
 
+@pytest.mark.parametrize("discretize", [True, False])
+def test_boundary_shrink_neighbour_lies_on_the_pixel_grid_when_discretized(cell_and_models, discretize):
+    """The reference rounds the FGSM neighbour to k/255 (`discretize`); the switch turns it off."""
+    from unlearn_bench.methods.boundary_shrink import fgsm_neighbour_labels
+
+    cell, models = cell_and_models("method=boundary_shrink")
+    ctx, seen = cell.ctx, []
+    frozen = copy.deepcopy(models["original"]).eval()
+
+    def recording(x):
+        seen.append(x.detach() * ctx.std + ctx.mean)  # back to [0, 1] pixel space
+        return frozen(x)
+
+    unit = cell.splits.forget.images[:16].float() / 255
+    fgsm_neighbour_labels(recording, unit, cell.splits.forget.labels[:16], 0.0123, ctx, discretize)
+    steps = seen[-1] * 255
+    on_grid = torch.allclose(steps, steps.round(), atol=1e-3)
+    assert on_grid == discretize
+
+
 def test_rate_dependent_learning_rate_of_the_boundary_methods(make_cfg):
     assert make_cfg("method=boundary_shrink", tiny=False).method.lr == 1e-6
     assert make_cfg("method=boundary_shrink", "forget_rate=random_50", tiny=False).method.lr == 5e-6

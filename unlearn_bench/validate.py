@@ -171,6 +171,8 @@ def check_combinations(cfg: DictConfig) -> None:
     if cfg.method.name in CLASS_WISE_ONLY and forget.mode != "class":
         raise ConfigError("method", cfg.method.name, f"forget_rate=class ({cfg.method.name} unlearns a whole "
                           "class; it has no form for random forgetting)")
+    if cfg.model.name == "resnet18":
+        boolean("model.zero_init_last", cfg.model.get("zero_init_last"))
     if cfg.method.name == "scar" and cfg.method.surrogate == cfg.dataset.name:
         raise ConfigError("method.surrogate", cfg.method.surrogate, f"a dataset other than the cell's "
                           f"(dataset={cfg.dataset.name}): the surrogate stands for data from elsewhere")

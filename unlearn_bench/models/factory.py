@@ -105,8 +105,9 @@ def _pretrained(timm, arch: str, num_classes: int, in_chans: int, kwargs: dict) 
 
 @MODELS.register("resnet18")
 def resnet18(cfg: DictConfig, in_chans: int, num_classes: int, image_size: int) -> nn.Module:
-    """timm's ResNet-18 with the CIFAR stem of the papers: 3x3 stride-1 first conv, no max-pool."""
-    model = _timm("resnet18", in_chans, num_classes, False, {})
+    """timm's ResNet-18 with the CIFAR stem of the papers: 3x3 stride-1 first conv, no max-pool; the last BN
+    of each block initialised as the reference's (`zero_init_last` false) or zeroed (timm's default)."""
+    model = _timm("resnet18", in_chans, num_classes, False, {"zero_init_last": bool(cfg.zero_init_last)})
     if cfg.cifar_stem:
         model.conv1 = nn.Conv2d(in_chans, 64, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
