@@ -389,3 +389,31 @@ def test_scar_pulls_forget_features_toward_another_class(cell_and_models):
     assert distance_to_other(model) < distance_to_other(original)
     assert accuracy(logits_on(model, splits.forget, ctx), splits.forget.labels) < \
         accuracy(logits_on(original, splits.forget, ctx), splits.forget.labels)
+
+
+def test_a_second_dataset_config_composes_its_defaults_like_the_group():
+    from unlearn_bench.data import dataset_config
+
+    fashion = dataset_config("fashion_mnist")
+    assert fashion.name == "fashion_mnist" and fashion.file == "fashion_mnist.npz"
+    assert fashion.source == "auto" and fashion.channels == 1  # inherited from mnist.yaml
+    from unlearn_bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dataset='imagenet'"):
+        dataset_config("imagenet")
+
+
+def test_scar_surrogate_takes_the_cells_shape(cell_and_models):
+    from omegaconf import OmegaConf
+
+    from unlearn_bench.methods.scar import surrogate_images
+
+    cell, _ = cell_and_models("method=scar")
+    cfg = OmegaConf.merge(cell.cfg.method, {"surrogate": "gaussian_noise", "surrogate_size": 32})
+    noise = surrogate_images(cfg, cell.ctx, (3, 16, 16))
+    assert noise.shape == (32, 3, 16, 16) and noise.dtype == torch.uint8
+    assert torch.equal(noise, surrogate_images(cfg, cell.ctx, (3, 16, 16)))  # seeded
+    cell.ctx.load_dataset = lambda name: type("D", (), {"train": type("T", (), {
+        "images": torch.randint(0, 256, (50, 1, 28, 28), dtype=torch.uint8)})()})()
+    grey = surrogate_images(OmegaConf.merge(cfg, {"surrogate": "mnist"}), cell.ctx, (3, 32, 32))
+    assert grey.shape == (32, 3, 32, 32) and torch.equal(grey[:, 0], grey[:, 1])  # grey repeated to RGB

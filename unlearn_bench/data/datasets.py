@@ -234,7 +234,9 @@ def dataset_config(name: str) -> DictConfig:
     if not path.is_file():
         options = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ConfigError("dataset", name, options)
-    return OmegaConf.load(path)
+    own = OmegaConf.load(path)
+    bases = [entry for entry in own.pop("defaults", []) if entry != "_self_"]  # the group's own defaults list
+    return OmegaConf.merge(*(dataset_config(base) for base in bases), own)
 
 
 def load_dataset(cfg: DictConfig, data_root: Path, cache_dir: Path | None = None) -> ImageDataset:

@@ -69,7 +69,7 @@ def class_distributions(features: torch.Tensor, labels: torch.Tensor, classes: l
         means.append(samples.mean(0))
         cov = shrink(shrink(torch.cov(samples.T), cfg.gamma_1, cfg.gamma_2), cfg.gamma_1, cfg.gamma_2)
         sigma = torch.sqrt(torch.diagonal(cov))
-        inverses.append(torch.linalg.pinv(cov / (sigma[:, None] * sigma[None, :])))
+        inverses.append(torch.linalg.pinv(cov / (sigma[:, None] * sigma[None, :]), hermitian=True))  # symmetric: eigh
     return torch.stack(means), torch.stack(inverses)
 
 
