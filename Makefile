@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export UNLEARN_BENCH_DATA ?= $(abspath $(wildcard ../shared/data))
 export WANDB_MODE ?= offline
 
-.PHONY: help install run test test-full lint format sweep leaderboard bench bench-gpu clean
+.PHONY: help install run test test-full lint format sweep tune-zoo leaderboard bench bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,11 @@ format: ## ruff format
 sweep: ## a preset grid two cells at a time: make sweep EXP=salun_table (records in results/records)
 	$(PY) -m unlearn_bench.run -m experiment=$(or $(EXP),salun_table) hydra/launcher=joblib logger=none \
 		progress=false paths.records_dir=results/records
+
+ZOO := ft,rl,ga,iu,l1_sparse,boundary_expanding,boundary_shrink,salun,neggrad_plus,scrub,bad_teacher,ssd,fisher,cf_k,eu_k,scar,msg,ct
+tune-zoo: ## equal-budget tuning of the classification zoo at CPU scale: make tune-zoo TRACK=oracle|blind FORGET=random_10
+	$(PY) scripts/tune.py --method $(ZOO) --scale cpu --track $(or $(TRACK),oracle) --trials $(or $(TRIALS),20) \
+		--trial-records outputs/trial_records -- forget_rate=$(or $(FORGET),random_10) logger=none progress=false
 
 leaderboard: ## aggregate the records ($$UNLEARN_BENCH_RECORDS, else ./records) into ./leaderboard (md, csv, html, png)
 	$(PY) scripts/leaderboard.py --records $(or $(UNLEARN_BENCH_RECORDS),records) --out leaderboard

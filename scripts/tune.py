@@ -11,7 +11,9 @@ the mean blind objective of unlearn_bench/blind_eval.py (no retrain model, a val
 images outside T; needs a `dataset.test_size` that leaves them, as scale=cpu does). Tuning seeds must be disjoint from the evaluation seeds
 (--evaluation-seeds, default 0-4): a method is never tuned on the forget sets it is scored on. Trial
 records go to --trial-records (default outputs/trial_records), never into the leaderboard's records.
-Arguments after `--` are Hydra overrides shared by every trial. The blind track is not implemented yet.
+Arguments after `--` are Hydra overrides shared by every trial. `--method` takes a comma list (the zoo:
+`make tune-zoo TRACK=oracle|blind`): every method gets the same budget, and every name and search space is
+checked before the first trial runs.
 """
 
 from __future__ import annotations
@@ -116,13 +118,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(CONFIG_DIR) / "method", help="method config root")
     parser.add_argument("--sampler-seed", type=int, default=0)
     args = parser.parse_args(ours)
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
     try:
-        path = tune(args.method, args.scale, args.track, args.trials, args.tuning_seeds, args.evaluation_seeds,
-                    overrides, args.trial_records, args.out, args.sampler_seed)
+        for method in methods:  # every name and search space first: a typo in the last costs nothing
+            cfg = compose_cfg([f"method={method}", f"scale={args.scale}", *overrides])
+            if not cfg.method.get("search"):
+                raise ConfigError("--method", method, "a method with a `search:` space (SPEC §10)")
+            check_search(cfg.method)
+        for method in methods:
+            path = tune(method, args.scale, args.track, args.trials, args.tuning_seeds, args.evaluation_seeds,
+                        overrides, args.trial_records, args.out, args.sampler_seed)
+            print(f"wrote {path}; evaluate with method=tuned/{args.scale}/{args.track}/{method}")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {path}; evaluate with method=tuned/{args.scale}/{args.track}/{args.method}")
+    except Exception as err:  # hydra's missing-group error for an unknown method name
+        if type(err).__name__ != "MissingConfigException":
+            raise
+        print(f"error: --method: {err}".splitlines()[0], file=sys.stderr)
+        return 2
     return 0
 
 

@@ -16,7 +16,7 @@ from unlearn_bench.validate import check_search, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 TUNABLE_METHODS = ["ft", "rl", "ga", "iu", "l1_sparse", "boundary_expanding", "boundary_shrink", "salun", "manif_smc",
-                   "neggrad_plus", "scrub", "bad_teacher", "ssd", "fisher", "cf_k", "eu_k", "unsir"]
+                   "neggrad_plus", "scrub", "bad_teacher", "ssd", "fisher", "cf_k", "eu_k", "scar", "msg", "ct", "unsir"]
 CLASS_WISE_ONLY = ("unsir",)
 
 
@@ -86,6 +86,21 @@ def test_tuning_writes_a_method_config_inside_the_space_from_disjoint_seeds(work
         cfg = compose("config", overrides=[f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
                                            "method=tuned/cpu/oracle/ft"])
     assert cfg.method.name == "ft" and cfg.method.lr == tuned.lr and cfg.method.label == "ft (tuned, oracle)"
+
+
+def test_the_zoo_is_checked_whole_before_the_first_trial(tmp_path, capsys):
+    """`--method a,b,c` tunes each with the same budget; an unknown name anywhere fails first, with exit 2."""
+    import re
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import tune
+
+    trials = tmp_path / "trials"
+    code = tune.main(["--method", "ft,rl,not_a_method", "--trial-records", str(trials), "--out", str(tmp_path)])
+    assert code == 2 and "not_a_method" in capsys.readouterr().err and not trials.exists()
+    zoo = re.search(r"^ZOO := (.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE).group(1).split(",")
+    assert sorted(zoo) == sorted(m for m in TUNABLE_METHODS if m not in ("manif_smc", "unsir"))
 
 
 def test_the_blind_track_tunes_without_a_retrain_model_on_images_outside_t(workdirs, tmp_path, capsys):
