@@ -50,6 +50,17 @@ def test_every_preset_composes_at_both_scales(make_cfg, preset, scale):
         if method:
             assert (ROOT / "conf" / "method" / f"{method}.yaml").is_file()
     assert cfg.relearn.enabled
+    if scale == "cpu":  # every cell of the grid passes the checks run before training
+        from unlearn_bench.validate import validate
+
+        methods = [m for m in str(grid.get("method", "")).split(",") if m] or [None]
+        forgets = [f for f in str(grid.get("forget_rate", "")).split(",") if f] or [None]
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            for method in methods:
+                for forget in forgets:
+                    overrides = [f"experiment={preset}", *([f"method={method}"] if method else []),
+                                 *([f"forget_rate={forget}"] if forget else [])]
+                    validate(compose("config", overrides=overrides))
     if scale == "paper":
         assert cfg.model.name == "resnet18" and cfg.train.epochs == 182 and cfg.train.batch_size == 256
         assert cfg.dataset.name == "cifar10" and cfg.dataset.train_size is None
