@@ -125,6 +125,28 @@ def test_model_dependent_forget_sets_are_reproducible_and_the_original_is_the_sa
     assert sum("example_confidence" in m for m in metas) == 1
 
 
+def test_feldman_scores_put_each_example_in_half_the_models_and_see_memorisation(make_cfg, tmp_path):
+    """Complementary halves: every example is in exactly halves/2 models; models fit their own half better
+    than the other, so the mean estimate is positive; the same seed gives the same scores (cached models)."""
+    from unlearn_bench import protocol
+    from unlearn_bench.cache import ModelCache
+
+    cfg = make_cfg("forget_rate=memorization", "forget_rate.score=feldman", "forget_rate.halves=4",
+                   "forget_rate.count=50")
+    cell = protocol.prepare(cfg, tmp_path / "cache")  # selects D_f with the Feldman scores
+    cache = ModelCache(tmp_path / "cache")
+    scores = protocol.feldman_scores(cell, cache, 4)
+    assert scores.shape == (len(cell.splits.train),) and scores.min() >= -1 and scores.max() <= 1
+    assert scores.mean() > 0
+    assert torch.equal(scores, protocol.feldman_scores(cell, cache, 4))
+    member = protocol.complementary_halves(101, 6, seed=3)
+    assert (member.sum(0) == 3).all() and (member[0] ^ member[1]).all()  # each example in half the models
+    assert torch.equal(member, protocol.complementary_halves(101, 6, seed=3))
+    assert len(list((tmp_path / "cache").glob("half-*.pt"))) == 4
+    high = torch.argsort(scores, stable=True)[-50:].sort().values
+    assert torch.equal(cell.splits.forget_index.cpu(), high)  # the default stratum: the 50 highest
+
+
 @pytest.mark.parametrize("overrides, key", [
     (["forget_rate=corrupted", "forget_rate.share=1.5"], "forget_rate.share=1.5"),
     (["forget_rate=corrupted", "forget_rate.rate=0.1"], "forget_rate.rate=0.1"),
@@ -139,6 +161,9 @@ def test_model_dependent_forget_sets_are_reproducible_and_the_original_is_the_sa
     (["forget_rate=subpopulation", "forget_rate.cluster=4"], "forget_rate.cluster=4"),
     (["forget_rate=subpopulation", "forget_rate.clusters=500"], "forget_rate.clusters=500"),
     (["forget_rate=random_10", "+forget_rate.stratum=high"], "forget_rate.stratum='high'"),
+    (["forget_rate=memorization", "forget_rate.score=feldman"], "forget_rate.halves=None"),
+    (["forget_rate=memorization", "forget_rate.score=feldman", "forget_rate.halves=3"], "forget_rate.halves=3"),
+    (["forget_rate=memorization", "forget_rate.halves=4"], "forget_rate.halves=4"),  # the proxy reads none
 ])
 def test_bad_forget_set_and_rum_settings_are_one_line_before_training(make_cfg, tmp_path, overrides, key):
     from unlearn_bench.run import run

@@ -32,7 +32,7 @@ from unlearn_bench.errors import ConfigError, UserError
 from unlearn_bench.models import build_model
 from unlearn_bench.perf import prepare_model
 from unlearn_bench.perf import resolve as resolve_perf
-from unlearn_bench.train import Context, fit, seed_stage
+from unlearn_bench.train import Context, derive_seed, fit, seed_stage
 
 DEVICES = "auto, cpu, cuda, cuda:N"
 
@@ -153,7 +153,10 @@ def model_dependent_forget_set(cell: Cell, dataset, cache: ModelCache) -> torch.
     cfg = cell.cfg.forget_rate
     models, metas = reference_models(cell, cache, stages=("original",))
     if cfg.mode == "memorization":
-        scores = 1.0 - torch.tensor(metas["original"]["example_confidence"], dtype=torch.float64)
+        if cfg.score == "feldman":
+            scores = feldman_scores(cell, cache, cfg.halves)
+        else:
+            scores = 1.0 - torch.tensor(metas["original"]["example_confidence"], dtype=torch.float64)
         index = memorization_stratum(scores, cfg)
         print(f"forget set: the {cfg.stratum}-memorisation stratum ({cfg.score} score), {len(index)} examples, "
               f"memorisation {scores[index].min():.3f}-{scores[index].max():.3f} (D: median {scores.median():.3f})")
@@ -169,6 +172,46 @@ def model_dependent_forget_set(cell: Cell, dataset, cache: ModelCache) -> torch.
     index = subpopulation_cluster(features, class_index, cfg, cell.cfg.seed)
     print(f"forget set: cluster {cfg.cluster} of {cfg.clusters} (by size) of class {cfg.class_id}, {len(index)} examples")
     return index
+
+
+def complementary_halves(n: int, halves: int, seed: int) -> torch.Tensor:
+    """(halves, n) membership: pairs of complementary random halves of n examples (seeded)."""
+    generator = torch.Generator().manual_seed(seed)
+    member = torch.zeros(halves, n, dtype=torch.bool)
+    for pair in range(halves // 2):
+        order = torch.randperm(n, generator=generator)
+        member[2 * pair, order[:n // 2]] = True
+        member[2 * pair + 1, order[n // 2:]] = True
+    return member
+
+
+def feldman_scores(cell: Cell, cache: ModelCache, halves: int) -> torch.Tensor:
+    """Feldman's memorisation estimate (SPEC §12): mem(x) = acc(x | x ∈ S) − acc(x | x ∉ S) over `halves`
+    models trained with the original's recipe, each on a half S of D; the halves come in complementary pairs
+    (S, D∖S) drawn from the run seed, so every example is in exactly half of the models. Each half-model is
+    cached like a reference model (stage `half`)."""
+    from unlearn_bench.metrics.core import logits_on
+
+    cfg, train_data = cell.cfg, cell.splits.train
+    device = train_data.labels.device
+    member = complementary_halves(len(train_data), halves, derive_seed(cfg.seed, "feldman-halves"))
+    correct = torch.zeros(member.shape, dtype=torch.float64)
+    for m in range(halves):
+        data = train_data.subset(torch.nonzero(member[m]).flatten().to(device))
+
+        def train(model: nn.Module, data=data, m=m) -> dict:
+            seed_stage(cfg.seed, f"half{m}-train")
+            return fit(model, data, cfg.train, cell.ctx, f"half {m + 1}/{halves}")
+
+        key = reference_key_parts(cell, "original", cfg.seed, {"feldman_half": m, "halves": halves})
+        key.pop("records", None)
+        model, meta, hit = cache.get_or_train("half", key, lambda m=m: cell.new_model(f"half{m}"), train)
+        print(f"half-model {m + 1}/{halves}: {'cache hit' if hit else 'trained'} ({meta['key']})")
+        predicted = logits_on(model, train_data, cell.ctx).argmax(1)
+        correct[m] = (predicted == train_data.labels.cpu()).double()
+    inside = (correct * member).sum(0) / member.sum(0)
+    outside = (correct * ~member).sum(0) / (~member).sum(0)
+    return inside - outside
 
 
 REFERENCE_STAGES = ("original", "retrain", "retrain2")
@@ -215,8 +258,9 @@ def reference_key_parts(cell: Cell, stage: str, seed: int, key_extra: dict | Non
 def records_confidence(cfg: DictConfig) -> bool:
     """The original of a memorisation-stratum cell, or of a RUM cell, records its per-example confidence
     while it trains (SPEC §12's proxy score)."""
+    proxy_stratum = cfg.forget_rate.get("mode") == "memorization" and cfg.forget_rate.get("score") != "feldman"
     return cfg.get("task", {}).get("name", "classification") == "classification" and (
-        cfg.forget_rate.get("mode") == "memorization" or cfg.method.get("name") == "rum")
+        proxy_stratum or cfg.method.get("name") == "rum")
 
 
 def method_extras(metas: dict[str, dict]) -> dict:

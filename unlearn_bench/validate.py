@@ -95,7 +95,7 @@ SPEC: dict[str, Check] = {
     **{f"relearn.{k}": v for k, v in SGD.items()},
     "forget_rate.mode": choice("random", "class", "corrupted", "memorization", "subpopulation"),
     "forget_rate.share": optional(number(0.0, 1.0, low_open=True, high_open=True)),
-    "forget_rate.stratum": optional(choice("low", "mid", "high")), "forget_rate.score": optional(choice("proxy")),
+    "forget_rate.stratum": optional(choice("low", "mid", "high")), "forget_rate.score": optional(choice("proxy", "feldman")),
     "forget_rate.clusters": optional(integer(2)), "forget_rate.cluster": optional(integer(0)),
     "forget_rate.rate": optional(number(0.0, 1.0, low_open=True, high_open=True)),
     "forget_rate.count": optional(integer(1)), "forget_rate.class_id": optional(integer(0)),
@@ -130,6 +130,13 @@ def check_combinations(cfg: DictConfig) -> None:
         for key in ("stratum", "score"):
             if forget.get(key) is None:
                 raise ConfigError(f"forget_rate.{key}", None, "set for a memorisation stratum")
+        if forget.score == "feldman":
+            halves = forget.get("halves")
+            integer(2)("forget_rate.halves", halves)
+            if halves % 2:
+                raise ConfigError("forget_rate.halves", halves, "an even number (the halves come in complementary pairs)")
+        elif forget.get("halves") is not None:
+            raise ConfigError("forget_rate.halves", forget.halves, "null unless forget_rate.score=feldman")
     elif forget.mode == "subpopulation":
         for key in ("rate", "count"):
             if forget.get(key) is not None:
@@ -161,9 +168,9 @@ def check_combinations(cfg: DictConfig) -> None:
     if missing or not len(cfg.metrics.gap_over):
         raise ConfigError("metrics.gap_over", list(cfg.metrics.gap_over),
                           f"a non-empty subset of metrics.names ({', '.join(names)})")
-    model_keys = ("stratum", "score", "clusters", "cluster")
+    model_keys = ("stratum", "score", "halves", "clusters", "cluster")
     for key in model_keys:
-        owner = "memorization" if key in ("stratum", "score") else "subpopulation"
+        owner = "memorization" if key in ("stratum", "score", "halves") else "subpopulation"
         if forget.get(key) is not None and forget.mode != owner:
             raise ConfigError(f"forget_rate.{key}", forget[key], f"null outside forget_rate={owner}")
     if forget.get("class_id") is not None and forget.mode in ("class", "subpopulation"):
