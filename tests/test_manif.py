@@ -261,7 +261,7 @@ def test_latent_probe_calls_member_like_latents_members(monkeypatch):
 
     monkeypatch.setattr(latent_probe, "features_of", fake_features)
     probe_cfg = OmegaConf.create({"samples": 5000, "hidden": 8, "epochs": 30, "lr": 0.01, "batch_size": 8})
-    probe = latent_probe.fit_latent_probe(1.0, splits, None, probe_cfg, seed=0)
+    probe = latent_probe.fit_latent_probe(1.0, splits.train, splits.test, None, probe_cfg, seed=0)
     assert latent_probe.latent_probe_mia(probe, -1.0, splits, None) == 100.0
     assert latent_probe.latent_probe_mia(probe, 1.0, splits, None) == 0.0
 
@@ -294,3 +294,29 @@ def test_a_cell_with_the_latent_probe_records_it_for_every_row(make_cfg):
                           "metrics.latent_probe={samples: 5000, hidden: 96, epochs: 1, lr: 5.0e-4, batch_size: 16}"))
     for stage in ("metrics", "retrain_metrics", "retrain2_metrics", "original_metrics"):
         assert 0.0 <= record[stage]["MIA_latent"] <= 100.0
+
+
+def test_the_probe_draws_non_members_from_the_whole_test_split_and_never_from_d(make_cfg, monkeypatch):
+    """The test images a test_size subset leaves out join T as non-members; D never does."""
+    from unlearn_bench.metrics import latent_probe
+    from unlearn_bench.run import run
+
+    seen = {}
+    fit = latent_probe.fit_latent_probe
+
+    def recording(original, members, non_members, ctx, cfg, seed):
+        seen["members"], seen["non_members"] = members, non_members
+        return fit(original, members, non_members, ctx, cfg, seed)
+
+    import unlearn_bench.classification as classification
+
+    monkeypatch.setattr(classification, "fit_latent_probe", recording)
+    cfg = make_cfg("method=ga", "dataset.test_size=100",
+                   "metrics.latent_probe={samples: 5000, hidden: 8, epochs: 1, lr: 1.0e-3, batch_size: 16}")
+    run(cfg)
+    from unlearn_bench.data import load_dataset
+
+    dataset = load_dataset(cfg.dataset, cfg.paths.data_root)
+    assert len(seen["non_members"]) == 100 + len(dataset.unused_test) > 100
+    members = {bytes(x.cpu().numpy()) for x in seen["members"].images}
+    assert not any(bytes(x.cpu().numpy()) in members for x in seen["non_members"].images)

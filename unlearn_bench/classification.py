@@ -18,7 +18,8 @@ from unlearn_bench.methods import check_method
 from unlearn_bench.metrics import avg_gap, evaluate
 from unlearn_bench.metrics.compare import compare_to_retrain
 from unlearn_bench.metrics.core import logits_on
-from unlearn_bench.metrics.latent_probe import fit_latent_probe, latent_probe_mia
+from unlearn_bench.data import load_dataset
+from unlearn_bench.metrics.latent_probe import concat, fit_latent_probe, latent_probe_mia
 from unlearn_bench.metrics.relearn import check_relearn, relearn_forget_accuracy
 from unlearn_bench.protocol import data_digest, method_extras, prepare, reference_models, timed
 from unlearn_bench.tracking import summary_table
@@ -79,7 +80,9 @@ def run_classification(cfg: DictConfig, record_file: Path) -> dict:
                      (("method", unlearned), ("retrain", models["retrain"]), ("retrain2", models["retrain2"]),
                       ("original", models["original"]))}
     if cfg.metrics.get("latent_probe") is not None:  # the published ManiF-SMC attack, fitted once on θ_o
-        probe = fit_latent_probe(models["original"], splits, ctx, cfg.metrics.latent_probe, cfg.seed)
+        unused = load_dataset(cfg.dataset, Path(cfg.paths.data_root), cache.root).unused_test
+        test_split = concat(splits.test, splits.forget_test, *([unused] if unused is not None else []))
+        probe = fit_latent_probe(models["original"], splits.train, test_split, ctx, cfg.metrics.latent_probe, cfg.seed)
         for stage, model in (("method", unlearned), ("retrain", models["retrain"]), ("retrain2", models["retrain2"]),
                              ("original", models["original"])):
             results[stage]["MIA_latent"] = latent_probe_mia(probe, model, splits, ctx)

@@ -5,12 +5,14 @@ Reference: wwq5-code/ManiF On_MNIST/26Mar25/MNIST_Normal_distribution.py (`get_m
 Linear(96, 1)) is fitted once, on the original model's latents, to tell a sample of D (members, 1) from a
 sample of T (non-members, 0) with BCE and Adam; it is then applied to each scored model's latents of D_f,
 and `MIA_latent` is the share of D_f it calls non-member (the accuracy the reference prints for D_f
-labelled 0), in percent, comparable with SPEC §1's MIA-Efficacy.
+labelled 0), in percent, comparable with SPEC §1's MIA-Efficacy. Non-members come from the whole test
+split: T, the forgotten class's test images and the test images a `test_size` subset leaves out.
 
 Departures, named: the latent is the classifier's penultimate features (the reference: its VIB's sampled
 code); latents are taken in eval mode (the reference's copy runs in train mode, so its BatchNorm uses each
-batch's statistics); the two samples have min(samples, |D|, |T|) examples each (the reference: 5,000 each
-of MNIST's 60,000 / 10,000); the samples, the probe's initialisation and its batch order are seeded.
+batch's statistics); the two samples have min(samples, |D|, |test split|) examples each (the reference:
+5,000 each of MNIST's 60,000 / 10,000; a 2,500-image D gives 2,500 each); the samples, the probe's
+initialisation and its batch order are seeded.
 """
 
 from __future__ import annotations
@@ -29,16 +31,23 @@ PROBE_KEYS = {"samples": integer(1), "hidden": integer(1), "epochs": integer(1),
               "batch_size": integer(1)}
 
 
+def concat(*parts: ImageData) -> ImageData:
+    device = parts[0].labels.device
+    return ImageData(torch.cat([p.images.to(device) for p in parts]), torch.cat([p.labels.to(device) for p in parts]))
+
+
 def sample(data: ImageData, n: int, generator: torch.Generator) -> ImageData:
     return data.subset(torch.randperm(len(data), generator=generator)[:n].to(data.labels.device))
 
 
-def fit_latent_probe(original: nn.Module, splits: Splits, ctx: Context, cfg: DictConfig, seed: int) -> nn.Module:
-    """The probe on θ_o's latents: a seeded sample of D (D_f and D_r) against one of T."""
+def fit_latent_probe(original: nn.Module, members_pool: ImageData, non_members_pool: ImageData, ctx: Context,
+                     cfg: DictConfig, seed: int) -> nn.Module:
+    """The probe on θ_o's latents: a seeded sample of D (D_f and D_r) against one of the test images (T, the
+    forgotten class's test images and the test images a `test_size` subset leaves out: never D)."""
     generator = torch.Generator().manual_seed(derive_seed(seed, "latent_probe"))
-    n = min(cfg.samples, len(splits.train), len(splits.test))
-    members = features_of(original, sample(splits.train, n, generator), ctx)
-    non_members = features_of(original, sample(splits.test, n, generator), ctx)
+    n = min(cfg.samples, len(members_pool), len(non_members_pool))
+    members = features_of(original, sample(members_pool, n, generator), ctx)
+    non_members = features_of(original, sample(non_members_pool, n, generator), ctx)
     x = torch.cat([members, non_members])
     y = torch.cat([torch.ones(n), torch.zeros(n)]).to(x.device)
     with torch.random.fork_rng(devices=[]):
