@@ -417,3 +417,20 @@ def test_scar_surrogate_takes_the_cells_shape(cell_and_models):
         "images": torch.randint(0, 256, (50, 1, 28, 28), dtype=torch.uint8)})()})()
     grey = surrogate_images(OmegaConf.merge(cfg, {"surrogate": "mnist"}), cell.ctx, (3, 32, 32))
     assert grey.shape == (32, 3, 32, 32) and torch.equal(grey[:, 0], grey[:, 1])  # grey repeated to RGB
+
+
+def test_scar_weights_and_teacher_follow_the_reference_modes():
+    from unlearn_bench.methods.scar import class_wise_teacher, weighted_by_class
+
+    dists = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    labels = torch.tensor([0, 1, 2, 2])
+    accuracy = torch.tensor([0.9, 0.5, 1.0])  # class 1 already below the 0.8 threshold
+    assert torch.equal(weighted_by_class(dists, labels, accuracy, 0.8), torch.tensor([0.9, 0.0, 3.0, 4.0]))
+
+    class Fixed(nn.Module):
+        def forward(self, x):
+            return x
+    logits = torch.tensor([[5.0, 1.0, 0.0], [0.0, 3.0, 1.0], [2.0, 0.0, 4.0]])
+    teacher, kept = class_wise_teacher(Fixed(), logits, [1])
+    assert torch.equal(kept, torch.tensor([True, False, True]))  # the sample the original calls class 1 goes
+    assert torch.equal(teacher, torch.tensor([[5.0, 0.0, 0.0], [2.0, 0.0, 4.0]]))  # column 1 = the minimum

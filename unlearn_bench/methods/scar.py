@@ -86,6 +86,25 @@ def distill(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return nn.functional.kl_div(log_student + 1e-4, log_teacher + 1e-4, reduction="batchmean", log_target=True)
 
 
+def weighted_by_class(dists: torch.Tensor, labels: torch.Tensor, class_accuracy: torch.Tensor,
+                      threshold: float) -> torch.Tensor:
+    """Random forgetting: each forget example's distance times its class's current forget accuracy, zeroed
+    for a class already below `threshold` (the reference's `vec_forg`)."""
+    weights = torch.where(class_accuracy < threshold, torch.zeros_like(class_accuracy), class_accuracy)
+    return dists * weights[labels]
+
+
+@torch.no_grad()
+def class_wise_teacher(original: nn.Module, x_s: torch.Tensor, removed: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-wise forgetting: the original's logits on a surrogate batch without the samples it assigns to
+    the (first) removed class, the removed classes' columns set to the batch minimum; and the kept mask."""
+    teacher = original(x_s)
+    kept = teacher.argmax(1) != removed[0]
+    teacher = teacher[kept]
+    teacher[:, removed] = teacher.min()
+    return teacher, kept
+
+
 def surrogate_images(cfg: DictConfig, ctx: Context, shape: tuple[int, int, int]) -> torch.Tensor:
     """`surrogate_size` uint8 images of another dataset (its train split, a seeded sample) in the cell's
     channels and size, or seeded Gaussian pixel noise (mean 127.5, sd 63.75, clipped)."""
@@ -158,17 +177,12 @@ def scar(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.
                     closest.append(torch.where(order[:, 0] == y_f, order[:, 1], order[:, 0]))
                 dists = dists[torch.arange(len(dists), device=device), closest[n_batch]]
                 if class_weights is not None and not class_wise:
-                    class_weights[class_weights < cfg.class_threshold] = 0
-                    dists = dists * class_weights[y_f]
+                    dists = weighted_by_class(dists, y_f, class_weights, cfg.class_threshold)
                 loss_forget = dists.mean() * cfg.lambda_1
                 x_s = ctx.inputs(surrogate.images[index], augment=class_wise)
                 student = model(x_s)
                 if class_wise:
-                    with torch.no_grad():
-                        teacher = original(x_s)
-                        kept = teacher.argmax(1) != removed[0]
-                        teacher = teacher[kept]
-                        teacher[:, removed] = teacher.min()
+                    teacher, kept = class_wise_teacher(original, x_s, removed)
                     student = student[kept]
                 else:
                     teacher = teacher_logits[index]
