@@ -434,3 +434,11 @@ def test_scar_weights_and_teacher_follow_the_reference_modes():
     teacher, kept = class_wise_teacher(Fixed(), logits, [1])
     assert torch.equal(kept, torch.tensor([True, False, True]))  # the sample the original calls class 1 goes
     assert torch.equal(teacher, torch.tensor([[5.0, 0.0, 0.0], [2.0, 0.0, 4.0]]))  # column 1 = the minimum
+
+
+def test_a_missing_surrogate_file_is_one_line_before_training(make_cfg, tmp_path):
+    from unlearn_bench.errors import UserError
+
+    with pytest.raises(UserError, match="fashion_mnist.npz not found for dataset=fashion_mnist"):
+        run(make_cfg("method=scar", "method.surrogate=fashion_mnist", f"paths.data_root={tmp_path / 'empty'}"))
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").glob("*.pt"))

@@ -183,6 +183,14 @@ def check_combinations(cfg: DictConfig) -> None:
     if cfg.method.name == "scar" and cfg.method.surrogate == cfg.dataset.name:
         raise ConfigError("method.surrogate", cfg.method.surrogate, f"a dataset other than the cell's "
                           f"(dataset={cfg.dataset.name}): the surrogate stands for data from elsewhere")
+    if cfg.method.name == "scar" and cfg.method.surrogate != "gaussian_noise":
+        from pathlib import Path
+
+        from unlearn_bench.data.datasets import check_available, dataset_config
+        from unlearn_bench.methods.scar import SURROGATES
+
+        choice(*SURROGATES)("method.surrogate", cfg.method.surrogate)
+        check_available(dataset_config(cfg.method.surrogate), Path(cfg.paths.data_root))
     if cfg.method.name in ("cf_k", "eu_k"):  # k must leave blocks to freeze in this model: known before training
         from unlearn_bench.methods.last_k import last_k
         from unlearn_bench.models import build_model

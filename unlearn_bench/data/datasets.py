@@ -86,6 +86,14 @@ def data_file(cfg: DictConfig, data_root: Path) -> Path | None:
     return path
 
 
+def check_available(cfg: DictConfig, data_root: Path) -> None:
+    """Before any training: a dataset that would be read from an npz has its file (a second dataset of a
+    cell, SCAR's surrogate, is loaded only when the method runs, after the reference models trained)."""
+    if cfg.get("file") and cfg.get("source", "auto") in ("auto", "npz") and not cfg.get("download", False) \
+            and not (Path(data_root) / cfg.file).is_file():
+        raise _missing(cfg, Path(data_root))
+
+
 def _missing(cfg: DictConfig, data_root: Path) -> UserError:
     return UserError(f"dataset.file {data_root / cfg.file} not found for dataset={cfg.name}; set paths.data_root "
                      "(or UNLEARN_BENCH_DATA) to the folder holding it, or dataset.source=torchvision with "
