@@ -135,7 +135,7 @@ def test_the_validation_split_never_overlaps_t_and_is_refused_when_t_leaves_none
 
     cfg = make_cfg("eval=blind", "dataset.test_size=200", "eval.validation_size=100")
     dataset = load_dataset(cfg.dataset, P(cfg.paths.data_root), tmp_path)
-    validation = validation_split(cfg, P(cfg.paths.data_root), tmp_path, torch.device("cpu"))
+    validation = validation_split(cfg, dataset.unused_test, torch.device("cpu"))
     t = {bytes(x.numpy()) for x in dataset.test.images}
     assert len(validation) == 100 and not any(bytes(x.numpy()) in t for x in validation.images)
     with pytest.raises(UserError, match="eval.validation_size=100"):

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from unlearn_bench import tracking
 from unlearn_bench.cache import ModelCache
-from unlearn_bench.data import ImageData, load_dataset
+from unlearn_bench.data import ImageData
 from unlearn_bench.errors import UserError
 from unlearn_bench.methods import check_method
 from unlearn_bench.metrics.core import accuracy, confidence, confidence_attack, logits_on, non_member_share
@@ -36,9 +36,8 @@ from unlearn_bench.train import seed_stage
 PARTS = ("forget_gap", "mia_gap", "retain_loss", "validation_loss")
 
 
-def validation_split(cfg: DictConfig, data_root: Path, cache_root: Path, device: torch.device) -> ImageData:
-    """A seeded sample of `eval.validation_size` test images that T does not contain."""
-    unused = load_dataset(cfg.dataset, data_root, cache_root).unused_test
+def validation_split(cfg: DictConfig, unused: ImageData | None, device: torch.device) -> ImageData:
+    """A seeded sample of `eval.validation_size` of the test images that T does not contain (`unused`)."""
     size = int(cfg.eval.validation_size)
     if unused is None or len(unused) < size:
         available = 0 if unused is None else len(unused)
@@ -72,7 +71,7 @@ def run_blind(cfg: DictConfig, record_file: Path) -> dict:
     method_fn = check_method(cfg.method)
     cache = ModelCache(Path(cfg.paths.cache_dir))
     cell = prepare(cfg, cache.root)
-    validation = validation_split(cfg, Path(cfg.paths.data_root), cache.root, cell.ctx.device)
+    validation = validation_split(cfg, cell.unused_test, cell.ctx.device)
     models, metas = reference_models(cell, cache, stages=("original",))
     splits, ctx = cell.splits, cell.ctx
     ctx.extras.update(method_extras(metas))

@@ -14,12 +14,12 @@ from torch import nn
 
 from unlearn_bench import tracking
 from unlearn_bench.cache import ModelCache
+from unlearn_bench.data import ImageData
 from unlearn_bench.methods import check_method
 from unlearn_bench.metrics import avg_gap, evaluate
 from unlearn_bench.metrics.compare import compare_to_retrain
 from unlearn_bench.metrics.core import logits_on
-from unlearn_bench.data import load_dataset
-from unlearn_bench.metrics.latent_probe import concat, fit_latent_probe, latent_probe_mia
+from unlearn_bench.metrics.latent_probe import fit_latent_probe, latent_probe_mia
 from unlearn_bench.metrics.relearn import check_relearn, relearn_forget_accuracy
 from unlearn_bench.protocol import data_digest, method_extras, prepare, reference_models, timed
 from unlearn_bench.tracking import summary_table
@@ -76,15 +76,13 @@ def run_classification(cfg: DictConfig, record_file: Path) -> dict:
     for metrics in results.values():
         metrics["avg_gap"] = avg_gap(metrics, results["retrain"], list(cfg.metrics.gap_over))
     # The metric columns against the retrain model (ToW, ToW-MIA, JS and activation distance on D_f).
-    forget_logits = {stage: logits_on(model, splits.forget, ctx) for stage, model in
-                     (("method", unlearned), ("retrain", models["retrain"]), ("retrain2", models["retrain2"]),
-                      ("original", models["original"]))}
+    scored = {"method": unlearned, **{stage: models[stage] for stage in ("retrain", "retrain2", "original")}}
+    forget_logits = {stage: logits_on(model, splits.forget, ctx) for stage, model in scored.items()}
     if cfg.metrics.get("latent_probe") is not None:  # the published ManiF-SMC attack, fitted once on θ_o
-        unused = load_dataset(cfg.dataset, Path(cfg.paths.data_root), cache.root).unused_test
-        test_split = concat(splits.test, splits.forget_test, *([unused] if unused is not None else []))
+        unused = [cell.unused_test] if cell.unused_test is not None else []
+        test_split = ImageData.concat(splits.test, splits.forget_test, *unused)
         probe = fit_latent_probe(models["original"], splits.train, test_split, ctx, cfg.metrics.latent_probe, cfg.seed)
-        for stage, model in (("method", unlearned), ("retrain", models["retrain"]), ("retrain2", models["retrain2"]),
-                             ("original", models["original"])):
+        for stage, model in scored.items():
             results[stage]["MIA_latent"] = latent_probe_mia(probe, model, splits, ctx)
     for stage, metrics in results.items():
         metrics.update(compare_to_retrain(metrics, results["retrain"], forget_logits[stage], forget_logits["retrain"]))

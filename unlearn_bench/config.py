@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from omegaconf import OmegaConf
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"  # the config groups (Hydra's config_path)
 
 
 def by_rate(rate: float | None, table: dict) -> object:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from unlearn_bench.cache import ModelCache
-from unlearn_bench.data import Splits, dataset_config, load_dataset, make_splits
+from unlearn_bench.data import ImageData, Splits, dataset_config, load_dataset, make_splits
 from unlearn_bench.data.augment import build_augment
 from unlearn_bench.data.splits import (
     MODEL_DEPENDENT,
@@ -100,6 +100,7 @@ class Cell:
     splits: Splits
     ctx: Context
     channels: int
+    unused_test: ImageData | None = None  # test images a `test_size` subset leaves out (on the host), never in D
 
     def new_model(self, stage: str, seed: int | None = None) -> nn.Module:
         """A freshly initialised model, seeded per stage so cache hits leave later stages unchanged."""
@@ -129,7 +130,7 @@ def prepare(cfg: DictConfig, cache_root: Path | None = None) -> Cell:
                   std=std.view(1, -1, 1, 1).to(device), num_classes=dataset.num_classes, seed=cfg.seed,
                   progress=bool(cfg.progress), eval_batch_size=cfg.metrics.eval_batch_size,
                   perf=resolve_perf(cfg.get("perf"), device))
-    cell = Cell(cfg, splits.to(device, pin_memory=ctx.perf.pin_memory), ctx, channels)
+    cell = Cell(cfg, splits.to(device, pin_memory=ctx.perf.pin_memory), ctx, channels, dataset.unused_test)
     ctx.new_model = lambda stage="fresh": cell.new_model(stage)
     ctx.load_dataset = lambda name: load_dataset(dataset_config(name), Path(cfg.paths.data_root), cache_root)
     if model_dependent:  # D_f chosen with the original model (trained on D, or loaded from the cache)

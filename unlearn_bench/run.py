@@ -17,13 +17,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from unlearn_bench import tracking
+from unlearn_bench import config, tracking
 from unlearn_bench.cache import ensure_writable
 from unlearn_bench.errors import ConfigError, UserError, did_you_mean
 from unlearn_bench.protocol import pick_device, stop_with_parent
 from unlearn_bench.validate import validate
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONFIG_DIR = str(config.CONFIG_DIR)
 
 
 def run(cfg: DictConfig) -> dict:

@@ -180,17 +180,18 @@ def check_combinations(cfg: DictConfig) -> None:
                           "class; it has no form for random forgetting)")
     if cfg.model.name == "resnet18":
         boolean("model.zero_init_last", cfg.model.get("zero_init_last"))
-    if cfg.method.name == "scar" and cfg.method.surrogate == cfg.dataset.name:
-        raise ConfigError("method.surrogate", cfg.method.surrogate, f"a dataset other than the cell's "
-                          f"(dataset={cfg.dataset.name}): the surrogate stands for data from elsewhere")
-    if cfg.method.name == "scar" and cfg.method.surrogate != "gaussian_noise":
+    if cfg.method.name == "scar":  # its surrogate: another dataset, whose file exists before anything trains
         from pathlib import Path
 
         from unlearn_bench.data.datasets import check_available, dataset_config
-        from unlearn_bench.methods.scar import SURROGATES
+        from unlearn_bench.methods.scar import check_scar
 
-        choice(*SURROGATES)("method.surrogate", cfg.method.surrogate)
-        check_available(dataset_config(cfg.method.surrogate), Path(cfg.paths.data_root))
+        check_scar(cfg.method)
+        if cfg.method.surrogate == cfg.dataset.name:
+            raise ConfigError("method.surrogate", cfg.method.surrogate, f"a dataset other than the cell's "
+                              f"(dataset={cfg.dataset.name}): the surrogate stands for data from elsewhere")
+        if cfg.method.surrogate != "gaussian_noise":
+            check_available(dataset_config(cfg.method.surrogate), Path(cfg.paths.data_root))
     if cfg.method.name in ("cf_k", "eu_k"):  # k must leave blocks to freeze in this model: known before training
         from unlearn_bench.methods.last_k import last_k
         from unlearn_bench.models import build_model

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from unlearn_bench.config import CONFIG_DIR
 from unlearn_bench.errors import ConfigError, UserError
 from unlearn_bench.registry import Registry
 
@@ -33,6 +34,13 @@ class ImageData:
 
     def subset(self, index: torch.Tensor) -> ImageData:
         return ImageData(self.images[index], self.labels[index])
+
+    @staticmethod
+    def concat(*parts: ImageData) -> ImageData:
+        """The parts one after another, on the first part's device."""
+        device = parts[0].labels.device
+        return ImageData(torch.cat([p.images.to(device) for p in parts]),
+                         torch.cat([p.labels.to(device) for p in parts]))
 
     def to(self, device: torch.device | str, pin_memory: bool = False) -> ImageData:
         """One copy to `device`, from pinned host memory where asked (CUDA)."""
@@ -87,10 +95,12 @@ def data_file(cfg: DictConfig, data_root: Path) -> Path | None:
 
 
 def check_available(cfg: DictConfig, data_root: Path) -> None:
-    """Before any training: a dataset that would be read from an npz has its file (a second dataset of a
-    cell, SCAR's surrogate, is loaded only when the method runs, after the reference models trained)."""
-    if cfg.get("file") and cfg.get("source", "auto") in ("auto", "npz") and not cfg.get("download", False) \
-            and not (Path(data_root) / cfg.file).is_file():
+    """A dataset that can only be read from its npz has the file (the loader's rule; also run before any
+    training for a second dataset of a cell, SCAR's surrogate, which is loaded only when the method runs)."""
+    if not cfg.get("file"):  # digits: no file
+        return
+    npz_only = cfg.source == "npz" or (cfg.source == "auto" and not cfg.download)
+    if npz_only and not (Path(data_root) / cfg.file).is_file():
         raise _missing(cfg, Path(data_root))
 
 
@@ -142,9 +152,8 @@ def _npz_or_torchvision(cfg: DictConfig, data_root: Path, read_npz) -> ImageData
                             f"{err}); accepted: x_train, y_train, x_test, y_test arrays (or the JPEG layout)") from None
         for split, data in (("train", train), ("test", test)):
             check_arrays(cfg, path, split, data)
-    elif cfg.source == "npz" or (cfg.source == "auto" and not cfg.download):
-        raise _missing(cfg, data_root)
     else:
+        check_available(cfg, data_root)
         train, test = _torchvision_split(cfg, data_root, True), _torchvision_split(cfg, data_root, False)
     return ImageDataset(cfg.name, train, test, cfg.num_classes)
 
@@ -231,9 +240,6 @@ def _take(data: ImageData, size: int | None, seed: int, key: str) -> tuple[Image
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(data), generator=generator)
     return data.subset(order[:size].sort().values), data.subset(order[size:].sort().values)
-
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def dataset_config(name: str) -> DictConfig:

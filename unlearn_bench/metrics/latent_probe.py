@@ -31,11 +31,6 @@ PROBE_KEYS = {"samples": integer(1), "hidden": integer(1), "epochs": integer(1),
               "batch_size": integer(1)}
 
 
-def concat(*parts: ImageData) -> ImageData:
-    device = parts[0].labels.device
-    return ImageData(torch.cat([p.images.to(device) for p in parts]), torch.cat([p.labels.to(device) for p in parts]))
-
-
 def sample(data: ImageData, n: int, generator: torch.Generator) -> ImageData:
     return data.subset(torch.randperm(len(data), generator=generator)[:n].to(data.labels.device))
 
