@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf, open_dict
 
 from unlearn_bench.errors import ConfigError, UserError
@@ -132,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # hydra's missing-group error for an unknown method name
-        if type(err).__name__ != "MissingConfigException":
-            raise
+    except MissingConfigException as err:  # an unknown method name
         print(f"error: --method: {err}".splitlines()[0], file=sys.stderr)
         return 2
     return 0

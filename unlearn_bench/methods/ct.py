@@ -14,7 +14,7 @@ from torch import nn
 from unlearn_bench.data import Splits
 from unlearn_bench.errors import ConfigError
 from unlearn_bench.methods._common import METHODS, run_epochs
-from unlearn_bench.train import Context, batches
+from unlearn_bench.train import Context, batches, sgd
 
 
 @torch.no_grad()
@@ -30,7 +30,7 @@ def transpose_kernels(model: nn.Module) -> None:
 @METHODS.register("ct")
 def ct(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
     transpose_kernels(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = sgd(model.parameters(), cfg)
 
     def step_lr(epoch: int) -> None:  # CosineAnnealingLR(T_max=epochs), stepped after each epoch
         for group in optimizer.param_groups:

@@ -14,7 +14,7 @@ from torch import nn
 
 from unlearn_bench.data import Splits
 from unlearn_bench.methods._common import METHODS, check_bn, run_epochs
-from unlearn_bench.train import Context, batches, check_positive, derive_seed
+from unlearn_bench.train import Context, batches, check_positive, derive_seed, sgd
 from unlearn_bench.validate import number
 
 
@@ -81,7 +81,7 @@ def msg(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.M
     model.zero_grad(set_to_none=True)
     parameters = dict(model.named_parameters())
     hooks = [parameters[name].register_hook(lambda grad, m=m: grad * m) for name, m in multipliers.items()]
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = sgd(model.parameters(), cfg)
 
     def step_lr(epoch: int) -> None:
         for group in optimizer.param_groups:

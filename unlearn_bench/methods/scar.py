@@ -156,53 +156,50 @@ def scar(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.
                                  for c in range(ctx.num_classes)])
         return correct.float().mean().item(), per_class.to(device)
 
+    def steps():
+        """(epoch, forget batch number, its inputs and labels, the step's surrogate indices) in order: the
+        forget set in fixed batches, `surrogate_steps` surrogate batches drawn for each."""
+        for epoch in range(cfg.epochs):
+            for n_batch, start in enumerate(range(0, len(splits.forget), cfg.batch_size)):
+                x_f = ctx.inputs(splits.forget.images[start:start + cfg.batch_size])
+                y_f = splits.forget.labels[start:start + cfg.batch_size]
+                draw = torch.multinomial(weights, cfg.batch_size * cfg.surrogate_steps, replacement=True,
+                                         generator=generator).to(device)
+                for step in range(cfg.surrogate_steps):
+                    yield epoch, n_batch, x_f, y_f, draw[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model.train()
-    closest: list[torch.Tensor] = []
+    closest: list[torch.Tensor] = []  # per forget batch: the closest other class, fixed in the first epoch
     class_weights = None
-    for epoch in range(cfg.epochs):
-        stop = False
-        for n_batch, start in enumerate(range(0, len(splits.forget), cfg.batch_size)):
-            x_f = ctx.inputs(splits.forget.images[start:start + cfg.batch_size])
-            y_f = splits.forget.labels[start:start + cfg.batch_size]
-            draw = torch.multinomial(weights, cfg.batch_size * cfg.surrogate_steps, replacement=True,
-                                     generator=generator).to(device)
-            for step in range(cfg.surrogate_steps):
-                index = draw[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-                dists = mahalanobis(penultimate_features(model, x_f), means, inverses, cfg.delta)
-                if epoch == 0 and step == 0:  # the closest other class, fixed from the first epoch on
-                    order = torch.argsort(dists, dim=1)
-                    # in class-wise mode the index is into the kept classes and compared with the label
-                    # as the reference does
-                    closest.append(torch.where(order[:, 0] == y_f, order[:, 1], order[:, 0]))
-                dists = dists[torch.arange(len(dists), device=device), closest[n_batch]]
-                if class_weights is not None and not class_wise:
-                    dists = weighted_by_class(dists, y_f, class_weights, cfg.class_threshold)
-                loss_forget = dists.mean() * cfg.lambda_1
-                x_s = ctx.inputs(surrogate.images[index], augment=class_wise)
-                student = model(x_s)
-                if class_wise:
-                    teacher, kept = class_wise_teacher(original, x_s, removed)
-                    student = student[kept]
-                else:
-                    teacher = teacher_logits[index]
-                loss = distill(student, teacher / cfg.temperature) * cfg.lambda_2 + loss_forget
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                current, per_class = forget_accuracy()
-                model.train()
-                class_weights = per_class
-                if not torch.isfinite(loss):
-                    ctx.extras["diverged"] = True
-                    stop = True
-                if current < target and epoch > 1:
-                    stop = True
-                if stop:
-                    break
-            if stop:
-                break
-        if stop:
+    for epoch, n_batch, x_f, y_f, index in steps():
+        dists = mahalanobis(penultimate_features(model, x_f), means, inverses, cfg.delta)
+        if n_batch == len(closest):
+            order = torch.argsort(dists, dim=1)
+            # in class-wise mode the index is into the kept classes and compared with the label, as the
+            # reference does
+            closest.append(torch.where(order[:, 0] == y_f, order[:, 1], order[:, 0]))
+        dists = dists[torch.arange(len(dists), device=device), closest[n_batch]]
+        if class_weights is not None and not class_wise:
+            dists = weighted_by_class(dists, y_f, class_weights, cfg.class_threshold)
+        loss_forget = dists.mean() * cfg.lambda_1
+        x_s = ctx.inputs(surrogate.images[index], augment=class_wise)
+        student = model(x_s)
+        if class_wise:
+            teacher, kept = class_wise_teacher(original, x_s, removed)
+            student = student[kept]
+        else:
+            teacher = teacher_logits[index]
+        loss = distill(student, teacher / cfg.temperature) * cfg.lambda_2 + loss_forget
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        current, class_weights = forget_accuracy()
+        model.train()
+        if not torch.isfinite(loss):
+            ctx.extras["diverged"] = True
+            break
+        if current < target and epoch > 1:
             break
     model.eval()
     return model
