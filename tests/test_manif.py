@@ -85,8 +85,8 @@ def test_smc_switch_changes_the_margins(manif_cell):
 
 
 def test_direction_switch_moves_erased_features_opposite_ways(manif_cell):
-    from unlearn_bench.metrics.core import features_of
     from unlearn_bench.methods.manif_smc import sq_dist
+    from unlearn_bench.metrics.core import features_of
 
     cell, original = manif_cell()
     anchors_model = copy.deepcopy(original)
