@@ -342,8 +342,8 @@ def setting_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
             table.loc[i, "marks"] = "; ".join(marks)
         per_seed = {m: dict(zip(g["seed"], g["avg_gap"].astype(float)))
                     for m, g in part[~part["reference"]].groupby("method", sort=False)}
-        tau, first, second = verdict.kendall_halves(per_seed)
-        stats.update(tau=tau, tau_halves=(first, second))
+        tau, first, second, left_out = verdict.kendall_halves(per_seed)
+        stats.update(tau=tau, tau_halves=(first, second), tau_left_out=left_out)
     order = {RETRAIN: 0, FLOOR: 1}
     table["rank"] = [order.get(m, 2) for m in table["method"]]
     table = table.sort_values(["rank", "avg_gap_mean"]).reset_index(drop=True)
@@ -600,7 +600,9 @@ def markdown(table: pd.DataFrame, facts: dict, args: argparse.Namespace, warning
             tau = "n/a (fewer than 2 seeds or methods)" if pd.isna(stats["tau"]) else f"{stats['tau']:.2f}"
             lines += [f"Best: **{stats['best']}**; bold: the best and the methods tied with it "
                       f"({verdict.PAIRED_TEST}). Rank stability: Kendall τ between the rankings on two disjoint "
-                      f"halves of the seeds ({first} and {second} seeds) = {tau}.", ""]
+                      f"halves of the seeds ({first} and {second} seeds) = {tau}"
+                      + (f"; left out of τ, missing one of those seeds: {', '.join(stats['tau_left_out'])}"
+                         if stats.get("tau_left_out") else "") + ".", ""]
     return "\n".join(lines)
 
 
@@ -654,7 +656,9 @@ def html_page(table: pd.DataFrame, facts: dict, args: argparse.Namespace, warnin
         elif stats.get("best"):
             tau = "n/a" if pd.isna(stats["tau"]) else f"{stats['tau']:.2f}"
             out.append(f"<p>Best: <b>{html.escape(stats['best'])}</b>; bold = tied with the best "
-                       f"({html.escape(verdict.PAIRED_TEST)}). Kendall τ between two halves of the seeds: {tau}.</p>")
+                       f"({html.escape(verdict.PAIRED_TEST)}). Kendall τ between two halves of the seeds: {tau}"
+                       + (f" (left out, missing a seed: {html.escape(', '.join(stats['tau_left_out']))})"
+                          if stats.get("tau_left_out") else "") + ".</p>")
     out.append("</body></html>")
     return "\n".join(out)
 

@@ -39,9 +39,12 @@ def test_paired_t_test_on_a_known_sample():
 def test_kendall_tau_of_two_halves():
     stable = {"a": {0: 1.0, 1: 1.1, 2: 0.9, 3: 1.0}, "b": {0: 2.0, 1: 2.1, 2: 2.2, 3: 2.0},
               "c": {0: 3.0, 1: 3.2, 2: 3.1, 3: 2.9}}
-    assert verdict.kendall_halves(stable) == (1.0, 2, 2)
+    assert verdict.kendall_halves(stable) == (1.0, 2, 2, [])
     flipped = {"a": {0: 1.0, 1: 3.0}, "b": {0: 2.0, 1: 2.0}, "c": {0: 3.0, 1: 1.0}}
     assert verdict.kendall_halves(flipped)[0] == pytest.approx(-1.0)
+    # a method with two of the four seeds (still running) is left out; the others keep all four seeds
+    running = {**stable, "d": {0: 0.5, 1: 9.0}}
+    assert verdict.kendall_halves(running) == (1.0, 2, 2, ["d"])
 
 
 def test_regime_bar():

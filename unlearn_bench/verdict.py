@@ -97,21 +97,30 @@ def inside_floor(method_gaps: Sequence[float], floor_gaps: Sequence[float]) -> b
     return m_mean + m_half <= f_mean + f_half
 
 
-def kendall_halves(per_seed: dict[str, dict[int, float]]) -> tuple[float, int, int]:
+def kendall_halves(per_seed: dict[str, dict[int, float]]) -> tuple[float, int, int, list[str]]:
     """Kendall τ between the rankings of the methods by mean gap on two disjoint halves of the seeds
-    (seeds sorted, alternately assigned: 0, 2, 4 … vs 1, 3, 5 …); (τ, seeds in half 1, seeds in half 2).
-    Only methods present on every seed count; NaN with fewer than two such methods or one seed."""
+    (seeds sorted, alternately assigned: 0, 2, 4 … vs 1, 3, 5 …); (τ, seeds in half 1, seeds in half 2,
+    the methods left out). The seeds are the seed set most methods have (the larger on a tie), so that one
+    method still running does not shrink everyone's halves; a method missing one of them is left out.
+    NaN with fewer than two methods left in or one seed."""
+    from collections import Counter
+
     from scipy import stats
 
-    seeds = sorted(set.intersection(*(set(v) for v in per_seed.values()))) if per_seed else []
-    methods = [m for m, v in per_seed.items() if all(s in v for s in seeds)]
+    counts = Counter(frozenset(v) for v in per_seed.values() if v)
+    if not counts:
+        return math.nan, 0, 0, sorted(per_seed)
+    common = max(counts, key=lambda seeds: (counts[seeds], len(seeds)))
+    seeds = sorted(common)
+    methods = [m for m, v in per_seed.items() if common <= set(v)]
+    left_out = [m for m in per_seed if m not in methods]
     first, second = seeds[0::2], seeds[1::2]
     if len(methods) < 2 or not second:
-        return math.nan, len(first), len(second)
+        return math.nan, len(first), len(second), left_out
     mean_a = [np.mean([per_seed[m][s] for s in first]) for m in methods]
     mean_b = [np.mean([per_seed[m][s] for s in second]) for m in methods]
     tau = stats.kendalltau(mean_a, mean_b).statistic
-    return float(tau), len(first), len(second)
+    return float(tau), len(first), len(second), left_out
 
 
 def verdict_line(method: str, gap: float, floor: float, original_gap: float, seeds: int = 1) -> str:
