@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export UNLEARN_BENCH_DATA ?= $(abspath $(wildcard ../shared/data))
 export WANDB_MODE ?= offline
 
-.PHONY: help install run test test-full lint format sweep tune-zoo leaderboard bench bench-gpu clean
+.PHONY: help install run test test-full lint format sweep tune-zoo tune-eval leaderboard bench bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -43,9 +43,17 @@ sweep: ## a preset grid two cells at a time: make sweep EXP=salun_table (records
 		progress=false paths.records_dir=results/records
 
 ZOO := ft,rl,ga,iu,l1_sparse,boundary_expanding,boundary_shrink,salun,neggrad_plus,scrub,bad_teacher,ssd,fisher,cf_k,eu_k,scar,msg,ct
-tune-zoo: ## equal-budget tuning of the classification zoo at CPU scale: make tune-zoo TRACK=oracle|blind FORGET=random_10
+comma := ,
+empty :=
+space := $(empty) $(empty)
+TUNED = $(subst $(space),$(comma),$(addprefix tuned/cpu/$(or $(TRACK),oracle)/,$(subst $(comma),$(space),$(ZOO))))
+tune-zoo: ## equal-budget tuning of the classification zoo at CPU scale (resumes from its trial records): make tune-zoo TRACK=oracle|blind FORGET=random_10 TRIALS=20 JOBS=2
 	$(PY) scripts/tune.py --method $(ZOO) --scale cpu --track $(or $(TRACK),oracle) --trials $(or $(TRIALS),20) \
-		--trial-records outputs/trial_records -- forget_rate=$(or $(FORGET),random_10) logger=none progress=false
+		--jobs $(or $(JOBS),2) --trial-records results/tuned/trial_records -- forget_rate=$(or $(FORGET),random_10)
+
+tune-eval: ## the tuned zoo on the evaluation seeds 0-4, records beside the default rows: make tune-eval TRACK=oracle|blind
+	$(PY) -m unlearn_bench.run -m scale=cpu method=$(TUNED) forget_rate=$(or $(FORGET),random_10) seed=0,1,2,3,4 \
+		hydra/launcher=joblib logger=none progress=false paths.records_dir=results/records
 
 leaderboard: ## aggregate the records ($$UNLEARN_BENCH_RECORDS, else ./records) into ./leaderboard (md, csv, html, png)
 	$(PY) scripts/leaderboard.py --records $(or $(UNLEARN_BENCH_RECORDS),records) --out leaderboard

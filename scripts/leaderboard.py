@@ -20,7 +20,10 @@ What a classification table holds, per setting (dataset / model / forget set / a
   nothing, or inside the retrain floor, are marked;
 - Kendall τ between the method rankings of two disjoint halves of the seeds, and the regime line
   (the original's forget / retain / test accuracy and its gap over the floor), with a warning where a
-  setting misses SPEC §8's bar.
+  setting misses SPEC §8's bar;
+- where a dataset / model / augmentation has two or more forget settings: Kendall τ between their method
+  rankings, with a 95 % bootstrap interval over seeds (rank_agreement.csv and a section of the Markdown):
+  does the ranking change from random forgetting to a class, a memorisation stratum or a subpopulation?
 
 Corrupt or partial records are skipped with a warning naming the file; hyperparameter-search trials
 (records of an `hparams_search` run) are excluded with a warning; the same configuration and seed twice is
@@ -534,6 +537,55 @@ def aggregate(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     return table, facts
 
 
+def rank_agreement(frame: pd.DataFrame, facts: dict) -> pd.DataFrame:
+    """Per dataset / model / augmentation / variant, every pair of its forget settings: Kendall τ between
+    their method rankings (mean per-seed Avg Gap; reference rows out) with its 95 % bootstrap interval over
+    seeds, beside each setting's τ between two halves of its own seeds (the noise a change must exceed)."""
+    rows = []
+    within = ["dataset", "model", "augmentation", "variant"]
+    for keys, group in frame[~frame["reference"]].dropna(subset=["avg_gap"]).groupby(within, sort=False):
+        settings = sorted(group["forget"].unique(), key=forget_order)
+        per_setting = {f: {m: dict(zip(g["seed"], g["avg_gap"].astype(float)))
+                           for m, g in group[group["forget"] == f].groupby("method", sort=False)} for f in settings}
+        for i, first in enumerate(settings):
+            for second in settings[i + 1:]:
+                found = verdict.kendall_settings(per_setting[first], per_setting[second])
+                halves = [facts.get((keys[0], keys[1], f, keys[2], keys[3]), {}).get("tau", math.nan)
+                          for f in (first, second)]
+                rows.append({**dict(zip(within, keys)), "setting_a": first, "setting_b": second,
+                             "tau": found["tau"], "tau_low": found["low"], "tau_high": found["high"],
+                             "methods": found["methods"], "seeds": found["seeds"],
+                             "tau_halves_a": halves[0], "tau_halves_b": halves[1],
+                             "left_out": ", ".join(found["left_out"])})
+    return pd.DataFrame(rows)
+
+
+def agreement_markdown(agreement: pd.DataFrame) -> str:
+    def number(value: float) -> str:
+        return "n/a" if pd.isna(value) else f"{value:.2f}"
+
+    shown = pd.DataFrame({
+        "setting": [" / ".join(map(str, (r.dataset, r.model, r.augmentation, *((r.variant,) if r.variant else ()))))
+                    for r in agreement.itertuples()],
+        "forget A": agreement["setting_a"], "forget B": agreement["setting_b"],
+        "τ (A vs B)": [number(t) for t in agreement["tau"]],
+        "95 % interval": [f"[{number(lo)}, {number(hi)}]"
+                          for lo, hi in zip(agreement["tau_low"], agreement["tau_high"])],
+        "methods": agreement["methods"], "seeds": agreement["seeds"],
+        "τ halves A": [number(t) for t in agreement["tau_halves_a"]],
+        "τ halves B": [number(t) for t in agreement["tau_halves_b"]],
+        "left out": agreement["left_out"]})
+    return "\n".join([
+        "## Ranking across forget settings", "",
+        "Kendall τ between the method rankings (mean per-seed Avg Gap, reference rows out) of two forget settings, "
+        "over the methods both have and the seeds they share, with a 95 % BCa bootstrap interval over seeds "
+        "(scipy.stats.bootstrap, 2,000 resamples; a seed is resampled in both settings at once, since it draws "
+        "the same original model there; rough with few seeds). 1 = the same order, 0 = unrelated, −1 = "
+        "reversed. τ halves: each setting's τ between two halves of its own seeds, the agreement that seed "
+        "noise alone leaves.", "",
+        shown.to_markdown(index=False), ""])
+
+
 def cell(mean: float, half: float, digits: int = 2) -> str:
     if pd.isna(mean):
         return "-"
@@ -911,6 +963,11 @@ def main(argv: list[str] | None = None) -> int:
         relative.to_csv(args.out / "relative_gap.csv", index=False)
         text += "\n".join([f"## Avg Gap change relative to `{args.relative_to}` (%; negative = closer to retrain)",
                            "", relative.to_markdown(index=False), ""])
+    if args.task == "classification" and "avg_gap" in frame:
+        agreement = rank_agreement(frame, facts)
+        if not agreement.empty:
+            agreement.to_csv(args.out / "rank_agreement.csv", index=False)
+            text += agreement_markdown(agreement)
     if args.grids and args.task == "generation":
         figures = grid_figures(frame, args.out)
         text += "\n".join(["## Sample grids", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""])

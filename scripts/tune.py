@@ -13,7 +13,12 @@ images outside T; needs a `dataset.test_size` that leaves them, as scale=cpu doe
 records go to --trial-records (default outputs/trial_records), never into the leaderboard's records.
 Arguments after `--` are Hydra overrides shared by every trial. `--method` takes a comma list (the zoo:
 `make tune-zoo TRACK=oracle|blind`): every method gets the same budget, and every name and search space is
-checked before the first trial runs.
+checked before the first trial runs; `--jobs N` tunes N methods at a time, one process each.
+
+A study resumes from its trial records: the seeded sampler proposes the same values in the same order, so
+a trial whose cells already have records is replayed from them (`skip:` lines) and an interrupted study
+continues where it stopped, with the values an uninterrupted one would have chosen. `--force` reruns
+every trial cell instead.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import datetime as dt
 import math
 import shlex
 import sys
+from functools import partial
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -53,8 +59,10 @@ def suggest(trial, key: str, spec) -> float | int:
 
 
 def tune(method: str, scale: str, track: str, trials: int, tuning_seeds: list[int], evaluation_seeds: list[int],
-         overrides: list[str], trial_records: Path, out_root: Path, sampler_seed: int = 0) -> Path:
-    """Run the study and write conf/method/tuned/<scale>/<track>/<method>.yaml; returns its path."""
+         overrides: list[str], trial_records: Path, out_root: Path, sampler_seed: int = 0,
+         force: bool = False) -> Path:
+    """Run the study and write conf/method/tuned/<scale>/<track>/<method>.yaml; returns its path. Trials
+    replay from their records unless `force` (see the module docstring)."""
     import optuna
 
     if trials < 1:
@@ -63,7 +71,7 @@ def tune(method: str, scale: str, track: str, trials: int, tuning_seeds: list[in
         raise ConfigError("--track", track, TRACKS)
     if not tuning_seeds or set(tuning_seeds) & set(evaluation_seeds):
         raise ConfigError("--tuning-seeds", tuning_seeds, f"seeds disjoint from the evaluation seeds {evaluation_seeds}")
-    base = [f"method={method}", f"scale={scale}", "logger=none", "progress=false", "force=true",
+    base = [f"method={method}", f"scale={scale}", "logger=none", "progress=false", f"force={str(force).lower()}",
             f"paths.records_dir={trial_records}", *(["eval=blind"] if track == "blind" else []), *overrides]
     metric, described = OBJECTIVES[track]
     method_cfg = compose_cfg(base).method
@@ -84,9 +92,13 @@ def tune(method: str, scale: str, track: str, trials: int, tuning_seeds: list[in
             gaps.append(gap if math.isfinite(gap) else math.inf)
         return sum(gaps) / len(gaps)
 
+    def report(study, trial) -> None:
+        print(f"{method} ({track}): trial {trial.number + 1}/{trials}, {described} {trial.value:.4f} at "
+              f"{trial.params}; best {study.best_value:.4f}", flush=True)
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=sampler_seed))
-    study.optimize(objective, n_trials=trials)
+    study.optimize(objective, n_trials=trials, callbacks=[report])
     best = study.best_params
 
     path = out_root / "tuned" / scale / track / f"{method}.yaml"
@@ -118,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trial-records", type=Path, default=Path("outputs/trial_records"))
     parser.add_argument("--out", type=Path, default=Path(CONFIG_DIR) / "method", help="method config root")
     parser.add_argument("--sampler-seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="rerun every trial cell instead of replaying records")
+    parser.add_argument("--jobs", type=int, default=1, help="methods tuned at a time, one process each")
     args = parser.parse_args(ours)
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     try:
@@ -126,9 +140,19 @@ def main(argv: list[str] | None = None) -> int:
             if not cfg.method.get("search"):
                 raise ConfigError("--method", method, "a method with a `search:` space (SPEC §10)")
             check_search(cfg.method)
-        for method in methods:
-            path = tune(method, args.scale, args.track, args.trials, args.tuning_seeds, args.evaluation_seeds,
-                        overrides, args.trial_records, args.out, args.sampler_seed)
+        if args.jobs < 1:
+            raise ConfigError("--jobs", args.jobs, "an integer >= 1")
+        study = partial(tune, scale=args.scale, track=args.track, trials=args.trials, tuning_seeds=args.tuning_seeds,
+                        evaluation_seeds=args.evaluation_seeds, overrides=overrides,
+                        trial_records=args.trial_records, out_root=args.out, sampler_seed=args.sampler_seed,
+                        force=args.force)
+        if args.jobs == 1:
+            paths = [study(method) for method in methods]
+        else:  # independent studies: one process per method; the model cache's locks share the references
+            from joblib import Parallel, delayed
+
+            paths = Parallel(n_jobs=args.jobs)(delayed(study)(method) for method in methods)
+        for method, path in zip(methods, paths):
             print(f"wrote {path}; evaluate with method=tuned/{args.scale}/{args.track}/{method}")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

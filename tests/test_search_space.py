@@ -59,7 +59,7 @@ def test_the_search_space_is_not_part_of_a_cells_identity(make_cfg):
     assert tracking.cell_id(cfg) == tracking.cell_id(wider)
 
 
-def test_tuning_writes_a_method_config_inside_the_space_from_disjoint_seeds(workdirs, tmp_path):
+def test_tuning_writes_a_method_config_inside_the_space_from_disjoint_seeds_and_resumes(workdirs, tmp_path):
     import sys
 
     from hydra import compose, initialize_config_dir
@@ -82,6 +82,17 @@ def test_tuning_writes_a_method_config_inside_the_space_from_disjoint_seeds(work
     assert 1e-4 <= tuned.lr <= 0.1 and 1 <= tuned.epochs <= 2 and "tuning seeds 100" in path.read_text()
     trial_records = list((tmp_path / "trials").glob("*.json"))
     assert len(trial_records) >= 1 and not (tmp_path / "records").exists()  # trials never reach the records
+    written = {p: p.stat().st_mtime_ns for p in trial_records}
+
+    # A rerun replays the study from its trial records, here in a worker process (--jobs): the seeded sampler
+    # proposes the same values, every trial cell is skipped, and the same values are written.
+    path.unlink()
+    code = tune.main(["--method", "ft", "--jobs", "2", "--tuning-seeds", "100", "--trials", "2",
+                      "--trial-records", str(tmp_path / "trials"), "--out", str(tmp_path / "conf" / "method"),
+                      "--", *overrides, "method.search.epochs.high=2"])
+    assert code == 0 and OmegaConf.load(path) == tuned
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "trials").glob("*.json")} == written
+    assert tune.main(["--method", "ft", "--jobs", "0", "--", *overrides]) == 2
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
                                            "method=tuned/cpu/oracle/ft"])

@@ -47,6 +47,26 @@ def test_kendall_tau_of_two_halves():
     assert verdict.kendall_halves(running) == (1.0, 2, 2, ["d"])
 
 
+def test_kendall_tau_between_two_settings_with_a_bootstrap_interval():
+    same = {"a": {0: 1.0, 1: 1.2, 2: 0.9}, "b": {0: 2.0, 1: 2.1, 2: 2.2}, "c": {0: 3.0, 1: 3.1, 2: 2.9}}
+    shifted = {m: {s: 10.0 + g for s, g in v.items()} for m, v in same.items()}
+    found = verdict.kendall_settings(same, shifted)
+    assert found["tau"] == 1.0 and (found["methods"], found["seeds"], found["left_out"]) == (3, 3, [])
+    reversed_ = {m: {s: -g for s, g in v.items()} for m, v in same.items()}
+    assert verdict.kendall_settings(same, reversed_)["tau"] == pytest.approx(-1.0)
+    # a method in one setting only, and one missing a seed there, are left out; the others keep three seeds
+    partial = {**shifted, "d": {0: 0.1}}
+    found = verdict.kendall_settings({**same, "d": {0: 5.0, 1: 5.0, 2: 5.0}, "e": {0: 1.0}}, partial)
+    assert (found["tau"], found["methods"], found["seeds"], found["left_out"]) == (1.0, 3, 3, ["d", "e"])
+    # noisy rankings: the interval is an interval of τ and brackets the seeds' disagreement
+    rng = __import__("numpy").random.default_rng(0)
+    noisy_a = {f"m{i}": {s: i + rng.normal(0, 3) for s in range(6)} for i in range(8)}
+    noisy_b = {f"m{i}": {s: i + rng.normal(0, 3) for s in range(6)} for i in range(8)}
+    found = verdict.kendall_settings(noisy_a, noisy_b)
+    assert -1.0 <= found["low"] < found["high"] <= 1.0 and found["seeds"] == 6
+    assert math.isnan(verdict.kendall_settings({"a": {0: 1.0}}, {"a": {0: 2.0}})["tau"])  # one method: no ranking
+
+
 def test_regime_bar():
     original = {"UA": 1.0, "RA": 99.0, "TA": 60.0, "avg_gap": 12.0}
     retrain = {"UA": 40.0, "RA": 99.5, "TA": 61.0}
@@ -187,6 +207,22 @@ def test_baseline_rows_marks_and_ties(tmp_path):
     assert "**iu**" in md and "Kendall τ" in md and "Regime" in md and "Lower Avg Gap is better" in md
     html = (tmp_path / "board" / "leaderboard.html").read_text()
     assert "<title>" in html and "<b>iu</b>" in html and "lower" in html.lower()
+    assert "Ranking across forget settings" not in md  # one forget setting: nothing to compare
+
+
+def test_rankings_of_two_forget_settings_are_compared(tmp_path):
+    folder = tmp_path / "records"
+    for seed in range(4):
+        for rate, order in ((0.1, ("ft", "ga", "rl")), (0.5, ("rl", "ga", "ft"))):  # reversed at 50 %
+            for place, method in enumerate(order):
+                write_record(folder, f"{method}-{rate}-{seed}", seed, 1.0 + place + 0.01 * seed, method=method,
+                             forget_rate__rate=rate)
+    board(tmp_path, folder)
+    agreement = pd.read_csv(tmp_path / "board" / "rank_agreement.csv")
+    assert len(agreement) == 1 and agreement.loc[0, "tau"] == pytest.approx(-1.0)
+    assert (agreement.loc[0, "setting_a"], agreement.loc[0, "setting_b"]) == ("random 10%", "random 50%")
+    assert agreement.loc[0, "methods"] == 3 and agreement.loc[0, "seeds"] == 4
+    assert "Ranking across forget settings" in (tmp_path / "board" / "leaderboard.md").read_text()
 
 
 def test_plot_panels_wrap_and_settings_sort_numerically(tmp_path):

@@ -123,6 +123,47 @@ def kendall_halves(per_seed: dict[str, dict[int, float]]) -> tuple[float, int, i
     return float(tau), len(first), len(second), left_out
 
 
+def kendall_settings(a: dict[str, dict[int, float]], b: dict[str, dict[int, float]], resamples: int = 2000,
+                     seed: int = 0) -> dict:
+    """Kendall τ between the method rankings (mean per-seed gap) of two settings, with a 95 % BCa bootstrap
+    interval over seeds (scipy.stats.bootstrap). A seed is resampled in both settings at once: it draws the same original
+    model there, so the two rankings are paired. The seeds are the set most methods have in both settings
+    (the larger on a tie); a method missing one of them, or missing from a setting, is left out. Returns
+    tau, low, high, methods, seeds, left_out; τ is NaN below two methods, the interval below two seeds."""
+    from collections import Counter
+
+    from scipy import stats
+
+    both = [m for m in a if m in b]
+    shared = {m: frozenset(a[m]) & frozenset(b[m]) for m in both}
+    counts = Counter(s for s in shared.values() if s)
+    common = max(counts, key=lambda s: (counts[s], len(s))) if counts else frozenset()
+    methods = [m for m in both if common and common <= shared[m]]
+    left_out = sorted((set(a) | set(b)) - set(methods))
+    out = {"tau": math.nan, "low": math.nan, "high": math.nan, "methods": len(methods), "seeds": len(common),
+           "left_out": left_out}
+    if len(methods) < 2:
+        return out
+    seeds = sorted(common)
+    gaps_a = np.array([[a[m][s] for s in seeds] for m in methods], dtype=float)  # methods x seeds
+    gaps_b = np.array([[b[m][s] for s in seeds] for m in methods], dtype=float)
+
+    def tau_on(columns: np.ndarray) -> float:
+        return float(stats.kendalltau(gaps_a[:, columns].mean(1), gaps_b[:, columns].mean(1)).statistic)
+
+    out["tau"] = tau_on(np.arange(len(seeds)))
+    if len(seeds) >= 2:
+        import warnings
+
+        with warnings.catch_warnings():  # a degenerate resample distribution gives NaN, reported as n/a
+            warnings.simplefilter("ignore")
+            found = stats.bootstrap((np.arange(len(seeds)),), lambda columns: tau_on(columns.astype(int)),
+                                    vectorized=False, n_resamples=resamples, method="BCa",
+                                    confidence_level=1 - ALPHA, rng=np.random.default_rng(seed))
+        out["low"], out["high"] = float(found.confidence_interval.low), float(found.confidence_interval.high)
+    return out
+
+
 def verdict_line(method: str, gap: float, floor: float, original_gap: float, seeds: int = 1) -> str:
     """One sentence for one cell: inside the retrain floor, better than doing nothing, or not."""
     where = f"{method}: Avg Gap {gap:.2f} vs retrain floor {floor:.2f} and doing nothing {original_gap:.2f}"
