@@ -212,6 +212,7 @@ def label_configurations(frame: pd.DataFrame) -> pd.DataFrame:
     one row per configuration, `ft (lr=3.0)`. The same configuration and seed twice is reported."""
     frame = frame.copy()
     frame["variant"] = ""
+    frame["method_base"] = frame["method"]  # the name before a configuration suffix
     for _, part in frame.groupby(["task", "dataset", "model", "forget", "augmentation"], sort=False):
         sigs = list(dict.fromkeys(part["setting_sig"]))
         if len(sigs) > 1:
@@ -537,6 +538,24 @@ def aggregate(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     return table, facts
 
 
+def shared_labels(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, str]:
+    """Labels of setting b to read as setting a's: where b holds several configurations of a method (each
+    labelled by the keys that differ, `ga (bn=train)`) and a holds one (`ga`), the configuration of b
+    with a's values of those keys is the same method as a's row."""
+    rename = {}
+    plain = {base: json.loads(g["method_sig"].iloc[0]) for base, g in a.groupby("method_base")
+             if set(g["method"]) == {base}}
+    for base, g in b.groupby("method_base"):
+        configs = {label: json.loads(rows["method_sig"].iloc[0]) for label, rows in g.groupby("method")}
+        if base not in plain or len(configs) < 2:
+            continue
+        keys = differing(list(configs.values()))
+        for label, config in configs.items():
+            if all(config.get(k) == plain[base].get(k) for k in keys):
+                rename[label] = base
+    return rename
+
+
 def rank_agreement(frame: pd.DataFrame, facts: dict) -> pd.DataFrame:
     """Per dataset / model / augmentation / variant, every pair of its forget settings: Kendall τ between
     their method rankings (mean per-seed Avg Gap; reference rows out) with its 95 % bootstrap interval over
@@ -545,11 +564,16 @@ def rank_agreement(frame: pd.DataFrame, facts: dict) -> pd.DataFrame:
     within = ["dataset", "model", "augmentation", "variant"]
     for keys, group in frame[~frame["reference"]].dropna(subset=["avg_gap"]).groupby(within, sort=False):
         settings = sorted(group["forget"].unique(), key=forget_order)
-        per_setting = {f: {m: dict(zip(g["seed"], g["avg_gap"].astype(float)))
-                           for m, g in group[group["forget"] == f].groupby("method", sort=False)} for f in settings}
+        rows_of = {f: group[group["forget"] == f] for f in settings}
+
+        def per_seed(rows: pd.DataFrame, rename: dict[str, str]) -> dict[str, dict[int, float]]:
+            return {rename.get(m, m): dict(zip(g["seed"], g["avg_gap"].astype(float)))
+                    for m, g in rows.groupby("method", sort=False)}
+
         for i, first in enumerate(settings):
             for second in settings[i + 1:]:
-                found = verdict.kendall_settings(per_setting[first], per_setting[second])
+                a, b = rows_of[first], rows_of[second]
+                found = verdict.kendall_settings(per_seed(a, shared_labels(b, a)), per_seed(b, shared_labels(a, b)))
                 halves = [facts.get((keys[0], keys[1], f, keys[2], keys[3]), {}).get("tau", math.nan)
                           for f in (first, second)]
                 rows.append({**dict(zip(within, keys)), "setting_a": first, "setting_b": second,
@@ -582,7 +606,7 @@ def agreement_markdown(agreement: pd.DataFrame) -> str:
         "(scipy.stats.bootstrap, 2,000 resamples; a seed is resampled in both settings at once, since it draws "
         "the same original model there; rough with few seeds). 1 = the same order, 0 = unrelated, −1 = "
         "reversed. τ halves: each setting's τ between two halves of its own seeds, the agreement that seed "
-        "noise alone leaves.", "",
+        "noise alone leaves (rankings on half the seeds each, so noisier than the rankings compared here).", "",
         shown.to_markdown(index=False), ""])
 
 

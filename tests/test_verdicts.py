@@ -216,12 +216,17 @@ def test_rankings_of_two_forget_settings_are_compared(tmp_path):
         for rate, order in ((0.1, ("ft", "ga", "rl")), (0.5, ("rl", "ga", "ft"))):  # reversed at 50 %
             for place, method in enumerate(order):
                 write_record(folder, f"{method}-{rate}-{seed}", seed, 1.0 + place + 0.01 * seed, method=method,
-                             forget_rate__rate=rate)
-    board(tmp_path, folder)
+                             forget_rate__rate=rate, method__bn="train")
+        # a second configuration of ga at 50 % only: its rows are `ga (bn=…)` there, and the bn=train one is
+        # the same method as the 10 % setting's `ga`
+        write_record(folder, f"ga-eval-{seed}", seed, 0.5, method="ga", forget_rate__rate=0.5, method__bn="eval")
+    table = board(tmp_path, folder)
+    assert {"ga (bn=train)", "ga (bn=eval)"} <= set(table["method"])
     agreement = pd.read_csv(tmp_path / "board" / "rank_agreement.csv")
     assert len(agreement) == 1 and agreement.loc[0, "tau"] == pytest.approx(-1.0)
     assert (agreement.loc[0, "setting_a"], agreement.loc[0, "setting_b"]) == ("random 10%", "random 50%")
     assert agreement.loc[0, "methods"] == 3 and agreement.loc[0, "seeds"] == 4
+    assert agreement.loc[0, "left_out"] == "ga (bn=eval)"
     assert "Ranking across forget settings" in (tmp_path / "board" / "leaderboard.md").read_text()
 
 
