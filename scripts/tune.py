@@ -58,6 +58,16 @@ def suggest(trial, key: str, spec) -> float | int:
     return trial.suggest_float(key, float(spec.low), float(spec.high), log=bool(spec.get("log")))
 
 
+def check_study(track: str, trials: int, tuning_seeds: list[int], evaluation_seeds: list[int]) -> None:
+    """The study's own arguments, before any trial (and before any worker process starts)."""
+    if track not in TRACKS:
+        raise ConfigError("--track", track, TRACKS)
+    if trials < 1:
+        raise ConfigError("--trials", trials, "an integer >= 1")
+    if not tuning_seeds or set(tuning_seeds) & set(evaluation_seeds):
+        raise ConfigError("--tuning-seeds", tuning_seeds, f"seeds disjoint from the evaluation seeds {evaluation_seeds}")
+
+
 def tune(method: str, scale: str, track: str, trials: int, tuning_seeds: list[int], evaluation_seeds: list[int],
          overrides: list[str], trial_records: Path, out_root: Path, sampler_seed: int = 0,
          force: bool = False) -> Path:
@@ -65,12 +75,7 @@ def tune(method: str, scale: str, track: str, trials: int, tuning_seeds: list[in
     replay from their records unless `force` (see the module docstring)."""
     import optuna
 
-    if trials < 1:
-        raise ConfigError("--trials", trials, "an integer >= 1")
-    if track not in TRACKS:
-        raise ConfigError("--track", track, TRACKS)
-    if not tuning_seeds or set(tuning_seeds) & set(evaluation_seeds):
-        raise ConfigError("--tuning-seeds", tuning_seeds, f"seeds disjoint from the evaluation seeds {evaluation_seeds}")
+    check_study(track, trials, tuning_seeds, evaluation_seeds)
     base = [f"method={method}", f"scale={scale}", "logger=none", "progress=false", f"force={str(force).lower()}",
             f"paths.records_dir={trial_records}", *(["eval=blind"] if track == "blind" else []), *overrides]
     metric, described = OBJECTIVES[track]
@@ -135,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(ours)
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     try:
+        check_study(args.track, args.trials, args.tuning_seeds, args.evaluation_seeds)
         for method in methods:  # every name and search space first: a typo in the last costs nothing
             cfg = compose_cfg([f"method={method}", f"scale={args.scale}", *overrides])
             if not cfg.method.get("search"):

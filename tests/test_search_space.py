@@ -110,6 +110,15 @@ def test_the_zoo_is_checked_whole_before_the_first_trial(tmp_path, capsys):
     trials = tmp_path / "trials"
     code = tune.main(["--method", "ft,rl,not_a_method", "--trial-records", str(trials), "--out", str(tmp_path)])
     assert code == 2 and "not_a_method" in capsys.readouterr().err and not trials.exists()
+    for bad, named in ((["--trials", "0"], "--trials=0"), (["--track", "oracel"], "--track='oracel'"),
+                       (["--tuning-seeds", "0,100"], "--tuning-seeds=[0, 100]")):  # before any worker starts
+        assert tune.main(["--method", "ft,rl", "--jobs", "2", *bad, "--trial-records", str(trials)]) == 2
+        assert named in capsys.readouterr().err and not trials.exists()
+    # an error raised inside a worker process (--jobs) reaches the parent as itself, still one line
+    import pickle
+
+    error = pickle.loads(pickle.dumps(ConfigError("method.lr", -1.0, "a float > 0")))
+    assert isinstance(error, ConfigError) and str(error) == "method.lr=-1.0 is not valid; accepted: a float > 0"
     zoo = re.search(r"^ZOO := (.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE).group(1).split(",")
     assert sorted(zoo) == sorted(m for m in TUNABLE_METHODS if m not in ("manif_smc", "unsir"))
 

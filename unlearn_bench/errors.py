@@ -15,7 +15,10 @@ class ConfigError(UserError):
         if not isinstance(accepted, str):
             accepted = ", ".join(str(a) for a in accepted)
         super().__init__(f"{key}={value!r} is not valid; accepted: {accepted}")
-        self.key, self.value = key, value
+        self.key, self.value, self.accepted = key, value, accepted
+
+    def __reduce__(self):  # picklable: an error raised in a worker process reaches the parent as itself
+        return type(self), (self.key, self.value, self.accepted)
 
 
 def did_you_mean(value: str, options: Iterable[str]) -> str:
