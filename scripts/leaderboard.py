@@ -306,6 +306,14 @@ def mark_best_and_ties(table: pd.DataFrame, by_method: dict, best: str, p_value,
     return marks
 
 
+def gaps_by_seed(rows: pd.DataFrame, rename: dict[str, str] | None = None) -> dict[str, dict[int, float]]:
+    """{method: {seed: per-seed Avg Gap}}: what the rank statistics of verdict.py take; `rename` maps a
+    method's label to the one it is compared under."""
+    rename = rename or {}
+    return {rename.get(m, m): dict(zip(g["seed"], g["avg_gap"].astype(float)))
+            for m, g in rows.groupby("method", sort=False)}
+
+
 def setting_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """One setting's rows: mean, 95 % t-interval and n of every metric, both gap estimators, the paired test
     against the best method, the marks; plus the setting's regime and rank stability."""
@@ -344,9 +352,7 @@ def setting_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
             if FLOOR in by_method and verdict.inside_floor(*paired(by_method[row["method"]], by_method[FLOOR])):
                 marks.append("inside the retrain floor")
             table.loc[i, "marks"] = "; ".join(marks)
-        per_seed = {m: dict(zip(g["seed"], g["avg_gap"].astype(float)))
-                    for m, g in part[~part["reference"]].groupby("method", sort=False)}
-        tau, first, second, left_out = verdict.kendall_halves(per_seed)
+        tau, first, second, left_out = verdict.kendall_halves(gaps_by_seed(part[~part["reference"]]))
         stats.update(tau=tau, tau_halves=(first, second), tau_left_out=left_out)
     order = {RETRAIN: 0, FLOOR: 1}
     table["rank"] = [order.get(m, 2) for m in table["method"]]
@@ -565,15 +571,11 @@ def rank_agreement(frame: pd.DataFrame, facts: dict) -> pd.DataFrame:
     for keys, group in frame[~frame["reference"]].dropna(subset=["avg_gap"]).groupby(within, sort=False):
         settings = sorted(group["forget"].unique(), key=forget_order)
         rows_of = {f: group[group["forget"] == f] for f in settings}
-
-        def per_seed(rows: pd.DataFrame, rename: dict[str, str]) -> dict[str, dict[int, float]]:
-            return {rename.get(m, m): dict(zip(g["seed"], g["avg_gap"].astype(float)))
-                    for m, g in rows.groupby("method", sort=False)}
-
         for i, first in enumerate(settings):
             for second in settings[i + 1:]:
                 a, b = rows_of[first], rows_of[second]
-                found = verdict.kendall_settings(per_seed(a, shared_labels(b, a)), per_seed(b, shared_labels(a, b)))
+                found = verdict.kendall_settings(gaps_by_seed(a, shared_labels(b, a)),
+                                                 gaps_by_seed(b, shared_labels(a, b)))
                 halves = [facts.get((keys[0], keys[1], f, keys[2], keys[3]), {}).get("tau", math.nan)
                           for f in (first, second)]
                 rows.append({**dict(zip(within, keys)), "setting_a": first, "setting_b": second,

@@ -141,13 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     try:
         check_study(args.track, args.trials, args.tuning_seeds, args.evaluation_seeds)
+        if args.jobs < 1:
+            raise ConfigError("--jobs", args.jobs, "an integer >= 1")
         for method in methods:  # every name and search space first: a typo in the last costs nothing
             cfg = compose_cfg([f"method={method}", f"scale={args.scale}", *overrides])
             if not cfg.method.get("search"):
                 raise ConfigError("--method", method, "a method with a `search:` space (SPEC §10)")
             check_search(cfg.method)
-        if args.jobs < 1:
-            raise ConfigError("--jobs", args.jobs, "an integer >= 1")
         study = partial(tune, scale=args.scale, track=args.track, trials=args.trials, tuning_seeds=args.tuning_seeds,
                         evaluation_seeds=args.evaluation_seeds, overrides=overrides,
                         trial_records=args.trial_records, out_root=args.out, sampler_seed=args.sampler_seed,

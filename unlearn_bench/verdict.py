@@ -7,6 +7,8 @@ verdict of a single cell, so the runner and the leaderboard cannot disagree on a
 from __future__ import annotations
 
 import math
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -97,20 +99,24 @@ def inside_floor(method_gaps: Sequence[float], floor_gaps: Sequence[float]) -> b
     return m_mean + m_half <= f_mean + f_half
 
 
+def most_common_seeds(seed_sets: dict[str, frozenset[int]]) -> frozenset[int]:
+    """The seed set most methods have (the larger on a tie; empty when none has a seed): rank statistics
+    over it, so that one method still running does not shrink every method's seeds."""
+    counts = Counter(seeds for seeds in seed_sets.values() if seeds)
+    return max(counts, key=lambda seeds: (counts[seeds], len(seeds))) if counts else frozenset()
+
+
 def kendall_halves(per_seed: dict[str, dict[int, float]]) -> tuple[float, int, int, list[str]]:
     """Kendall τ between the rankings of the methods by mean gap on two disjoint halves of the seeds
     (seeds sorted, alternately assigned: 0, 2, 4 … vs 1, 3, 5 …); (τ, seeds in half 1, seeds in half 2,
     the methods left out). The seeds are the seed set most methods have (the larger on a tie), so that one
     method still running does not shrink everyone's halves; a method missing one of them is left out.
     NaN with fewer than two methods left in or one seed."""
-    from collections import Counter
-
     from scipy import stats
 
-    counts = Counter(frozenset(v) for v in per_seed.values() if v)
-    if not counts:
+    common = most_common_seeds({m: frozenset(v) for m, v in per_seed.items()})
+    if not common:
         return math.nan, 0, 0, sorted(per_seed)
-    common = max(counts, key=lambda seeds: (counts[seeds], len(seeds)))
     seeds = sorted(common)
     methods = [m for m, v in per_seed.items() if common <= set(v)]
     left_out = [m for m in per_seed if m not in methods]
@@ -126,18 +132,16 @@ def kendall_halves(per_seed: dict[str, dict[int, float]]) -> tuple[float, int, i
 def kendall_settings(a: dict[str, dict[int, float]], b: dict[str, dict[int, float]], resamples: int = 2000,
                      seed: int = 0) -> dict:
     """Kendall τ between the method rankings (mean per-seed gap) of two settings, with a 95 % BCa bootstrap
-    interval over seeds (scipy.stats.bootstrap). A seed is resampled in both settings at once: it draws the same original
-    model there, so the two rankings are paired. The seeds are the set most methods have in both settings
-    (the larger on a tie); a method missing one of them, or missing from a setting, is left out. Returns
-    tau, low, high, methods, seeds, left_out; τ is NaN below two methods, the interval below two seeds."""
-    from collections import Counter
-
+    interval over seeds (scipy.stats.bootstrap). A seed is resampled in both settings at once: it draws the
+    same original model there, so the two rankings are paired. The seeds are the set most methods have in
+    both settings (`most_common_seeds`); a method missing one of them, or missing from a setting, is left
+    out. Returns tau, low, high, methods, seeds, left_out; τ is NaN below two methods, the interval below
+    two seeds."""
     from scipy import stats
 
     both = [m for m in a if m in b]
     shared = {m: frozenset(a[m]) & frozenset(b[m]) for m in both}
-    counts = Counter(s for s in shared.values() if s)
-    common = max(counts, key=lambda s: (counts[s], len(s))) if counts else frozenset()
+    common = most_common_seeds(shared)
     methods = [m for m in both if common and common <= shared[m]]
     left_out = sorted((set(a) | set(b)) - set(methods))
     out = {"tau": math.nan, "low": math.nan, "high": math.nan, "methods": len(methods), "seeds": len(common),
@@ -153,8 +157,6 @@ def kendall_settings(a: dict[str, dict[int, float]], b: dict[str, dict[int, floa
 
     out["tau"] = tau_on(np.arange(len(seeds)))
     if len(seeds) >= 2:
-        import warnings
-
         with warnings.catch_warnings():  # a degenerate resample distribution gives NaN, reported as n/a
             warnings.simplefilter("ignore")
             found = stats.bootstrap((np.arange(len(seeds)),), lambda columns: tau_on(columns.astype(int)),
