@@ -47,9 +47,9 @@ comma := ,
 empty :=
 space := $(empty) $(empty)
 TUNED = $(subst $(space),$(comma),$(addprefix tuned/cpu/$(or $(TRACK),oracle)/,$(subst $(comma),$(space),$(ZOO))))
-tune-zoo: ## equal-budget tuning of the classification zoo at CPU scale (resumes from its trial records): make tune-zoo TRACK=oracle|blind FORGET=random_10 TRIALS=20 JOBS=2
-	$(PY) scripts/tune.py --method $(ZOO) --scale cpu --track $(or $(TRACK),oracle) --trials $(or $(TRIALS),20) \
-		--jobs $(or $(JOBS),2) --trial-records results/tuned/trial_records -- forget_rate=$(or $(FORGET),random_10)
+tune-zoo: ## equal-budget tuning of the classification zoo at CPU scale (resumes from its trial records): make tune-zoo TRACK=oracle|blind FORGET=random_10 TRIALS=10 TUNING_SEEDS=100,101 JOBS=2
+	$(PY) scripts/tune.py --method $(ZOO) --scale cpu --track $(or $(TRACK),oracle) --trials $(or $(TRIALS),10) \
+		--tuning-seeds $(or $(TUNING_SEEDS),100$(comma)101) --jobs $(or $(JOBS),2) --trial-records results/tuned/trial_records -- forget_rate=$(or $(FORGET),random_10)
 
 tune-eval: ## the tuned zoo on the evaluation seeds 0-4, records beside the default rows: make tune-eval TRACK=oracle|blind
 	$(PY) -m unlearn_bench.run -m scale=cpu method=$(TUNED) forget_rate=$(or $(FORGET),random_10) seed=0,1,2,3,4 \

@@ -58,24 +58,34 @@ def suggest(trial, key: str, spec) -> float | int:
     return trial.suggest_float(key, float(spec.low), float(spec.high), log=bool(spec.get("log")))
 
 
-def check_study(track: str, trials: int, tuning_seeds: list[int], evaluation_seeds: list[int]) -> None:
+def default_startup(trials: int) -> int:
+    """Random trials before TPE models the objective: Optuna's 10, but at most half the budget, so a small
+    budget is still a TPE search and not a random one."""
+    return max(1, min(10, trials // 2))
+
+
+def check_study(track: str, trials: int, tuning_seeds: list[int], evaluation_seeds: list[int],
+                startup_trials: int | None = None) -> None:
     """The study's own arguments, before any trial (and before any worker process starts)."""
     if track not in TRACKS:
         raise ConfigError("--track", track, TRACKS)
     if trials < 1:
         raise ConfigError("--trials", trials, "an integer >= 1")
+    if startup_trials is not None and not 1 <= startup_trials <= trials:
+        raise ConfigError("--startup-trials", startup_trials, f"an integer in [1, --trials = {trials}]")
     if not tuning_seeds or set(tuning_seeds) & set(evaluation_seeds):
         raise ConfigError("--tuning-seeds", tuning_seeds, f"seeds disjoint from the evaluation seeds {evaluation_seeds}")
 
 
 def tune(method: str, scale: str, track: str, trials: int, tuning_seeds: list[int], evaluation_seeds: list[int],
          overrides: list[str], trial_records: Path, out_root: Path, sampler_seed: int = 0,
-         force: bool = False) -> Path:
+         force: bool = False, startup_trials: int | None = None) -> Path:
     """Run the study and write conf/method/tuned/<scale>/<track>/<method>.yaml; returns its path. Trials
     replay from their records unless `force` (see the module docstring)."""
     import optuna
 
-    check_study(track, trials, tuning_seeds, evaluation_seeds)
+    check_study(track, trials, tuning_seeds, evaluation_seeds, startup_trials)
+    startup = default_startup(trials) if startup_trials is None else startup_trials
     base = [f"method={method}", f"scale={scale}", "logger=none", "progress=false", f"force={str(force).lower()}",
             f"paths.records_dir={trial_records}", *(["eval=blind"] if track == "blind" else []), *overrides]
     metric, described = OBJECTIVES[track]
@@ -102,7 +112,8 @@ def tune(method: str, scale: str, track: str, trials: int, tuning_seeds: list[in
               f"{trial.params}; best {study.best_value:.4f}", flush=True)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=sampler_seed))
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(
+        seed=sampler_seed, n_startup_trials=startup))
     study.optimize(objective, n_trials=trials, callbacks=[report])
     best = study.best_params
 
@@ -110,8 +121,8 @@ def tune(method: str, scale: str, track: str, trials: int, tuning_seeds: list[in
     path.parent.mkdir(parents=True, exist_ok=True)
     command = " ".join(shlex.quote(a) for a in sys.argv) if sys.argv and sys.argv[0].endswith("tune.py") else \
         f"scripts/tune.py --method {method} --scale {scale} --trials {trials}"
-    lines = [f"# Tuned {method} ({track} track, scale={scale}): {trials} Optuna TPE trials (sampler seed "
-             f"{sampler_seed}) on tuning seeds {','.join(map(str, tuning_seeds))},",
+    lines = [f"# Tuned {method} ({track} track, scale={scale}): {trials} Optuna TPE trials ({startup} random "
+             f"startup trials, sampler seed {sampler_seed}) on tuning seeds {','.join(map(str, tuning_seeds))},",
              f"# disjoint from the evaluation seeds {','.join(map(str, evaluation_seeds))}; best {described} "
              f"{study.best_value:.4f}. Generated {dt.date.today().isoformat()} by:",
              f"#   python {command}",
@@ -135,12 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trial-records", type=Path, default=Path("outputs/trial_records"))
     parser.add_argument("--out", type=Path, default=Path(CONFIG_DIR) / "method", help="method config root")
     parser.add_argument("--sampler-seed", type=int, default=0)
+    parser.add_argument("--startup-trials", type=int, default=None,
+                        help="random trials before TPE (default: min(10, trials // 2), at least 1)")
     parser.add_argument("--force", action="store_true", help="rerun every trial cell instead of replaying records")
     parser.add_argument("--jobs", type=int, default=1, help="methods tuned at a time, one process each")
     args = parser.parse_args(ours)
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     try:
-        check_study(args.track, args.trials, args.tuning_seeds, args.evaluation_seeds)
+        check_study(args.track, args.trials, args.tuning_seeds, args.evaluation_seeds, args.startup_trials)
         if args.jobs < 1:
             raise ConfigError("--jobs", args.jobs, "an integer >= 1")
         for method in methods:  # every name and search space first: a typo in the last costs nothing
@@ -151,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         study = partial(tune, scale=args.scale, track=args.track, trials=args.trials, tuning_seeds=args.tuning_seeds,
                         evaluation_seeds=args.evaluation_seeds, overrides=overrides,
                         trial_records=args.trial_records, out_root=args.out, sampler_seed=args.sampler_seed,
-                        force=args.force)
+                        force=args.force, startup_trials=args.startup_trials)
         if args.jobs == 1:
             paths = [study(method) for method in methods]
         else:  # independent studies: one process per method; the model cache's locks share the references

@@ -80,6 +80,7 @@ def test_tuning_writes_a_method_config_inside_the_space_from_disjoint_seeds_and_
                      tmp_path / "trials", tmp_path / "conf" / "method")
     tuned = OmegaConf.load(path)
     assert 1e-4 <= tuned.lr <= 0.1 and 1 <= tuned.epochs <= 2 and "tuning seeds 100" in path.read_text()
+    assert "(1 random startup trials" in path.read_text()  # half of 2 trials: TPE proposes the second
     trial_records = list((tmp_path / "trials").glob("*.json"))
     assert len(trial_records) >= 1 and not (tmp_path / "records").exists()  # trials never reach the records
     written = {p: p.stat().st_mtime_ns for p in trial_records}
@@ -111,7 +112,9 @@ def test_the_zoo_is_checked_whole_before_the_first_trial(tmp_path, capsys):
     code = tune.main(["--method", "ft,rl,not_a_method", "--trial-records", str(trials), "--out", str(tmp_path)])
     assert code == 2 and "not_a_method" in capsys.readouterr().err and not trials.exists()
     for bad, named in ((["--trials", "0"], "--trials=0"), (["--track", "oracel"], "--track='oracel'"),
-                       (["--tuning-seeds", "0,100"], "--tuning-seeds=[0, 100]")):  # before any worker starts
+                       (["--tuning-seeds", "0,100"], "--tuning-seeds=[0, 100]"),
+                       (["--trials", "4", "--startup-trials", "5"], "--startup-trials=5"),
+                       (["--startup-trials", "0"], "--startup-trials=0")):  # before any worker starts
         assert tune.main(["--method", "ft,rl", "--jobs", "2", *bad, "--trial-records", str(trials)]) == 2
         assert named in capsys.readouterr().err and not trials.exists()
     # an error raised inside a worker process (--jobs) reaches the parent as itself, still one line
