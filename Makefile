@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export UNLEARN_BENCH_DATA ?= $(abspath $(wildcard ../shared/data))
 export WANDB_MODE ?= offline
 
-.PHONY: help install run test test-full lint format sweep tune-zoo tune-eval leaderboard bench bench-gpu clean
+.PHONY: help install run test test-full lint format sweep tune-zoo tune-eval tuned-table tuned leaderboard bench bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -54,6 +54,16 @@ tune-zoo: ## equal-budget tuning of the classification zoo at CPU scale (resumes
 tune-eval: ## the tuned zoo on the evaluation seeds 0-4, records beside the default rows: make tune-eval TRACK=oracle|blind
 	$(PY) -m unlearn_bench.run -m scale=cpu method=$(TUNED) forget_rate=$(or $(FORGET),random_10) seed=0,1,2,3,4 \
 		hydra/launcher=joblib logger=none progress=false paths.records_dir=results/records
+
+tuned-table: ## results/tuned from the records: default and tuned rows side by side (random 10 %), the studies' summary
+	$(PY) scripts/leaderboard.py --records results/records --out results/tuned --dataset cifar10 --forget 'random 10%' \
+		--augmentation none --method $(ZOO) --title "The zoo at its defaults and tuned (SPEC §10), CPU scale, random 10 %"
+	$(PY) scripts/tuning_summary.py --trial-records results/tuned/trial_records --out results/tuned
+
+tuned: ## SPEC §10 end to end at CPU scale, resuming from the committed records: both tracks tuned, evaluated, tabulated
+	$(MAKE) tune-zoo TRACK=oracle && $(MAKE) tune-eval TRACK=oracle
+	$(MAKE) tune-zoo TRACK=blind && $(MAKE) tune-eval TRACK=blind
+	$(MAKE) tuned-table
 
 leaderboard: ## aggregate the records ($$UNLEARN_BENCH_RECORDS, else ./records) into ./leaderboard (md, csv, html, png)
 	$(PY) scripts/leaderboard.py --records $(or $(UNLEARN_BENCH_RECORDS),records) --out leaderboard

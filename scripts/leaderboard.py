@@ -24,6 +24,9 @@ What a classification table holds, per setting (dataset / model / forget set / a
 - where a dataset / model / augmentation has two or more forget settings: Kendall τ between their method
   rankings, with a 95 % bootstrap interval over seeds (rank_agreement.csv and a section of the Markdown):
   does the ranking change from random forgetting to a class, a memorisation stratum or a subpopulation?
+- where a setting holds tuned rows (`method=tuned/<scale>/<track>/<method>`, SPEC §10) beside the default
+  rows: per method and track, the paired per-seed difference tuned − default with its interval and p
+  (tuned_vs_default.csv), and Kendall τ between the zoo's default and tuned rankings (tuned_ranking.csv).
 
 Corrupt or partial records are skipped with a warning naming the file; hyperparameter-search trials
 (records of an `hparams_search` run) are excluded with a warning; the same configuration and seed twice is
@@ -586,6 +589,74 @@ def rank_agreement(frame: pd.DataFrame, facts: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+TUNED_LABEL = re.compile(r"^(?P<base>.+) \(tuned, (?P<track>[a-z]+)\)$")  # scripts/tune.py's label
+
+
+def tuning_comparison(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tuned rows (`ft (tuned, oracle)`, SPEC §10) against their method's default row in the same setting:
+    per method and track, the paired per-seed Avg Gap difference tuned − default (mean, 95 % t-interval, p of
+    the paired t-test, on the seeds both have); per setting and track, Kendall τ between the zoo's ranking
+    with its defaults and with its tuned values (95 % bootstrap interval over seeds), over the methods that
+    have both rows. Empty frames when no setting holds a tuned row beside its default."""
+    pairs, rankings = [], []
+    for keys, part in frame[~frame["reference"]].dropna(subset=["avg_gap"]).groupby(GROUP, sort=False):
+        rows = {m: g for m, g in part.groupby("method", sort=False)}
+        tuned = {m: TUNED_LABEL.match(m) for m in rows}
+        tracks = sorted({found["track"] for found in tuned.values() if found})
+        for track in tracks:
+            default_gaps, tuned_gaps = {}, {}
+            for label, found in tuned.items():
+                if not found or found["track"] != track or found["base"] not in rows:
+                    continue
+                base = found["base"]
+                ours, theirs = paired(rows[label], rows[base])
+                mean, half, n = verdict.t_interval([a - b for a, b in zip(ours, theirs)])
+                pairs.append({**dict(zip(GROUP, keys)), "method": base, "track": track, "n": n,
+                              "default_gap": float(pd.Series(theirs).mean()) if n else math.nan,
+                              "tuned_gap": float(pd.Series(ours).mean()) if n else math.nan,
+                              "difference": mean, "difference_ci": half, "p": verdict.paired_p(ours, theirs)})
+                default_gaps.update(gaps_by_seed(rows[base]))
+                tuned_gaps.update(gaps_by_seed(rows[label], {label: base}))
+            found = verdict.kendall_settings(default_gaps, tuned_gaps)
+            rankings.append({**dict(zip(GROUP, keys)), "track": track, "tau": found["tau"], "tau_low": found["low"],
+                             "tau_high": found["high"], "methods": found["methods"], "seeds": found["seeds"]})
+    return pd.DataFrame(pairs), pd.DataFrame(rankings)
+
+
+def tuning_markdown(pairs: pd.DataFrame, rankings: pd.DataFrame) -> str:
+    def number(value: float) -> str:
+        return "n/a" if pd.isna(value) else f"{value:.2f}"
+
+    def change(row) -> str:
+        if pd.isna(row.p) or row.p >= verdict.ALPHA:
+            return "no difference"
+        return "tuned closer" if row.difference < 0 else "tuned farther"
+
+    shown = pd.DataFrame({
+        "setting": [" / ".join(map(str, (r.dataset, r.model, r.forget, r.augmentation, *((r.variant,) if r.variant else ()))))
+                    for r in pairs.itertuples()],
+        "method": pairs["method"], "track": pairs["track"], "n": pairs["n"],
+        "default": [number(v) for v in pairs["default_gap"]], "tuned": [number(v) for v in pairs["tuned_gap"]],
+        "tuned − default": [cell(m, h) for m, h in zip(pairs["difference"], pairs["difference_ci"])],
+        "p": [number(p) if pd.isna(p) or p >= 0.01 else f"{p:.1e}" for p in pairs["p"]],
+        "verdict": [change(r) for r in pairs.itertuples()]})
+    ranked = pd.DataFrame({
+        "setting": [" / ".join(map(str, (r.dataset, r.model, r.forget, r.augmentation, *((r.variant,) if r.variant else ()))))
+                    for r in rankings.itertuples()],
+        "track": rankings["track"], "τ (default vs tuned)": [number(t) for t in rankings["tau"]],
+        "95 % interval": [f"[{number(lo)}, {number(hi)}]" for lo, hi in zip(rankings["tau_low"], rankings["tau_high"])],
+        "methods": rankings["methods"], "seeds": rankings["seeds"]})
+    return "\n".join([
+        "", "## Tuned against default", "",
+        "Per method and tuning track: the mean per-seed Avg Gap with the default and with the tuned values on the "
+        "seeds both rows have, and their paired difference (mean ± 95 % t-interval; negative = tuning brought it "
+        f"closer to retrain) with the paired two-sided t-test (verdict at p < {verdict.ALPHA}).", "",
+        shown.to_markdown(index=False), "",
+        "Does tuning change the ranking? Kendall τ between the methods' ranking (mean per-seed Avg Gap) with their "
+        "defaults and with their tuned values, 95 % BCa bootstrap interval over seeds (a seed is resampled in both "
+        "rankings at once).", "", ranked.to_markdown(index=False), ""])
+
+
 def agreement_markdown(agreement: pd.DataFrame) -> str:
     def number(value: float) -> str:
         return "n/a" if pd.isna(value) else f"{value:.2f}"
@@ -602,7 +673,7 @@ def agreement_markdown(agreement: pd.DataFrame) -> str:
         "τ halves B": [number(t) for t in agreement["tau_halves_b"]],
         "left out": agreement["left_out"]})
     return "\n".join([
-        "## Ranking across forget settings", "",
+        "", "## Ranking across forget settings", "",
         "Kendall τ between the method rankings (mean per-seed Avg Gap, reference rows out) of two forget settings, "
         "over the methods both have and the seeds they share, with a 95 % BCa bootstrap interval over seeds "
         "(scipy.stats.bootstrap, 2,000 resamples; a seed is resampled in both settings at once, since it draws "
@@ -994,6 +1065,12 @@ def main(argv: list[str] | None = None) -> int:
         if not agreement.empty:
             agreement.to_csv(args.out / "rank_agreement.csv", index=False)
             text += agreement_markdown(agreement)
+    if args.task == "classification" and "avg_gap" in frame:
+        pairs, rankings = tuning_comparison(frame)
+        if not pairs.empty:
+            pairs.to_csv(args.out / "tuned_vs_default.csv", index=False)
+            rankings.to_csv(args.out / "tuned_ranking.csv", index=False)
+            text += tuning_markdown(pairs, rankings)
     if args.grids and args.task == "generation":
         figures = grid_figures(frame, args.out)
         text += "\n".join(["## Sample grids", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""])

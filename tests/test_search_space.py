@@ -83,6 +83,7 @@ def test_tuning_writes_a_method_config_inside_the_space_from_disjoint_seeds_and_
     assert "(1 random startup trials" in path.read_text()  # half of 2 trials: TPE proposes the second
     trial_records = list((tmp_path / "trials").glob("*.json"))
     assert len(trial_records) >= 1 and not (tmp_path / "records").exists()  # trials never reach the records
+    assert_summary_matches(path, tmp_path, "oracle")
     written = {p: p.stat().st_mtime_ns for p in trial_records}
 
     # A rerun replays the study from its trial records, here in a worker process (--jobs): the seeded sampler
@@ -145,6 +146,29 @@ def test_the_blind_track_tunes_without_a_retrain_model_on_images_outside_t(workd
     assert "retrain: " not in out and "original: " in out  # no retrain model is trained or loaded
     records = [__import__("json").loads(p.read_text()) for p in (tmp_path / "trials").glob("*.json")]
     assert records and all(r["task"] == "blind" and "retrain_metrics" not in r for r in records)
+    assert_summary_matches(path, tmp_path, "blind")
+
+
+def assert_summary_matches(path: Path, tmp_path: Path, track: str) -> None:
+    """scripts/tuning_summary.py reads the study back from its trial records: the best it finds is the one
+    the generated YAML declares, with its values."""
+    import re
+    import sys
+
+    import pandas as pd
+    from omegaconf import OmegaConf
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import tuning_summary
+
+    assert tuning_summary.main(["--trial-records", str(tmp_path / "trials"), "--out", str(tmp_path / "summary")]) == 0
+    study = pd.read_csv(tmp_path / "summary" / "studies.csv").iloc[0]
+    declared = float(re.search(r"best mean [a-zA-Z ]+ (\d+\.\d+)", path.read_text()).group(1))
+    assert (study["track"], study["method"], str(study["tuning_seeds"])) == (track, "ft", "100")
+    assert study["trials_finished"] == study["trials_begun"] <= 2 and study["cells"] == study["trials_begun"]
+    assert round(study["best_objective"], 4) == declared
+    tuned = OmegaConf.load(path)
+    assert all(tuned[k] == v for k, v in __import__("json").loads(study["best_values"]).items())
 
 
 def test_the_validation_split_never_overlaps_t_and_is_refused_when_t_leaves_none(make_cfg, tmp_path):

@@ -250,3 +250,29 @@ def test_inside_the_floor_needs_the_whole_interval_within_the_floors():
     noisy = [0.1, 9.0, 0.2, 8.0, 0.3]  # its interval reaches the floor, but its gaps do not stay inside it
     assert verdict.paired_p(noisy, floor) > 0.05 and not verdict.inside_floor(noisy, floor)
     assert verdict.inside_floor([0.3], [0.4]) and not verdict.inside_floor([0.5], [0.4])
+
+
+def test_tuned_rows_sit_beside_their_defaults_and_are_compared_seed_by_seed(tmp_path):
+    folder = tmp_path / "records"
+    for seed in range(5):
+        for place, method in enumerate(("ft", "ga", "rl")):
+            write_record(folder, f"{method}-{seed}", seed, 1.0 + place + 0.01 * seed, method=method)
+        # tuned: ft 1.5 farther on every seed, ga's noise around its default, rl 2.8 closer: the order reverses
+        write_record(folder, f"ft-t-{seed}", seed, 2.5 + 0.01 * seed, method="ft",
+                     method__label="ft (tuned, oracle)", method__lr=0.02)
+        write_record(folder, f"ga-t-{seed}", seed, 2.0 + 0.01 * seed + (0.2 if seed % 2 else -0.2), method="ga",
+                     method__label="ga (tuned, oracle)", method__lr=0.02)
+        write_record(folder, f"rl-t-{seed}", seed, 0.2 + 0.01 * seed, method="rl",
+                     method__label="rl (tuned, oracle)", method__lr=0.02)
+    table = board(tmp_path, folder).set_index("method")
+    assert {"ft", "ft (tuned, oracle)", "rl (tuned, oracle)"} <= set(table.index)
+    assert table.loc["rl (tuned, oracle)", "marks"].startswith("best") and table.loc["ft", "n"] == 5
+    pairs = pd.read_csv(tmp_path / "board" / "tuned_vs_default.csv").set_index("method")
+    assert pairs.loc["ft", "difference"] == pytest.approx(1.5) and pairs.loc["ft", "p"] < 1e-6
+    assert pairs.loc["ga", "difference"] == pytest.approx(-0.04) and pairs.loc["ga", "p"] > 0.05
+    assert pairs.loc["rl", "difference"] == pytest.approx(-2.8) and (pairs["track"] == "oracle").all()
+    assert pairs.loc["rl", "default_gap"] == pytest.approx(3.02) and pairs.loc["rl", "n"] == 5
+    ranking = pd.read_csv(tmp_path / "board" / "tuned_ranking.csv")
+    assert len(ranking) == 1 and ranking.loc[0, "methods"] == 3 and ranking.loc[0, "tau"] == pytest.approx(-1.0)
+    md = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "## Tuned against default" in md and "tuned closer" in md and "tuned farther" in md
