@@ -44,11 +44,22 @@ def load_trials(folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def searched(method: str) -> list[str]:
+    """The keys of the method's `search:` block (its YAML is the source of the space)."""
+    from hydra import compose, initialize_config_dir
+
+    from unlearn_bench.run import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return list(compose("config", overrides=[f"method={method}"]).method.get("search") or {})
+
+
 def summarise(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per track and method: trials (finished / begun), cells, the best finished trial and doing nothing."""
+    """Per track and method: trials (finished / begun), cells, the best finished trial and doing nothing. A
+    trial is finished when it has every tuning seed of its track (the seeds any of the track's records have)."""
     out = []
     for (track, method), study in cells.groupby(["track", "method"], sort=True):
-        seeds = sorted(study["seed"].unique())
+        seeds = sorted(cells.loc[cells["track"] == track, "seed"].unique())
         trials = study.groupby("values", sort=False).agg(
             objective=("objective", "mean"), seeds=("seed", "nunique"), first=("finished", "min"))
         finished = trials[trials["seeds"] == len(seeds)]
@@ -58,16 +69,10 @@ def summarise(cells: pd.DataFrame) -> pd.DataFrame:
                     "trials_finished": len(finished), "trials_begun": len(trials), "cells": len(study),
                     "best_objective": best["objective"] if best is not None else math.nan,
                     "doing_nothing": study.groupby("seed")["original"].first().mean(),
-                    "best_values": json.dumps({k: v for k, v in json.loads(best.name).items()
-                                               if k in searched(study)}) if best is not None else "",
+                    "best_values": json.dumps({k: json.loads(best.name)[k] for k in searched(method)})
+                    if best is not None else "",
                     "unlearning_seconds": study["RTE"].sum()})
     return pd.DataFrame(out)
-
-
-def searched(study: pd.DataFrame) -> set[str]:
-    """The keys whose values differ between a study's trials: the searched ones."""
-    configs = [json.loads(v) for v in study["values"].unique()]
-    return {k for k in configs[0] if any(c.get(k) != configs[0][k] for c in configs)} if len(configs) > 1 else set()
 
 
 def main(argv: list[str] | None = None) -> int:
