@@ -95,9 +95,12 @@ def test_tuning_writes_a_method_config_inside_the_space_from_disjoint_seeds_and_
     assert code == 0 and OmegaConf.load(path) == tuned
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "trials").glob("*.json")} == written
     assert tune.main(["--method", "ft", "--jobs", "0", "--", *overrides]) == 2
+    # under another name: the checkout's own conf/method/tuned/cpu/oracle/ft.yaml comes first on the search path
+    (tmp_path / "conf" / "method" / "test_tuned").mkdir()
+    path.rename(tmp_path / "conf" / "method" / "test_tuned" / "ft.yaml")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
-                                           "method=tuned/cpu/oracle/ft"])
+                                           "method=test_tuned/ft"])
     assert cfg.method.name == "ft" and cfg.method.lr == tuned.lr and cfg.method.label == "ft (tuned, oracle)"
 
 
@@ -211,3 +214,24 @@ def test_the_blind_objective_on_known_cases():
     assert values["blind_objective"] == pytest.approx(sum(values[p] for p in PARTS))
     worse = blind_parts(logits, labels, {"RA": values["RA"] + 10.0, "acc_validation": values["acc_validation"] + 5.0}, mia)
     assert worse["retain_loss"] == pytest.approx(10.0) and worse["validation_loss"] == pytest.approx(5.0)
+
+
+COMMITTED_TUNED = sorted((ROOT / "conf" / "method" / "tuned").glob("*/*/*.yaml"))
+
+
+@pytest.mark.parametrize("path", COMMITTED_TUNED, ids=[p.relative_to(ROOT / "conf" / "method").as_posix()
+                                                        for p in COMMITTED_TUNED])
+def test_every_committed_tuned_config_composes_inside_its_space_from_disjoint_seeds(make_cfg, path):
+    import re
+
+    scale, track, method = path.relative_to(ROOT / "conf" / "method" / "tuned").with_suffix("").parts
+    cfg = make_cfg(f"method=tuned/{scale}/{track}/{method}", tiny=False)
+    validate(cfg)
+    check_method(cfg.method)
+    assert cfg.method.name == method and cfg.method.label == f"{method} (tuned, {track})"
+    for key, spec in cfg.method.search.items():  # every searched key was chosen, inside its range
+        assert key in path.read_text() and spec.low <= cfg.method[key] <= spec.high
+    header = path.read_text()
+    tuning = {int(s) for s in re.search(r"tuning seeds ([\d,]+)", header).group(1).split(",") if s}
+    evaluation = {int(s) for s in re.search(r"evaluation seeds ([\d,]+)", header).group(1).split(",") if s}
+    assert tuning and evaluation and not tuning & evaluation and "scripts/tune.py" in header
