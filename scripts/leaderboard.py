@@ -589,6 +589,11 @@ def rank_agreement(frame: pd.DataFrame, facts: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def number(value: float) -> str:
+    """A statistic for a Markdown table: two decimals, n/a where it is undefined."""
+    return "n/a" if pd.isna(value) else f"{value:.2f}"
+
+
 TUNED_LABEL = re.compile(r"^(?P<base>.+) \(tuned, (?P<track>[a-z]+)\)$")  # scripts/tune.py's label
 
 
@@ -624,25 +629,20 @@ def tuning_comparison(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def tuning_markdown(pairs: pd.DataFrame, rankings: pd.DataFrame) -> str:
-    def number(value: float) -> str:
-        return "n/a" if pd.isna(value) else f"{value:.2f}"
-
     def change(row) -> str:
         if pd.isna(row.p) or row.p >= verdict.ALPHA:
             return "no difference"
         return "tuned closer" if row.difference < 0 else "tuned farther"
 
     shown = pd.DataFrame({
-        "setting": [" / ".join(map(str, (r.dataset, r.model, r.forget, r.augmentation, *((r.variant,) if r.variant else ()))))
-                    for r in pairs.itertuples()],
+        "setting": [section_title(keys) for keys in pairs[GROUP].itertuples(index=False)],
         "method": pairs["method"], "track": pairs["track"], "n": pairs["n"],
         "default": [number(v) for v in pairs["default_gap"]], "tuned": [number(v) for v in pairs["tuned_gap"]],
         "tuned − default": [cell(m, h) for m, h in zip(pairs["difference"], pairs["difference_ci"])],
         "p": [number(p) if pd.isna(p) or p >= 0.01 else f"{p:.1e}" for p in pairs["p"]],
         "verdict": [change(r) for r in pairs.itertuples()]})
     ranked = pd.DataFrame({
-        "setting": [" / ".join(map(str, (r.dataset, r.model, r.forget, r.augmentation, *((r.variant,) if r.variant else ()))))
-                    for r in rankings.itertuples()],
+        "setting": [section_title(keys) for keys in rankings[GROUP].itertuples(index=False)],
         "track": rankings["track"], "τ (default vs tuned)": [number(t) for t in rankings["tau"]],
         "95 % interval": [f"[{number(lo)}, {number(hi)}]" for lo, hi in zip(rankings["tau_low"], rankings["tau_high"])],
         "methods": rankings["methods"], "seeds": rankings["seeds"]})
@@ -658,9 +658,6 @@ def tuning_markdown(pairs: pd.DataFrame, rankings: pd.DataFrame) -> str:
 
 
 def agreement_markdown(agreement: pd.DataFrame) -> str:
-    def number(value: float) -> str:
-        return "n/a" if pd.isna(value) else f"{value:.2f}"
-
     shown = pd.DataFrame({
         "setting": [" / ".join(map(str, (r.dataset, r.model, r.augmentation, *((r.variant,) if r.variant else ()))))
                     for r in agreement.itertuples()],
@@ -1065,7 +1062,6 @@ def main(argv: list[str] | None = None) -> int:
         if not agreement.empty:
             agreement.to_csv(args.out / "rank_agreement.csv", index=False)
             text += agreement_markdown(agreement)
-    if args.task == "classification" and "avg_gap" in frame:
         pairs, rankings = tuning_comparison(frame)
         if not pairs.empty:
             pairs.to_csv(args.out / "tuned_vs_default.csv", index=False)

@@ -20,8 +20,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-
-OBJECTIVE = {"oracle": "avg_gap", "blind": "blind_objective"}
+from tune import OBJECTIVES, compose_cfg  # the tracks' objectives and the config composer of the studies
 
 
 def load_trials(folder: Path) -> pd.DataFrame:
@@ -32,12 +31,13 @@ def load_trials(folder: Path) -> pd.DataFrame:
         try:
             record = json.loads(path.read_text())
             track = "blind" if record.get("task") == "blind" else "oracle"
+            objective = OBJECTIVES[track][0]
             cfg = record["config"]
             values = {k: v for k, v in cfg["method"].items() if k not in ("name", "label", "search")}
             rows.append({"track": track, "method": record["method"], "seed": int(cfg["seed"]),
                          "values": json.dumps(values, sort_keys=True),
-                         "objective": float(record["metrics"].get(OBJECTIVE[track], math.nan)),
-                         "original": float((record.get("original_metrics") or {}).get(OBJECTIVE[track], math.nan)),
+                         "objective": float(record["metrics"].get(objective, math.nan)),
+                         "original": float((record.get("original_metrics") or {}).get(objective, math.nan)),
                          "RTE": float(record["metrics"].get("RTE", math.nan)), "finished": float(record["finished"])})
         except (ValueError, KeyError, TypeError, OSError) as err:
             print(f"warning: skipping {path}: {err}", file=sys.stderr)
@@ -46,20 +46,16 @@ def load_trials(folder: Path) -> pd.DataFrame:
 
 def searched(method: str) -> list[str]:
     """The keys of the method's `search:` block (its YAML is the source of the space)."""
-    from hydra import compose, initialize_config_dir
-
-    from unlearn_bench.run import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return list(compose("config", overrides=[f"method={method}"]).method.get("search") or {})
+    return list(compose_cfg([f"method={method}"]).method.get("search") or {})
 
 
 def summarise(cells: pd.DataFrame) -> pd.DataFrame:
     """Per track and method: trials (finished / begun), cells, the best finished trial and doing nothing. A
     trial is finished when it has every tuning seed of its track (the seeds any of the track's records have)."""
     out = []
+    seeds_of = {track: sorted(part["seed"].unique()) for track, part in cells.groupby("track")}
     for (track, method), study in cells.groupby(["track", "method"], sort=True):
-        seeds = sorted(cells.loc[cells["track"] == track, "seed"].unique())
+        seeds = seeds_of[track]
         trials = study.groupby("values", sort=False).agg(
             objective=("objective", "mean"), seeds=("seed", "nunique"), first=("finished", "min"))
         finished = trials[trials["seeds"] == len(seeds)]
