@@ -3,6 +3,7 @@ training; the space is not part of a cell's identity."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -222,16 +223,14 @@ COMMITTED_TUNED = sorted((ROOT / "conf" / "method" / "tuned").glob("*/*/*.yaml")
 @pytest.mark.parametrize("path", COMMITTED_TUNED, ids=[p.relative_to(ROOT / "conf" / "method").as_posix()
                                                         for p in COMMITTED_TUNED])
 def test_every_committed_tuned_config_composes_inside_its_space_from_disjoint_seeds(make_cfg, path):
-    import re
-
     scale, track, method = path.relative_to(ROOT / "conf" / "method" / "tuned").with_suffix("").parts
     cfg = make_cfg(f"method=tuned/{scale}/{track}/{method}", tiny=False)
     validate(cfg)
     check_method(cfg.method)
     assert cfg.method.name == method and cfg.method.label == f"{method} (tuned, {track})"
+    text = path.read_text()
     for key, spec in cfg.method.search.items():  # every searched key was chosen, inside its range
-        assert key in path.read_text() and spec.low <= cfg.method[key] <= spec.high
-    header = path.read_text()
-    tuning = {int(s) for s in re.search(r"tuning seeds ([\d,]+)", header).group(1).split(",") if s}
-    evaluation = {int(s) for s in re.search(r"evaluation seeds ([\d,]+)", header).group(1).split(",") if s}
-    assert tuning and evaluation and not tuning & evaluation and "scripts/tune.py" in header
+        assert key in text and spec.low <= cfg.method[key] <= spec.high
+    tuning = {int(s) for s in re.search(r"tuning seeds ([\d,]+)", text).group(1).split(",") if s}
+    evaluation = {int(s) for s in re.search(r"evaluation seeds ([\d,]+)", text).group(1).split(",") if s}
+    assert tuning and evaluation and not tuning & evaluation and "scripts/tune.py" in text
