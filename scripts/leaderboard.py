@@ -26,7 +26,9 @@ What a classification table holds, per setting (dataset / model / forget set / a
   does the ranking change from random forgetting to a class, a memorisation stratum or a subpopulation?
 - where a setting holds tuned rows (`method=tuned/<scale>/<track>/<method>`, SPEC §10) beside the default
   rows: per method and track, the paired per-seed difference tuned − default with its interval and p
-  (tuned_vs_default.csv), and Kendall τ between the zoo's default and tuned rankings (tuned_ranking.csv).
+  (tuned_vs_default.csv), and Kendall τ between the zoo's default and tuned rankings (tuned_ranking.csv);
+  where it holds two tracks' rows: per method the paired per-seed difference between the tracks and τ
+  between their rankings (tuned_tracks.csv).
 
 Corrupt or partial records are skipped with a warning naming the file; hyperparameter-search trials
 (records of an `hparams_search` run) are excluded with a warning; the same configuration and seed twice is
@@ -628,6 +630,78 @@ def tuning_comparison(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(pairs), pd.DataFrame(rankings)
 
 
+def relabelled(rows: pd.DataFrame, base: str) -> dict[str, dict[int, float]]:
+    """A tuned row's per-seed gaps under its method's name, so two tracks' rankings line up."""
+    return gaps_by_seed(rows, {rows["method"].iloc[0]: base})
+
+
+def track_comparison(frame: pd.DataFrame) -> pd.DataFrame:
+    """Two tuning tracks of the same methods against each other (SPEC §10: does tuning without a retrain model
+    choose values as good as tuning on the Avg Gap to it?): per setting, pair of tracks and method with both
+    tuned rows, the paired per-seed difference first − second (tracks in alphabetical order, so blind −
+    oracle; positive = the first track's values are farther from retrain) with its 95 % t-interval and p, plus one row per setting and pair of tracks (method `(ranking)`)
+    with Kendall τ between the two tracks' rankings and its bootstrap interval. Empty when no setting holds
+    two tracks."""
+    rows_out = []
+    for keys, part in frame[~frame["reference"]].dropna(subset=["avg_gap"]).groupby(GROUP, sort=False):
+        by_track: dict[str, dict[str, pd.DataFrame]] = {}
+        for label, rows in part.groupby("method", sort=False):
+            if found := TUNED_LABEL.match(label):
+                by_track.setdefault(found["track"], {})[found["base"]] = rows
+        tracks = sorted(by_track)
+        for i, first in enumerate(tracks):
+            for second in tracks[i + 1:]:
+                head = {**dict(zip(GROUP, keys)), "first": first, "second": second}
+                gaps_first, gaps_second = {}, {}
+                for base in (m for m in by_track[first] if m in by_track[second]):
+                    ours, theirs = paired(by_track[first][base], by_track[second][base])
+                    mean, half, n = verdict.t_interval([a - b for a, b in zip(ours, theirs)])
+                    rows_out.append({**head, "method": base, "n": n,
+                                     "first_gap": float(pd.Series(ours).mean()) if n else math.nan,
+                                     "second_gap": float(pd.Series(theirs).mean()) if n else math.nan,
+                                     "difference": mean, "difference_ci": half, "p": verdict.paired_p(ours, theirs),
+                                     "tau": math.nan, "tau_low": math.nan, "tau_high": math.nan})
+                    gaps_first.update(relabelled(by_track[first][base], base))
+                    gaps_second.update(relabelled(by_track[second][base], base))
+                found = verdict.kendall_settings(gaps_first, gaps_second)
+                rows_out.append({**head, "method": "(ranking)", "n": found["seeds"], "first_gap": math.nan,
+                                 "second_gap": math.nan, "difference": math.nan, "difference_ci": math.nan,
+                                 "p": math.nan, "tau": found["tau"], "tau_low": found["low"], "tau_high": found["high"]})
+    return pd.DataFrame(rows_out)
+
+
+def track_markdown(tracks: pd.DataFrame) -> str:
+    methods = tracks[tracks["method"] != "(ranking)"]
+    ranking = tracks[tracks["method"] == "(ranking)"]
+
+    def verdict_of(row) -> str:
+        if pd.isna(row.p) or row.p >= verdict.ALPHA:
+            return "no difference"
+        return f"{row.first} closer" if row.difference < 0 else f"{row.second} closer"
+
+    shown = pd.DataFrame({
+        "setting": [section_title(keys) for keys in methods[GROUP].itertuples(index=False)],
+        "method": methods["method"], "n": methods["n"],
+        "tracks": [f"{a} → {b}" for a, b in zip(methods["first"], methods["second"])],
+        "first": [number(v) for v in methods["first_gap"]], "second": [number(v) for v in methods["second_gap"]],
+        "first − second": [cell(m, h) for m, h in zip(methods["difference"], methods["difference_ci"])],
+        "p": [number(p) if pd.isna(p) or p >= 0.01 else f"{p:.1e}" for p in methods["p"]],
+        "verdict": [verdict_of(r) for r in methods.itertuples()]})
+    ranked = pd.DataFrame({
+        "setting": [section_title(keys) for keys in ranking[GROUP].itertuples(index=False)],
+        "tracks": [f"{a} → {b}" for a, b in zip(ranking["first"], ranking["second"])],
+        "τ": [number(t) for t in ranking["tau"]],
+        "95 % interval": [f"[{number(lo)}, {number(hi)}]" for lo, hi in zip(ranking["tau_low"], ranking["tau_high"])],
+        "seeds": ranking["n"]})
+    return "\n".join([
+        "", "## Tuning track against tuning track", "",
+        "Per method tuned on both tracks: the mean per-seed Avg Gap with each track's values on the seeds both rows "
+        "have, and their paired difference (mean ± 95 % t-interval; negative = the first track's values are closer "
+        f"to retrain) with the paired two-sided t-test (verdict at p < {verdict.ALPHA}); then Kendall τ between the "
+        "two tracks' rankings of those methods, 95 % BCa bootstrap interval over seeds.", "",
+        shown.to_markdown(index=False), "", ranked.to_markdown(index=False), ""])
+
+
 def tuning_markdown(pairs: pd.DataFrame, rankings: pd.DataFrame) -> str:
     def change(row) -> str:
         if pd.isna(row.p) or row.p >= verdict.ALPHA:
@@ -1067,6 +1141,10 @@ def main(argv: list[str] | None = None) -> int:
             pairs.to_csv(args.out / "tuned_vs_default.csv", index=False)
             rankings.to_csv(args.out / "tuned_ranking.csv", index=False)
             text += tuning_markdown(pairs, rankings)
+        tracks = track_comparison(frame)
+        if not tracks.empty:
+            tracks.to_csv(args.out / "tuned_tracks.csv", index=False)
+            text += track_markdown(tracks)
     if args.grids and args.task == "generation":
         figures = grid_figures(frame, args.out)
         text += "\n".join(["## Sample grids", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""])

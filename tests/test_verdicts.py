@@ -276,3 +276,26 @@ def test_tuned_rows_sit_beside_their_defaults_and_are_compared_seed_by_seed(tmp_
     assert len(ranking) == 1 and ranking.loc[0, "methods"] == 3 and ranking.loc[0, "tau"] == pytest.approx(-1.0)
     md = (tmp_path / "board" / "leaderboard.md").read_text()
     assert "## Tuned against default" in md and "tuned closer" in md and "tuned farther" in md
+
+
+def test_two_tuning_tracks_are_compared_seed_by_seed_and_by_ranking(tmp_path):
+    folder = tmp_path / "records"
+    for seed in range(5):
+        for place, method in enumerate(("ft", "ga", "rl")):
+            write_record(folder, f"{method}-{seed}", seed, 5.0 + place, method=method)
+            # oracle: ft < ga < rl; blind: the order reverses, ft's values 2.0 farther on every seed
+            write_record(folder, f"{method}-o-{seed}", seed, 1.0 + place + 0.01 * seed, method=method,
+                         method__label=f"{method} (tuned, oracle)", method__lr=0.02)
+            write_record(folder, f"{method}-b-{seed}", seed, 3.0 - place + 0.01 * seed, method=method,
+                         method__label=f"{method} (tuned, blind)", method__lr=0.03)
+    write_record(folder, "ssd-o-0", 0, 1.0, method="ssd", method__label="ssd (tuned, oracle)", method__lr=0.02)
+    board(tmp_path, folder)
+    tracks = pd.read_csv(tmp_path / "board" / "tuned_tracks.csv").set_index("method")
+    assert (tracks["first"] == "blind").all() and (tracks["second"] == "oracle").all()
+    assert "ssd" not in tracks.index  # tuned on one track only: nothing to pair
+    assert tracks.loc["ft", "difference"] == pytest.approx(2.0) and tracks.loc["ft", "p"] < 1e-6  # blind − oracle
+    assert tracks.loc["ga", "difference"] == pytest.approx(0.0, abs=1e-9) and tracks.loc["ft", "n"] == 5
+    assert tracks.loc["rl", "first_gap"] == pytest.approx(1.02) and tracks.loc["rl", "second_gap"] == pytest.approx(3.02)
+    assert tracks.loc["(ranking)", "tau"] == pytest.approx(-1.0) and tracks.loc["(ranking)", "n"] == 5
+    md = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "## Tuning track against tuning track" in md and "oracle closer" in md and "blind closer" in md
