@@ -599,6 +599,17 @@ def number(value: float) -> str:
 TUNED_LABEL = re.compile(r"^(?P<base>.+) \(tuned, (?P<track>[a-z]+)\)$")  # scripts/tune.py's label
 
 
+def track_best(rows: dict[str, pd.DataFrame], labels: list[str]) -> tuple[str, list[str]]:
+    """Among one track's tuned rows: the lowest mean per-seed Avg Gap and the rows tied with it (paired
+    two-sided t-test, p ≥ α), so a track's own verdict does not hinge on the other track's best row."""
+    if not labels:
+        return "", []
+    best = min(labels, key=lambda label: rows[label]["avg_gap"].astype(float).mean())
+    tied = [label for label in labels
+            if label != best and not verdict.paired_p(*paired(rows[label], rows[best])) < verdict.ALPHA]
+    return best, tied
+
+
 def tuning_comparison(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Tuned rows (`ft (tuned, oracle)`, SPEC §10) against their method's default row in the same setting:
     per method and track, the paired per-seed Avg Gap difference tuned − default (mean, 95 % t-interval, p of
@@ -625,8 +636,10 @@ def tuning_comparison(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                 default_gaps.update(gaps_by_seed(rows[base]))
                 tuned_gaps.update(gaps_by_seed(rows[label], {label: base}))
             found = verdict.kendall_settings(default_gaps, tuned_gaps)
+            best, tied = track_best(rows, [label for label, f in tuned.items() if f and f["track"] == track])
             rankings.append({**dict(zip(GROUP, keys)), "track": track, "tau": found["tau"], "tau_low": found["low"],
-                             "tau_high": found["high"], "methods": found["methods"], "seeds": found["seeds"]})
+                             "tau_high": found["high"], "methods": found["methods"], "seeds": found["seeds"],
+                             "best": best, "tied_with_best": "; ".join(tied)})
     return pd.DataFrame(pairs), pd.DataFrame(rankings)
 
 
@@ -719,7 +732,8 @@ def tuning_markdown(pairs: pd.DataFrame, rankings: pd.DataFrame) -> str:
         "setting": [section_title(keys) for keys in rankings[GROUP].itertuples(index=False)],
         "track": rankings["track"], "τ (default vs tuned)": [number(t) for t in rankings["tau"]],
         "95 % interval": [f"[{number(lo)}, {number(hi)}]" for lo, hi in zip(rankings["tau_low"], rankings["tau_high"])],
-        "methods": rankings["methods"], "seeds": rankings["seeds"]})
+        "methods": rankings["methods"], "seeds": rankings["seeds"],
+        "best tuned row": rankings["best"], "tied with it": rankings["tied_with_best"].fillna("")})
     return "\n".join([
         "", "## Tuned against default", "",
         "Per method and tuning track: the mean per-seed Avg Gap with the default and with the tuned values on the "
@@ -728,7 +742,8 @@ def tuning_markdown(pairs: pd.DataFrame, rankings: pd.DataFrame) -> str:
         shown.to_markdown(index=False), "",
         "Does tuning change the ranking? Kendall τ between the methods' ranking (mean per-seed Avg Gap) with their "
         "defaults and with their tuned values, 95 % BCa bootstrap interval over seeds (a seed is resampled in both "
-        "rankings at once).", "", ranked.to_markdown(index=False), ""])
+        "rankings at once); and the track's best tuned row with the track's rows tied with it (paired t-test, "
+        f"p ≥ {verdict.ALPHA}).", "", ranked.to_markdown(index=False), ""])
 
 
 def agreement_markdown(agreement: pd.DataFrame) -> str:

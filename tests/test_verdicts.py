@@ -274,6 +274,7 @@ def test_tuned_rows_sit_beside_their_defaults_and_are_compared_seed_by_seed(tmp_
     assert pairs.loc["rl", "default_gap"] == pytest.approx(3.02) and pairs.loc["rl", "n"] == 5
     ranking = pd.read_csv(tmp_path / "board" / "tuned_ranking.csv")
     assert len(ranking) == 1 and ranking.loc[0, "methods"] == 3 and ranking.loc[0, "tau"] == pytest.approx(-1.0)
+    assert ranking.loc[0, "best"] == "rl (tuned, oracle)" and pd.isna(ranking.loc[0, "tied_with_best"])
     md = (tmp_path / "board" / "leaderboard.md").read_text()
     assert "## Tuned against default" in md and "tuned closer" in md and "tuned farther" in md
 
@@ -288,14 +289,20 @@ def test_two_tuning_tracks_are_compared_seed_by_seed_and_by_ranking(tmp_path):
                          method__label=f"{method} (tuned, oracle)", method__lr=0.02)
             write_record(folder, f"{method}-b-{seed}", seed, 3.0 - place + 0.01 * seed, method=method,
                          method__label=f"{method} (tuned, blind)", method__lr=0.03)
+        # blind only, noisy around blind rl's gaps: tied with the blind track's best
+        write_record(folder, f"scrub-b-{seed}", seed, 1.2 + (0.5 if seed % 2 else -0.5), method="scrub",
+                     method__label="scrub (tuned, blind)", method__lr=0.03)
     write_record(folder, "ssd-o-0", 0, 1.0, method="ssd", method__label="ssd (tuned, oracle)", method__lr=0.02)
     board(tmp_path, folder)
     tracks = pd.read_csv(tmp_path / "board" / "tuned_tracks.csv").set_index("method")
     assert (tracks["first"] == "blind").all() and (tracks["second"] == "oracle").all()
-    assert "ssd" not in tracks.index  # tuned on one track only: nothing to pair
+    assert "ssd" not in tracks.index and "scrub" not in tracks.index  # tuned on one track only: nothing to pair
     assert tracks.loc["ft", "difference"] == pytest.approx(2.0) and tracks.loc["ft", "p"] < 1e-6  # blind − oracle
     assert tracks.loc["ga", "difference"] == pytest.approx(0.0, abs=1e-9) and tracks.loc["ft", "n"] == 5
     assert tracks.loc["rl", "first_gap"] == pytest.approx(1.02) and tracks.loc["rl", "second_gap"] == pytest.approx(3.02)
     assert tracks.loc["(ranking)", "tau"] == pytest.approx(-1.0) and tracks.loc["(ranking)", "n"] == 5
+    ranking = pd.read_csv(tmp_path / "board" / "tuned_ranking.csv").set_index("track")
+    assert ranking.loc["blind", "best"] == "rl (tuned, blind)"
+    assert ranking.loc["blind", "tied_with_best"] == "scrub (tuned, blind)"
     md = (tmp_path / "board" / "leaderboard.md").read_text()
     assert "## Tuning track against tuning track" in md and "oracle closer" in md and "blind closer" in md
