@@ -350,9 +350,8 @@ def setting_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
         for i, marks in all_marks.items():
             row = table.loc[i]
             if ORIGINAL in by_method:  # not significantly below doing nothing
-                ours, theirs = paired(by_method[row["method"]], by_method[ORIGINAL])
-                mean, half, n = verdict.t_interval([a - b for a, b in zip(ours, theirs)])
-                if n and mean + (half if n > 1 else 0.0) >= 0:
+                diff = paired_difference(by_method[row["method"]], by_method[ORIGINAL])
+                if diff["n"] and diff["difference"] + (diff["difference_ci"] if diff["n"] > 1 else 0.0) >= 0:
                     marks.append("not below doing nothing")
             if FLOOR in by_method and verdict.inside_floor(*paired(by_method[row["method"]], by_method[FLOOR])):
                 marks.append("inside the retrain floor")
@@ -599,6 +598,33 @@ def number(value: float) -> str:
 TUNED_LABEL = re.compile(r"^(?P<base>.+) \(tuned, (?P<track>[a-z]+)\)$")  # scripts/tune.py's label
 
 
+def paired_difference(a: pd.DataFrame, b: pd.DataFrame) -> dict:
+    """Two rows' per-seed Avg Gaps on the seeds both have: n, each row's mean, the mean difference a − b with
+    its 95 % t-interval half-width, and p of the paired two-sided t-test."""
+    ours, theirs = paired(a, b)
+    mean, half, n = verdict.t_interval([x - y for x, y in zip(ours, theirs)])
+    return {"n": n, "a_gap": float(pd.Series(ours).mean()) if n else math.nan,
+            "b_gap": float(pd.Series(theirs).mean()) if n else math.nan,
+            "difference": mean, "difference_ci": half, "p": verdict.paired_p(ours, theirs)}
+
+
+def relabelled(rows: pd.DataFrame, base: str) -> dict[str, dict[int, float]]:
+    """A tuned row's per-seed gaps under its method's name, so its ranking lines up with the default's or
+    with the other track's."""
+    return gaps_by_seed(rows, {rows["method"].iloc[0]: base})
+
+
+def p_text(p: float) -> str:
+    return number(p) if pd.isna(p) or p >= 0.01 else f"{p:.1e}"
+
+
+def difference_verdict(p: float, difference: float, closer: str, farther: str) -> str:
+    """A paired difference's verdict at α: `closer` when negative and significant, `farther` when positive."""
+    if pd.isna(p) or p >= verdict.ALPHA:
+        return "no difference"
+    return closer if difference < 0 else farther
+
+
 def track_best(rows: dict[str, pd.DataFrame], labels: list[str]) -> tuple[str, list[str]]:
     """Among one track's tuned rows: the lowest mean per-seed Avg Gap and the rows tied with it (paired
     two-sided t-test, p ≥ α), so a track's own verdict does not hinge on the other track's best row."""
@@ -606,7 +632,7 @@ def track_best(rows: dict[str, pd.DataFrame], labels: list[str]) -> tuple[str, l
         return "", []
     best = min(labels, key=lambda label: rows[label]["avg_gap"].astype(float).mean())
     tied = [label for label in labels
-            if label != best and not verdict.paired_p(*paired(rows[label], rows[best])) < verdict.ALPHA]
+            if label != best and verdict.paired_p(*paired(rows[label], rows[best])) >= verdict.ALPHA]
     return best, tied
 
 
@@ -627,14 +653,13 @@ def tuning_comparison(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                 if not found or found["track"] != track or found["base"] not in rows:
                     continue
                 base = found["base"]
-                ours, theirs = paired(rows[label], rows[base])
-                mean, half, n = verdict.t_interval([a - b for a, b in zip(ours, theirs)])
-                pairs.append({**dict(zip(GROUP, keys)), "method": base, "track": track, "n": n,
-                              "default_gap": float(pd.Series(theirs).mean()) if n else math.nan,
-                              "tuned_gap": float(pd.Series(ours).mean()) if n else math.nan,
-                              "difference": mean, "difference_ci": half, "p": verdict.paired_p(ours, theirs)})
+                diff = paired_difference(rows[label], rows[base])
+                pairs.append({**dict(zip(GROUP, keys)), "method": base, "track": track, "n": diff["n"],
+                              "default_gap": diff["b_gap"], "tuned_gap": diff["a_gap"],
+                              "difference": diff["difference"], "difference_ci": diff["difference_ci"],
+                              "p": diff["p"]})
                 default_gaps.update(gaps_by_seed(rows[base]))
-                tuned_gaps.update(gaps_by_seed(rows[label], {label: base}))
+                tuned_gaps.update(relabelled(rows[label], base))
             found = verdict.kendall_settings(default_gaps, tuned_gaps)
             best, tied = track_best(rows, [label for label, f in tuned.items() if f and f["track"] == track])
             rankings.append({**dict(zip(GROUP, keys)), "track": track, "tau": found["tau"], "tau_low": found["low"],
@@ -643,18 +668,13 @@ def tuning_comparison(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(pairs), pd.DataFrame(rankings)
 
 
-def relabelled(rows: pd.DataFrame, base: str) -> dict[str, dict[int, float]]:
-    """A tuned row's per-seed gaps under its method's name, so two tracks' rankings line up."""
-    return gaps_by_seed(rows, {rows["method"].iloc[0]: base})
-
-
 def track_comparison(frame: pd.DataFrame) -> pd.DataFrame:
     """Two tuning tracks of the same methods against each other (SPEC §10: does tuning without a retrain model
     choose values as good as tuning on the Avg Gap to it?): per setting, pair of tracks and method with both
     tuned rows, the paired per-seed difference first − second (tracks in alphabetical order, so blind −
-    oracle; positive = the first track's values are farther from retrain) with its 95 % t-interval and p, plus one row per setting and pair of tracks (method `(ranking)`)
-    with Kendall τ between the two tracks' rankings and its bootstrap interval. Empty when no setting holds
-    two tracks."""
+    oracle; positive = the first track's values are farther from retrain) with its 95 % t-interval and p;
+    plus one row per setting and pair of tracks (method `(ranking)`) with Kendall τ between the two tracks'
+    rankings and its bootstrap interval. Empty when no setting holds two tracks."""
     rows_out = []
     for keys, part in frame[~frame["reference"]].dropna(subset=["avg_gap"]).groupby(GROUP, sort=False):
         by_track: dict[str, dict[str, pd.DataFrame]] = {}
@@ -667,12 +687,10 @@ def track_comparison(frame: pd.DataFrame) -> pd.DataFrame:
                 head = {**dict(zip(GROUP, keys)), "first": first, "second": second}
                 gaps_first, gaps_second = {}, {}
                 for base in (m for m in by_track[first] if m in by_track[second]):
-                    ours, theirs = paired(by_track[first][base], by_track[second][base])
-                    mean, half, n = verdict.t_interval([a - b for a, b in zip(ours, theirs)])
-                    rows_out.append({**head, "method": base, "n": n,
-                                     "first_gap": float(pd.Series(ours).mean()) if n else math.nan,
-                                     "second_gap": float(pd.Series(theirs).mean()) if n else math.nan,
-                                     "difference": mean, "difference_ci": half, "p": verdict.paired_p(ours, theirs),
+                    diff = paired_difference(by_track[first][base], by_track[second][base])
+                    rows_out.append({**head, "method": base, "n": diff["n"], "first_gap": diff["a_gap"],
+                                     "second_gap": diff["b_gap"], "difference": diff["difference"],
+                                     "difference_ci": diff["difference_ci"], "p": diff["p"],
                                      "tau": math.nan, "tau_low": math.nan, "tau_high": math.nan})
                     gaps_first.update(relabelled(by_track[first][base], base))
                     gaps_second.update(relabelled(by_track[second][base], base))
@@ -687,19 +705,15 @@ def track_markdown(tracks: pd.DataFrame) -> str:
     methods = tracks[tracks["method"] != "(ranking)"]
     ranking = tracks[tracks["method"] == "(ranking)"]
 
-    def verdict_of(row) -> str:
-        if pd.isna(row.p) or row.p >= verdict.ALPHA:
-            return "no difference"
-        return f"{row.first} closer" if row.difference < 0 else f"{row.second} closer"
-
     shown = pd.DataFrame({
         "setting": [section_title(keys) for keys in methods[GROUP].itertuples(index=False)],
         "method": methods["method"], "n": methods["n"],
         "tracks": [f"{a} → {b}" for a, b in zip(methods["first"], methods["second"])],
         "first": [number(v) for v in methods["first_gap"]], "second": [number(v) for v in methods["second_gap"]],
         "first − second": [cell(m, h) for m, h in zip(methods["difference"], methods["difference_ci"])],
-        "p": [number(p) if pd.isna(p) or p >= 0.01 else f"{p:.1e}" for p in methods["p"]],
-        "verdict": [verdict_of(r) for r in methods.itertuples()]})
+        "p": [p_text(p) for p in methods["p"]],
+        "verdict": [difference_verdict(r.p, r.difference, f"{r.first} closer", f"{r.second} closer")
+                    for r in methods.itertuples()]})
     ranked = pd.DataFrame({
         "setting": [section_title(keys) for keys in ranking[GROUP].itertuples(index=False)],
         "tracks": [f"{a} → {b}" for a, b in zip(ranking["first"], ranking["second"])],
@@ -716,18 +730,14 @@ def track_markdown(tracks: pd.DataFrame) -> str:
 
 
 def tuning_markdown(pairs: pd.DataFrame, rankings: pd.DataFrame) -> str:
-    def change(row) -> str:
-        if pd.isna(row.p) or row.p >= verdict.ALPHA:
-            return "no difference"
-        return "tuned closer" if row.difference < 0 else "tuned farther"
-
     shown = pd.DataFrame({
         "setting": [section_title(keys) for keys in pairs[GROUP].itertuples(index=False)],
         "method": pairs["method"], "track": pairs["track"], "n": pairs["n"],
         "default": [number(v) for v in pairs["default_gap"]], "tuned": [number(v) for v in pairs["tuned_gap"]],
         "tuned − default": [cell(m, h) for m, h in zip(pairs["difference"], pairs["difference_ci"])],
-        "p": [number(p) if pd.isna(p) or p >= 0.01 else f"{p:.1e}" for p in pairs["p"]],
-        "verdict": [change(r) for r in pairs.itertuples()]})
+        "p": [p_text(p) for p in pairs["p"]],
+        "verdict": [difference_verdict(r.p, r.difference, "tuned closer", "tuned farther")
+                    for r in pairs.itertuples()]})
     ranked = pd.DataFrame({
         "setting": [section_title(keys) for keys in rankings[GROUP].itertuples(index=False)],
         "track": rankings["track"], "τ (default vs tuned)": [number(t) for t in rankings["tau"]],
