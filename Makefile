@@ -51,12 +51,12 @@ tune-zoo: ## equal-budget tuning of the classification zoo at CPU scale (resumes
 	$(PY) scripts/tune.py --method $(ZOO) --scale cpu --track $(or $(TRACK),oracle) --trials $(or $(TRIALS),10) \
 		--tuning-seeds $(or $(TUNING_SEEDS),100$(comma)101) --jobs $(or $(JOBS),2) --trial-records results/tuned/trial_records -- forget_rate=$(or $(FORGET),random_10)
 
-tune-eval: ## the tuned zoo on the evaluation seeds 0-4, records beside the default rows: make tune-eval TRACK=oracle|blind
+tune-eval: ## the tuned zoo on the evaluation seeds 0-4, records in results/tuned/records (the other tables' folder stays untuned): make tune-eval TRACK=oracle|blind
 	$(PY) -m unlearn_bench.run -m scale=cpu method=$(TUNED) forget_rate=$(or $(FORGET),random_10) seed=0,1,2,3,4 \
-		hydra/launcher=joblib logger=none progress=false paths.records_dir=results/records
+		hydra/launcher=joblib logger=none progress=false paths.records_dir=results/tuned/records
 
 tuned-table: ## results/tuned from the records: default and tuned rows side by side (random 10 %), the studies' summary
-	$(PY) scripts/leaderboard.py --records results/records --out results/tuned --dataset cifar10 --forget 'random 10%' \
+	$(PY) scripts/leaderboard.py --records results/records results/tuned/records --out results/tuned --dataset cifar10 --forget 'random 10%' \
 		--augmentation none --method $(ZOO) --title "The zoo at its defaults and tuned (SPEC §10), CPU scale, random 10 %"
 	$(PY) scripts/tuning_summary.py --trial-records results/tuned/trial_records --out results/tuned
 
