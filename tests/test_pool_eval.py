@@ -68,7 +68,8 @@ def test_a_cell_keeps_its_identity(make_cfg):
     """eval=cell is the default and stays out of the cell id, so records made before pools still match."""
     assert "eval" not in tracking.cell_config(make_cfg("method=ft"))
     assert tracking.cell_config(make_cfg(*POOL, "method=ft"))["eval"] == {
-        "name": "pool", "pool_size": 3, "retain_sample": 50, "rates": "samples", "klom_top_edge": "closed"}
+        "name": "pool", "pool_size": 3, "retain_sample": 50, "rates": "grid", "klom_top_edge": "closed",
+        "klom_direction": "retrain_first"}
 
 
 @pytest.mark.parametrize("overrides, key", [
@@ -77,6 +78,7 @@ def test_a_cell_keeps_its_identity(make_cfg):
     (["eval.workers=many"], "eval.workers='many'"),
     (["eval.rates=exact"], "eval.rates='exact'"),
     (["eval.klom_top_edge=open"], "eval.klom_top_edge='open'"),
+    (["eval.klom_direction=both"], "eval.klom_direction='both'"),
     (["eval.keep_models=1"], "eval.keep_models=1"),
     (["+eval.pool=4"], "eval.pool=4"),
     (["method=retrain"], "method='retrain'"),

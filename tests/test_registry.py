@@ -59,3 +59,25 @@ def test_layers_do_not_reach_back_to_the_entry_point():
             assert not re.search(r"(from|import) unlearn_bench\.run\b", text), f"{path} imports the runner"
     protocol = (package / "protocol.py").read_text()
     assert not re.search(r"unlearn_bench\.(classification|generation)", protocol)
+
+
+def test_the_report_layer_reads_records_only():
+    """unlearn_bench.report turns records into verdicts: it imports neither torch nor any module that trains,
+    and nothing outside it imports it."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "unlearn_bench"
+    report = package / "report"
+    for path in report.rglob("*.py"):
+        imported = re.findall(r"^\s*(?:from|import) ([\w.]+)", path.read_text(), flags=re.M)
+        assert not [name for name in imported if name.split(".")[0] == "torch"], f"{path} imports torch"
+        assert all(name.startswith("unlearn_bench.report") for name in imported if name.startswith("unlearn_bench")), path
+    for path in package.rglob("*.py"):
+        if report not in path.parents:
+            assert "unlearn_bench.report" not in path.read_text(), f"{path} imports the report layer"
+    loaded = subprocess.run([sys.executable, "-c", "import sys, unlearn_bench.report.augmentation; "
+                             "print('torch' in sys.modules)"], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "False"

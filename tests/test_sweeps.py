@@ -181,3 +181,35 @@ def test_leaderboard_method_filter_keeps_commas_inside_variant_labels():
 
     assert leaderboard.parse_list("salun, manif_smc[blend,away],ft") == ["salun", "manif_smc[blend,away]", "ft"]
     assert leaderboard.parse_list("") is None
+
+
+def test_the_augmentation_sweep_expands_to_the_multiruns_cells(workdirs):
+    """conf/wandb_sweep_aug_study.yaml, expanded as W&B's grid does, gives exactly the cells of the offline
+    `-m experiment=aug_study` multirun, and every run's overrides compose and validate (no W&B server)."""
+    import itertools
+
+    from hydra import compose, initialize_config_dir
+
+    from unlearn_bench.tracking import cell_id
+    from unlearn_bench.validate import validate
+
+    sweep = yaml.safe_load((ROOT / "conf" / "wandb_sweep_aug_study.yaml").read_text())
+    assert sweep["metric"] == {"name": "avg_gap", "goal": "minimize"} and sweep["method"] == "grid"
+    command = sweep["command"]
+    assert command[:4] == ["${env}", "${interpreter}", "-m", "unlearn_bench.run"] and command[-1] == "${args_no_hyphens}"
+    fixed = [arg for arg in command[4:-1] if arg != "logger=wandb"]
+    names = list(sweep["parameters"])
+    runs = [[f"{k}={v}" for k, v in zip(names, values)]
+            for values in itertools.product(*(sweep["parameters"][k]["values"] for k in names))]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        grid = compose("config", overrides=["experiment=aug_study"], return_hydra_config=True).hydra.sweeper.params
+        multirun = {tuple(sorted(f"{k}={v}" for k, v in zip(grid, values)))
+                    for values in itertools.product(*(str(grid[k]).split(",") for k in grid))}
+        assert {tuple(sorted(run)) for run in runs} == multirun and len(runs) == 490
+        ids = set()
+        for run in runs:
+            cfg = compose("config", overrides=[*fixed, *workdirs, "logger=none", *run])
+            validate(cfg)
+            assert cfg.dataset.train_size == 1000 and cfg.train.epochs == 300
+            ids.add(cell_id(cfg))
+    assert len(ids) == 490  # every run its own cell

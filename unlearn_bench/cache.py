@@ -109,6 +109,10 @@ class ModelCache:
         atomic_write_json(meta_path, meta)  # written last: an entry without metadata is not an entry
         return meta
 
+    def resume_path(self, stage: str, key_parts: dict) -> Path:
+        """Where the training of an entry keeps its resumable state until the entry is stored."""
+        return self.root / f"{stage}-{self.key(stage, key_parts)}.resume"
+
     @staticmethod
     def key(stage: str, key_parts: dict) -> str:
         """The entry key of a model: known before it is trained, so results derived from it can be keyed."""

@@ -95,6 +95,20 @@ def load_logits(folder: Path) -> dict[str, np.ndarray]:
         return {name: data[name] for name in SETS}
 
 
+def member_key(cell: Cell, cache: ModelCache, role: str, index: int) -> dict:
+    """What a pool member's logits depend on: its model (a retrain model's training seed; a method run's
+    original, method settings and run index) and the sets it is evaluated on."""
+    if role in STAGE_OF:
+        stage = STAGE_OF[role]
+        return {"model": cache.key(stage, reference_key_parts(cell, stage, index)), "sets": sets_key(cell)}
+    cfg = cell.cfg
+    method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
+    method_cfg.pop("search", None)
+    return {"original": cache.key("original", reference_key_parts(cell, "original", cfg.seed)),
+            "method": method_cfg, "run": index, "sets": sets_key(cell), "device": cell.ctx.device.type,
+            "perf": cell.ctx.perf.as_dict(), "deterministic": cfg.deterministic}
+
+
 def pool_member(config: dict, role: str, index: int, threads: int | None) -> dict:
     """One member of a pool: train (or load) it, keep its logits in the cache. Runs in a worker process;
     `config` is the resolved config as a plain dict (resolvers need not exist in the worker)."""
@@ -105,20 +119,15 @@ def pool_member(config: dict, role: str, index: int, threads: int | None) -> dic
     cell, cache = worker_cell(cfg)
     ctx, splits = cell.ctx, cell.splits
     keep = bool(cfg.eval.keep_models)
+    key = member_key(cell, cache, role, index)
     if role in STAGE_OF:
         stage = STAGE_OF[role]
-        key = {"model": cache.key(stage, reference_key_parts(cell, stage, index)), "sets": sets_key(cell)}
 
         def compute(folder: Path) -> dict:
             models, metas = reference_models(cell, cache, seed=index, stages=(stage,), keep=keep, announce=False)
             save_logits(folder, model_outputs(models[stage], splits, ctx))
             return {"seconds": metas[stage]["train_seconds"]}
     else:
-        method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
-        method_cfg.pop("search", None)
-        key = {"original": cache.key("original", reference_key_parts(cell, "original", cfg.seed)),
-               "method": method_cfg, "run": index, "sets": sets_key(cell), "device": ctx.device.type,
-               "perf": ctx.perf.as_dict(), "deterministic": cfg.deterministic}
         method_fn = check_method(cfg.method)
 
         def compute(folder: Path) -> dict:
@@ -173,7 +182,7 @@ def interval(values: np.ndarray) -> float:
 
 
 def pool_scores(pool: dict[str, np.ndarray], retrain: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-                retain_sample: np.ndarray, rates: str, top_edge: str) -> dict[str, float]:
+                retain_sample: np.ndarray, rates: str, top_edge: str, klom_direction: str) -> dict[str, float]:
     """Forgetting quality and final-score inputs, KLoM on D_f / a D_r sample / T, and the attack, of one pool
     against the retrain pool (arrays [N, n, C])."""
     conf_u = logit_scaled_confidence(pool["forget"], labels["forget"])
@@ -184,7 +193,7 @@ def pool_scores(pool: dict[str, np.ndarray], retrain: dict[str, np.ndarray], lab
     for name, select in (("forget", slice(None)), ("retain", retain_sample), ("test", slice(None))):
         ours = margins(pool[name][:, select], labels[name][select])
         theirs = margins(retrain[name][:, select], labels[name][select])
-        result = klom(ours, theirs, top_edge=top_edge)
+        result = klom(ours, theirs, top_edge=top_edge, direction=klom_direction)
         scores[f"klom_{name}"], scores[f"klom_{name}_p95"] = result["mean"], result["p95"]
         if result["unscored"]:
             scores[f"klom_{name}_unscored"] = result["unscored"]
@@ -236,7 +245,8 @@ def run_pool(cfg: DictConfig, record_file: Path) -> dict:
         rows = per_model_metrics(by_role[role], cell, cfg.seed) if role != "original" else per_model_metrics(
             {name: v[:1] for name, v in by_role[role].items()}, cell, cfg.seed) * n
         means = mean_metrics(rows)
-        scores = pool_scores(by_role[role], by_role["retrain"], labels, sample, cfg.eval.rates, cfg.eval.klom_top_edge)
+        scores = pool_scores(by_role[role], by_role["retrain"], labels, sample, cfg.eval.rates, cfg.eval.klom_top_edge,
+                             cfg.eval.klom_direction)
         scores["final_score"] = final_score(scores["forgetting_quality"], means["RA"], retrain_means["RA"],
                                             means["TA"], retrain_means["TA"])
         gaps = [avg_gap(r, q, over) for r, q in zip(rows, retrain_rows)]

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +20,7 @@ from omegaconf import DictConfig
 from torch import nn
 from tqdm.auto import tqdm
 
+from unlearn_bench.cache import atomic_write_bytes
 from unlearn_bench.data import ImageData
 from unlearn_bench.data.augment import Augment
 from unlearn_bench.errors import ConfigError
@@ -139,22 +142,55 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: DictConfig, steps_per_
     raise ConfigError("train.scheduler", kind, SCHEDULERS)
 
 
+def rng_states() -> dict:
+    """Every random stream a training epoch draws from (data order, augmentation, dropout)."""
+    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 def fit(model: nn.Module, data: ImageData, cfg: DictConfig, ctx: Context, desc: str,
-        record_examples: bool = False) -> dict:
+        record_examples: bool = False, resume: Path | None = None, checkpoint_every: int = 0) -> dict:
     """Standard supervised training (the recipe of SPEC §2); returns a few statistics for the record.
     `record_examples` adds `example_confidence`: each example's true-label probability averaged over the
-    epochs, read from the training forward passes (the cheap memorisation proxy of SPEC §12)."""
+    epochs, read from the training forward passes (the cheap memorisation proxy of SPEC §12).
+
+    `resume` with `checkpoint_every` = k > 0: every k epochs the whole training state (weights, optimiser,
+    schedule, every random stream, the loss curve) is written atomically to `resume`, and a training that
+    finds that file continues from it, so a run killed or preempted mid-way and started again ends with
+    the weights an uninterrupted run gives, bit for bit. The file is removed once training ends."""
     check_positive(cfg, "train", ("epochs", "lr", "batch_size"))
     model.train()
     optimizer = sgd(model.parameters(), cfg)
     steps_per_epoch = -(-len(data) // cfg.batch_size)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.get("label_smoothing", 0.0))
-    bar = tqdm(range(cfg.epochs), desc=desc, disable=not ctx.progress, leave=False)
     last_loss, curve = float("nan"), []
     forward = training_model(model, ctx.perf)
     confidence_sum = torch.zeros(len(data), dtype=torch.float64) if record_examples else None
-    for _ in bar:
+    first_epoch = 0
+    if resume is not None and checkpoint_every and resume.is_file():
+        state = torch.load(resume, map_location="cpu", weights_only=False)  # our own file, written below
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        curve, first_epoch = state["curve"], state["epoch"]
+        last_loss = curve[-1] if curve else last_loss
+        if confidence_sum is not None:
+            confidence_sum = state["confidence_sum"]
+        set_rng_states(state["rng"])
+        print(f"{desc}: resumed at epoch {first_epoch} of {cfg.epochs} from {resume}")
+    bar = tqdm(range(first_epoch, cfg.epochs), desc=desc, disable=not ctx.progress, leave=False)
+    for epoch in bar:
         total, seen = 0.0, 0
         for index in batch_indices(len(data), cfg.batch_size, ctx.device):  # what batches() yields, with indices
             x, y = ctx.inputs(data.images[index]), data.labels[index]
@@ -173,6 +209,14 @@ def fit(model: nn.Module, data: ImageData, cfg: DictConfig, ctx: Context, desc: 
         last_loss = total / max(seen, 1)
         curve.append(last_loss)
         bar.set_postfix(loss=f"{last_loss:.4f}")
+        if resume is not None and checkpoint_every and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < cfg.epochs:
+            buffer = io.BytesIO()
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "curve": curve, "epoch": epoch + 1,
+                        "confidence_sum": confidence_sum, "rng": rng_states()}, buffer)
+            atomic_write_bytes(resume, buffer.getvalue())
+    if resume is not None:
+        resume.unlink(missing_ok=True)
     model.eval()
     stats = {"final_train_loss": last_loss, "loss_curve": curve}
     if confidence_sum is not None:

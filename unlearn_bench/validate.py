@@ -101,6 +101,7 @@ SPEC: dict[str, Check] = {
     "forget_rate.count": optional(integer(1)), "forget_rate.class_id": optional(integer(0)),
     "dataset.train_size": optional(integer(1)), "dataset.test_size": optional(integer(1)),
     "dataset.subset_seed": integer(0),
+    "checkpoint.every_epochs": optional(integer(0)),
 }
 # Method keys that every method shares where it has them (its own switches: the method's registered check).
 METHOD_SPEC: dict[str, Check] = {"epochs": integer(1), "steps": integer(1), **SGD}
@@ -251,7 +252,8 @@ def workers(key: str, value: object) -> None:
 
 
 POOL_SPEC: dict[str, Check] = {"eval.pool_size": integer(3), "eval.retain_sample": integer(1),
-                               "eval.rates": choice("samples", "grid"), "eval.klom_top_edge": choice("closed", "reference"),
+                               "eval.rates": choice("grid", "samples"), "eval.klom_top_edge": choice("closed", "reference"),
+                               "eval.klom_direction": choice("retrain_first", "unlearned_first"),
                                "eval.workers": workers,
                                "eval.keep_models": boolean}
 

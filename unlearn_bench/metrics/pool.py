@@ -26,15 +26,21 @@ BUFFER = 2.0          # the reference's slack around the double-threshold interv
 
 def logit_scaled_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """s = log p_y − log Σ_{j≠y} p_j, computed as the challenge's metric.py does (float64 softmax after
-    removing the largest logit, 1e-45 inside each log), for logits [..., n, C] and labels [n]."""
+    removing the largest logit, the true class's probability set to 0 before the wrong-class mass is
+    summed, 1e-45 inside each log), for logits [..., n, C] and labels [n].
+
+    The wrong-class mass is summed from the wrong classes themselves, never taken as Σ p − p_y: that
+    difference cancels to 0 once s passes about 36, and s would then jump to log 1e45 ≈ 103.6 for every
+    confident model, making a confident pool constant (ε = 50, no points)."""
     logits = np.asarray(logits, dtype=np.float64)
     shifted = logits - logits.max(axis=-1, keepdims=True)
     probs = np.exp(shifted)
     probs /= probs.sum(axis=-1, keepdims=True)
     index = np.broadcast_to(np.asarray(labels)[..., None], probs.shape[:-1] + (1,))
     correct = np.take_along_axis(probs, index, axis=-1)[..., 0]
-    wrong = probs.sum(axis=-1) - correct
-    return np.log(correct + 1e-45) - np.log(np.clip(wrong, 0.0, None) + 1e-45)
+    np.put_along_axis(probs, index, 0.0, axis=-1)
+    wrong = probs.sum(axis=-1)
+    return np.log(correct + 1e-45) - np.log(wrong + 1e-45)
 
 
 def margins(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -98,10 +104,30 @@ def _single_threshold(pos: np.ndarray, neg: np.ndarray, rates: str) -> tuple[np.
         low, high = both.min(axis=1), both.max(axis=1)
         counts = np.ceil((high - low) * THRESHOLDS_PER_UNIT).astype(int)
         width = max(1, int(counts.max()))
-        steps = np.arange(width)[None, :] / np.maximum(counts - 1, 1)[:, None]
-        thresholds = low[:, None] + steps * (high - low)[:, None]
+        thresholds = _linspace_rows(low, high, counts, width, "torch")
         valid = np.arange(width)[None, :] < counts[:, None]
     return _counts_at(pos, thresholds, None), _counts_at(neg, thresholds, None), valid
+
+
+def _linspace_rows(start: np.ndarray, stop: np.ndarray, counts: np.ndarray, width: int, style: str) -> np.ndarray:
+    """Row i holds linspace(start[i], stop[i], counts[i]), padded to `width` columns, with the arithmetic of
+    the library the reference calls there: `numpy` (i · step + start, the last value set to stop) or `torch`
+    (start + step · i on the first half, stop − step · (n − 1 − i) on the second). Both keep the end points
+    exact, which is what matters: the range's end points are samples, and a threshold an ulp off them moves
+    a model across it."""
+    counts = np.asarray(counts)
+    index = np.arange(width, dtype=np.float64)[None, :]
+    div = np.maximum(counts - 1, 1)[:, None].astype(np.float64)
+    start, stop = np.asarray(start, np.float64)[:, None], np.asarray(stop, np.float64)[:, None]
+    step = (stop - start) / div
+    if style == "numpy":
+        rows = index * step + start
+        rows[np.arange(len(rows)), np.maximum(counts - 1, 0)] = np.where(counts > 1, stop[:, 0], start[:, 0])
+    else:
+        rows = np.where(index < (counts // 2)[:, None], start + step * index,
+                        stop - step * (counts[:, None] - 1 - index))
+        rows[:, :1] = start  # one threshold: torch gives [start]
+    return rows
 
 
 def _double_threshold(pos: np.ndarray, neg: np.ndarray, rates: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -142,11 +168,11 @@ def _double_threshold(pos: np.ndarray, neg: np.ndarray, rates: str) -> tuple[np.
         counts = np.ceil((r_high - r_low) * THRESHOLDS_PER_UNIT).astype(int)
         n_right = max(1, int(counts.max()))
         n_left = int(math.ceil(2 * BUFFER * THRESHOLDS_PER_UNIT))
-        right = r_low[:, None] + np.arange(n_right)[None, :] / np.maximum(counts - 1, 1)[:, None] * (
-            r_high - r_low)[:, None]
-        offsets = np.linspace(-BUFFER, BUFFER, n_left)
+        right = _linspace_rows(r_low, r_high, counts, n_right, "numpy")
+        centre = (right - width[:, None]).ravel()  # the reference: linspace(r − w − 2, r − w + 2) per r
+        lower = _linspace_rows(centre - BUFFER, centre + BUFFER, np.full(len(centre), n_left), n_left, "numpy")
+        lower = lower.reshape(len(right), n_right * n_left)
         upper = np.repeat(right, n_left, axis=1)
-        lower = upper - width[:, None] + np.tile(offsets, n_right)[None, :]
         valid = np.repeat(np.arange(n_right)[None, :] < counts[:, None], n_left, axis=1)
     tp = _counts_at(peaky, lower, upper)
     fp = _counts_at(other, lower, upper)
@@ -154,11 +180,13 @@ def _double_threshold(pos: np.ndarray, neg: np.ndarray, rates: str) -> tuple[np.
 
 
 def example_epsilons(unlearned: np.ndarray, retrained: np.ndarray, delta: float = DELTA,
-                     rates: str = "samples") -> np.ndarray:
+                     rates: str = "grid") -> np.ndarray:
     """ε per forget example (google-deepmind/unlearning_evaluation, metric.py): the positive class of an
     example is whichever pool has the larger median; an example whose smaller spread is below 1 % of the
     larger gets the cap; otherwise the largest ε over the single- and double-threshold rules, clipped to
-    [0, 50]. `rates`: samples | grid (the reference's threshold grid; slower, same rates)."""
+    [0, 50]. `rates`: grid (the reference's thresholds, about 0.01 apart: the default) | samples (a cut at
+    every sample value: every rate pair a threshold can give, so ε is at least the grid's, and higher where
+    samples lie closer than the grid's step, as in pools spread over 0.02–0.05)."""
     if rates not in ("samples", "grid"):
         raise ValueError(f"rates={rates!r}; accepted: samples, grid")
     u, r = (np.asarray(x, dtype=np.float64).T for x in (unlearned, retrained))  # [n, N]
@@ -198,7 +226,7 @@ def bucket_points(epsilons: np.ndarray, n_models: int) -> np.ndarray:
 
 
 @POOL_SCORES.register("forgetting_quality")
-def forgetting_quality(unlearned_conf: np.ndarray, retrained_conf: np.ndarray, rates: str = "samples") -> float:
+def forgetting_quality(unlearned_conf: np.ndarray, retrained_conf: np.ndarray, rates: str = "grid") -> float:
     """F of the NeurIPS 2023 unlearning challenge (google-deepmind/unlearning_evaluation, metric.py,
     compute_forget_score_from_confs): mean bucket points of the per-example ε over D_f; 1 = retrained-like."""
     eps = example_epsilons(unlearned_conf, retrained_conf, rates=rates)
@@ -250,12 +278,25 @@ def binned_kl(p: np.ndarray, q: np.ndarray, bins: int = 20, eps: float = 1e-5, c
     return np.where(p_total > 0, terms.sum(axis=1), np.nan)  # nothing counted: scipy's NaN
 
 
+KLOM_DIRECTIONS = ("retrain_first", "unlearned_first")
+
+
 @POOL_SCORES.register("klom")
-def klom(unlearned_margins: np.ndarray, retrained_margins: np.ndarray, top_edge: str = "closed") -> dict[str, float]:
-    """KLoM (RoyRin/data-unlearning-bench, unlearning_bench/eval.py): per example, KL of the unlearned
-    pool's margins from the retrained pool's; mean and 95th percentile over the examples given (with
-    top_edge=reference, over those the reference can score; `unscored` counts the others)."""
-    kl = binned_kl(unlearned_margins, retrained_margins, top_edge=top_edge)
+def klom(unlearned_margins: np.ndarray, retrained_margins: np.ndarray, top_edge: str = "closed",
+         direction: str = "retrain_first") -> dict[str, float]:
+    """KLoM (RoyRin/data-unlearning-bench, unlearning_bench/eval.py): per example, a binned KL divergence
+    between the two pools' margins; mean and 95th percentile over the examples given (with
+    top_edge=reference, over those the reference can score; `unscored` counts the others).
+
+    `direction`: `retrain_first` is KL(retrained ‖ unlearned), what the reference's pipeline computes (its
+    data-unlearning/run.py, load_klom, passes the oracle's margins first to kl_from_margins);
+    `unlearned_first` is KL(unlearned ‖ retrained). KL is not symmetric: the first pool's empty bins add
+    nothing, the second pool's are floored at 1e-5, so the direction decides which pool's stray mass counts."""
+    if direction not in KLOM_DIRECTIONS:
+        raise ValueError(f"direction={direction!r}; accepted: {', '.join(KLOM_DIRECTIONS)}")
+    first, second = ((retrained_margins, unlearned_margins) if direction == "retrain_first"
+                     else (unlearned_margins, retrained_margins))
+    kl = binned_kl(first, second, top_edge=top_edge)
     scored = kl[np.isfinite(kl)]
     if not len(scored):
         return {"mean": math.nan, "p95": math.nan, "unscored": int(len(kl))}

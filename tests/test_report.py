@@ -1,0 +1,116 @@
+"""The report layer's statistics on cases with a known answer, and the augmentation study's verdicts on
+constructed records."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from unlearn_bench.report import augmentation
+from unlearn_bench.report.stats import detectable_difference, holm, kendall_interval, paired_t, tost
+
+
+def test_holm_on_a_textbook_example():
+    # m = 4: sorted 0.005, 0.01, 0.03, 0.04 -> 4·0.005, 3·0.01, 2·0.03, max(1·0.04, 0.06): monotone step-down
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    adjusted = holm([0.2, math.nan, 0.01])
+    assert math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.02) and adjusted[0] == pytest.approx(0.2)
+
+
+def test_tost_tells_equivalent_distinguishable_and_undecided_apart():
+    rng = np.random.default_rng(0)
+    equivalent = rng.normal(0.0, 0.2, 10)
+    distinguishable = rng.normal(5.0, 0.5, 10)
+    undecided = rng.normal(0.0, 3.0, 5)
+    assert tost(equivalent, margin=1.0) < 0.01 and paired_t(equivalent)["p"] > 0.05
+    assert tost(distinguishable, margin=1.0) > 0.99 and paired_t(distinguishable)["p"] < 0.001
+    assert tost(undecided, margin=1.0) > 0.05 and paired_t(undecided)["p"] > 0.05
+    assert math.isnan(tost([1.0], margin=1.0))
+
+
+def test_the_detectable_difference_matches_the_closed_form_and_its_power():
+    # large n: the normal approximation (z_{1−α/2} + z_{power}) σ / √n
+    closed = (stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) * 2.0 / math.sqrt(2000)
+    assert detectable_difference(2.0, 2000) == pytest.approx(closed, rel=2e-3)
+    # n = 5: simulated paired t-tests at that difference reject 80 % of the time
+    effect = detectable_difference(1.0, 5)
+    draws = np.random.default_rng(1).normal(effect, 1.0, (20000, 5))
+    rejected = stats.ttest_1samp(draws, 0.0, axis=1).pvalue < 0.05
+    assert rejected.mean() == pytest.approx(0.8, abs=0.015)
+    assert math.isnan(detectable_difference(1.0, 1))
+
+
+def test_kendall_needs_three_seeds_and_brackets_its_value():
+    items = np.arange(6, dtype=float)
+
+    def same(seeds):
+        return items, items.copy()
+
+    def reversed_(seeds):
+        return items, items[::-1]
+
+    assert all(math.isnan(v) for v in kendall_interval(same, np.array([0, 1])))
+    assert kendall_interval(same, np.arange(5), resamples=50) == pytest.approx((1.0, 1.0, 1.0))
+    assert kendall_interval(reversed_, np.arange(5), resamples=50) == pytest.approx((-1.0, -1.0, -1.0))
+
+
+def write_record(folder: Path, method: str, aug: str, rate: float, seed: int, gap: float, nothing: float,
+                 floor: float = 0.5) -> None:
+    record = {"method": method, "config": {"augmentation": {"name": aug}, "forget_rate": {"mode": "random", "rate": rate},
+                                           "seed": seed},
+              "metrics": {"avg_gap": gap}, "original_metrics": {"avg_gap": nothing},
+              "retrain2_metrics": {"avg_gap": floor}, "regime": {"meets_bar": True}, "diverged": False}
+    (folder / f"{method}-{aug}-{rate}-{seed}.json").write_text(json.dumps(record))
+
+
+def study(folder: Path, trivial_gap: float, trivial_nothing: float) -> None:
+    rng = np.random.default_rng(2)
+    for seed in range(6):
+        for method in ("ft", "rl", "salun"):
+            base = 10.0 + rng.normal(0, 0.3)
+            write_record(folder, method, "default", 0.1, seed, base, 20.0)
+            write_record(folder, method, "none", 0.1, seed, base + 1.0 + rng.normal(0, 0.3), 20.0)
+            write_record(folder, method, "trivialaug", 0.1, seed, base * trivial_gap + rng.normal(0, 0.2),
+                         20.0 * trivial_nothing)
+        write_record(folder, "retrain", "default", 0.1, seed, 0.0, 20.0)
+
+
+def test_a_pipeline_that_unlearns_better_is_reproduced(tmp_path):
+    study(tmp_path, trivial_gap=0.6, trivial_nothing=1.0)
+    frame = augmentation.load(tmp_path)
+    effects = augmentation.effects(frame, "default")
+    trivial = effects[effects["augmentation"] == "trivialaug"]
+    assert set(trivial["outcome"]) == {"closer"} and set(trivial["normalised_outcome"]) == {"lower"}
+    assert trivial["relative_change"].between(-45, -35).all()
+    verdicts = augmentation.verdicts(effects)
+    assert set(verdicts["verdict"]) == {"reproduced"}
+
+
+def test_a_pipeline_whose_original_only_memorises_less_is_not_called_better(tmp_path):
+    study(tmp_path, trivial_gap=0.6, trivial_nothing=0.6)  # doing nothing shrinks as much as the method's gap
+    frame = augmentation.load(tmp_path)
+    verdicts = augmentation.verdicts(augmentation.effects(frame, "default"))
+    assert set(verdicts["verdict"]) == {"not settled"}
+    assert verdicts["why"].str.contains("normalised gap is not lower").all()
+
+
+def test_the_report_writes_its_tables_and_refuses_a_missing_folder(tmp_path):
+    (tmp_path / "records").mkdir()
+    study(tmp_path / "records", trivial_gap=1.0, trivial_nothing=1.0)
+    done = subprocess.run([sys.executable, "-m", "unlearn_bench.report.augmentation", "--records",
+                           str(tmp_path / "records"), "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for name in ("pipeline_effects.md", "pipeline_effects.csv", "pipeline_rankings.csv", "verdicts.csv", "regime.csv"):
+        assert (tmp_path / "out" / name).is_file()
+    rankings = (tmp_path / "out" / "pipeline_rankings.csv").read_text()
+    assert "ft,rl" in rankings
+    bad = subprocess.run([sys.executable, "-m", "unlearn_bench.report.augmentation", "--records",
+                          str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--records" in bad.stderr

@@ -1,0 +1,245 @@
+"""The augmentation study's answer, from its records: does a data augmentation pipeline bring a method's
+unlearning closer to retraining, or does it only make the original memorise less?
+
+Per method and forget rate, each pipeline is compared with a baseline pipeline (`default`, crop + flip, the
+papers' reference; and `none`) seed by seed:
+- the per-seed relative change of the Avg Gap, 100 (g_pipeline − g_baseline) / g_baseline, with its 95 %
+  t-interval (the papers' terms);
+- the paired difference of the Avg Gap, tested two-sided (Holm-adjusted within the family of every
+  method × rate × pipeline against that baseline) and for equivalence (two one-sided tests, margin δ = the
+  mean retrain floor of the two pipelines: a difference inside the noise of retraining itself), so each
+  comparison is *closer*, *farther*, *equivalent within δ* or *undecided at n*, with the smallest difference
+  the n seeds could detect (α 0.05, power 0.8);
+- the same for the normalised gap, the method's gap over doing nothing's gap on the same seed: a pipeline
+  whose original memorises less has less to forget, and must not look like better unlearning.
+Beside them: Kendall τ between two methods' rankings of the pipelines (is the best pipeline the same for
+every method?), with a bootstrap interval over seeds, and per method and rate the verdict on the papers'
+claim that TrivialAug lowers the Avg Gap against crop + flip.
+
+    python -m unlearn_bench.report.augmentation --records results/aug_study/records --out results/aug_study
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from unlearn_bench.report.stats import ALPHA, detectable_difference, holm, kendall_interval, paired_t, tost
+
+PIPELINES = ("none", "default", "randaugment", "autoaugment", "random_erasing", "trivialaug", "augmix")
+REFERENCE_METHODS = ("retrain",)
+CLAIM = ("trivialaug", "default")  # the papers' claim: TrivialAug lowers the Avg Gap against crop + flip
+
+
+def rate_label(forget: dict) -> str:
+    if forget.get("mode") == "random" and forget.get("rate") is not None:
+        return f"random {round(100 * forget['rate'])}%"
+    return str(forget.get("mode"))
+
+
+def load(folder: Path) -> pd.DataFrame:
+    """One row per classification record: the method's, doing nothing's and the retrain floor's Avg Gap."""
+    rows = []
+    for path in sorted(Path(folder).glob("*.json")):
+        record = json.loads(path.read_text())
+        if record.get("task", "classification") != "classification":
+            continue
+        config = record["config"]
+        rows.append({"method": record["method"], "augmentation": config["augmentation"]["name"],
+                     "rate": rate_label(config["forget_rate"]), "seed": int(config["seed"]),
+                     "gap": record["metrics"]["avg_gap"], "nothing": record["original_metrics"]["avg_gap"],
+                     "floor": record["retrain2_metrics"]["avg_gap"], "diverged": bool(record.get("diverged")),
+                     "meets_bar": bool((record.get("regime") or {}).get("meets_bar")), "record": path.name})
+    if not rows:
+        raise SystemExit(f"error: no classification record in {folder}")
+    frame = pd.DataFrame(rows)
+    duplicated = frame.duplicated(["method", "augmentation", "rate", "seed"], keep=False)
+    if duplicated.any():
+        names = ", ".join(frame.loc[duplicated, "record"].head(4))
+        raise SystemExit(f"error: two records of one cell (method, augmentation, rate, seed) in {folder}: {names}")
+    return frame
+
+
+def regime(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per pipeline and rate: the seeds, how many meet the regime bar, doing nothing's gap over the floor."""
+    cells = frame.drop_duplicates(["augmentation", "rate", "seed"])
+    table = cells.groupby(["rate", "augmentation"]).agg(
+        seeds=("seed", "nunique"), meeting_bar=("meets_bar", "sum"), nothing=("nothing", "mean"),
+        floor=("floor", "mean")).reset_index()
+    table["nothing_over_floor"] = table["nothing"] / table["floor"]
+    return table
+
+
+def outcome(row: dict) -> str:
+    if row["p_holm"] < ALPHA:
+        return "closer" if row["difference"] < 0 else "farther"
+    if row["tost_p_holm"] < ALPHA:
+        return "equivalent within δ"
+    return "undecided at n"
+
+
+def effects(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Every (method, rate, pipeline) against `baseline`, paired on the seeds both have; Holm within the family."""
+    rows = []
+    methods = [m for m in frame["method"].unique() if m not in REFERENCE_METHODS]
+    for (method, rate), part in frame[frame["method"].isin(methods)].groupby(["method", "rate"]):
+        by = {aug: rows_.set_index("seed") for aug, rows_ in part.groupby("augmentation")}
+        if baseline not in by:
+            continue
+        base = by[baseline]
+        for aug in [p for p in PIPELINES if p in by and p != baseline]:
+            seeds = sorted(set(by[aug].index) & set(base.index))
+            if not seeds:
+                continue
+            mine, theirs = by[aug].loc[seeds], base.loc[seeds]
+            diff = (mine["gap"] - theirs["gap"]).to_numpy()
+            relative = paired_t(100 * diff / theirs["gap"].to_numpy())
+            raw = paired_t(diff)
+            normalised = paired_t((mine["gap"] / mine["nothing"] - theirs["gap"] / theirs["nothing"]).to_numpy())
+            margin = float(np.mean(np.concatenate([mine["floor"], theirs["floor"]])))
+            rows.append({"baseline": baseline, "method": method, "rate": rate, "augmentation": aug, "n": len(seeds),
+                         "relative_change": relative["mean"], "relative_half": relative["half"],
+                         "difference": raw["mean"], "difference_half": raw["half"], "p": raw["p"],
+                         "margin": margin, "tost_p": tost(diff, margin),
+                         "detectable": detectable_difference(raw["sd"], len(seeds)),
+                         "normalised_difference": normalised["mean"], "normalised_half": normalised["half"],
+                         "normalised_p": normalised["p"],
+                         "diverged": int(mine["diverged"].sum() + theirs["diverged"].sum())})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    for column in ("p", "tost_p", "normalised_p"):
+        table[f"{column}_holm"] = holm(table[column].to_numpy())
+    table["outcome"] = [outcome(r) for r in table.to_dict("records")]
+    table["normalised_outcome"] = [
+        ("lower" if r["normalised_difference"] < 0 else "higher") if r["normalised_p_holm"] < ALPHA else "undecided at n"
+        for r in table.to_dict("records")]
+    return table
+
+
+def rankings(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per rate and pair of methods: Kendall τ between their rankings of the pipelines (mean Avg Gap over the
+    seeds every pipeline of both has), with a bootstrap interval over those seeds."""
+    rows = []
+    methods = sorted(m for m in frame["method"].unique() if m not in REFERENCE_METHODS)
+    for rate, part in frame.groupby("rate"):
+        pivot = part.pivot_table(index=["method", "seed"], columns="augmentation", values="gap")
+        pipelines = [p for p in PIPELINES if p in pivot.columns]
+        for a, b in itertools.combinations([m for m in methods if m in pivot.index.get_level_values(0)], 2):
+            ga, gb = pivot.loc[a, pipelines].dropna(), pivot.loc[b, pipelines].dropna()
+            seeds = np.array(sorted(set(ga.index) & set(gb.index)))
+            if len(pipelines) < 3:
+                continue
+
+            def means(chosen: np.ndarray, ga=ga, gb=gb) -> tuple[np.ndarray, np.ndarray]:
+                return ga.loc[chosen].mean().to_numpy(), gb.loc[chosen].mean().to_numpy()
+
+            tau, low, high = kendall_interval(means, seeds)
+            rows.append({"rate": rate, "method_a": a, "method_b": b, "seeds": len(seeds), "pipelines": len(pipelines),
+                         "tau": tau, "low": low, "high": high})
+    return pd.DataFrame(rows)
+
+
+def verdicts(against_default: pd.DataFrame) -> pd.DataFrame:
+    """Per method and rate, the papers' claim (TrivialAug closer to retrain than crop + flip) from the numbers."""
+    rows = []
+    claim = against_default[against_default["augmentation"] == CLAIM[0]] if not against_default.empty else against_default
+    for row in claim.to_dict("records"):
+        if row["outcome"] == "closer" and row["normalised_outcome"] == "lower":
+            verdict, why = "reproduced", "lower Avg Gap and lower normalised gap (Holm-adjusted)"
+        elif row["outcome"] == "closer":
+            verdict, why = "not settled", ("lower Avg Gap, but the normalised gap is not lower: the drop may follow "
+                                           "what the original memorised rather than better unlearning")
+        elif row["outcome"] in ("farther", "equivalent within δ"):
+            verdict, why = "refuted", f"{row['outcome']} (δ = {row['margin']:.2f})" if row["outcome"] != "farther" \
+                else "farther from retrain (Holm-adjusted)"
+        else:
+            verdict, why = "not settled", (f"undecided at n = {row['n']}: a difference below "
+                                           f"{row['detectable']:.2f} would go unseen")
+        rows.append({"method": row["method"], "rate": row["rate"], "n": row["n"],
+                     "relative_change": row["relative_change"], "relative_half": row["relative_half"],
+                     "verdict": verdict, "why": why})
+    return pd.DataFrame(rows)
+
+
+def number(value: float, digits: int = 2) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def effects_markdown(table: pd.DataFrame, baseline: str) -> str:
+    if table.empty:
+        return f"No pipeline shares seeds with `{baseline}` yet.\n"
+    lines = [f"Family: every method × rate × pipeline against `{baseline}` ({len(table)} comparisons); p-values "
+             "Holm-adjusted within it. δ = the two pipelines' mean retrain floor. *detectable*: the smallest "
+             "paired difference the n seeds detect (α 0.05, power 0.8).", "",
+             "| method | rate | pipeline | n | Δ Avg Gap % (95 % CI) | Δ Avg Gap | p (Holm) | δ | detectable | outcome "
+             "| Δ normalised gap | p (Holm) |", "|" + "---|" * 12]
+    for r in table.sort_values(["rate", "method", "augmentation"]).to_dict("records"):
+        lines.append(f"| {r['method']} | {r['rate']} | {r['augmentation']} | {r['n']} | "
+                     f"{number(r['relative_change'], 1)} ± {number(r['relative_half'], 1)} | "
+                     f"{number(r['difference'])} ± {number(r['difference_half'])} | {number(r['p_holm'], 3)} | "
+                     f"{number(r['margin'])} | {number(r['detectable'])} | {r['outcome']} | "
+                     f"{number(r['normalised_difference'], 3)} ± {number(r['normalised_half'], 3)} | "
+                     f"{number(r['normalised_p_holm'], 3)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(frame: pd.DataFrame, out: Path) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    bar = regime(frame)
+    tables = {baseline: effects(frame, baseline) for baseline in ("default", "none")}
+    ranks = rankings(frame)
+    claim = verdicts(tables["default"])
+    bar.to_csv(out / "regime.csv", index=False)
+    pd.concat(tables.values(), ignore_index=True).to_csv(out / "pipeline_effects.csv", index=False)
+    ranks.to_csv(out / "pipeline_rankings.csv", index=False)
+    claim.to_csv(out / "verdicts.csv", index=False)
+    misses = bar[bar["meeting_bar"] < bar["seeds"]]
+    text = ["# Augmentation study: pipeline effects", "",
+            "Generated by `python -m unlearn_bench.report.augmentation` from the records; every number is in the CSVs "
+            "beside this file.", "", "## Regime (per pipeline and rate)", "",
+            bar.to_markdown(index=False, floatfmt=".2f"), "",
+            ("Every cell meets the regime bar." if misses.empty else
+             "**Warning:** cells that miss the regime bar: " + ", ".join(
+                 f"{r['augmentation']} at {r['rate']} ({r['seeds'] - r['meeting_bar']} of {r['seeds']})"
+                 for r in misses.to_dict("records"))), ""]
+    for baseline, table in tables.items():
+        text += [f"## Against `{baseline}`", "", effects_markdown(table, baseline)]
+    text += ["## Is the best pipeline the same for every method?", "",
+             "Kendall τ between two methods' rankings of the pipelines (mean Avg Gap), 95 % bootstrap interval over "
+             "seeds; none from fewer than 3 seeds.", "",
+             ranks.to_markdown(index=False, floatfmt=".2f") if not ranks.empty else "No pair of methods yet.", "",
+             "## The papers' claim: TrivialAug closer to retrain than crop + flip", "",
+             claim.to_markdown(index=False, floatfmt=".1f") if not claim.empty else "No TrivialAug row yet.", ""]
+    markdown = "\n".join(text)
+    (out / "pipeline_effects.md").write_text(markdown)
+    return markdown
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=Path, required=True, help="folder of the study's JSON records")
+    parser.add_argument("--out", type=Path, required=True, help="folder for pipeline_effects.md and the CSVs")
+    args = parser.parse_args(argv)
+    if not args.records.is_dir():
+        print(f"error: --records={str(args.records)!r} is not a folder; accepted: a folder of JSON records",
+              file=sys.stderr)
+        return 2
+    try:
+        print(write(load(args.records), args.out))
+    except SystemExit as err:
+        print(err, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The tests every verdict of a report rests on: paired t intervals, Holm's step-down correction, two
+one-sided tests for equivalence, the smallest difference a paired design can detect, and Kendall's τ with
+a bootstrap interval over seeds. scipy does the distributions; these functions only put them together."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from scipy import optimize, stats
+
+ALPHA = 0.05
+POWER = 0.8
+
+
+def paired_t(differences: Sequence[float]) -> dict[str, float]:
+    """Mean of paired differences, its 95 % Student-t half-width and the two-sided p of mean 0 (NaN below n = 2)."""
+    d = np.asarray(differences, dtype=float)
+    n = len(d)
+    if n < 2:
+        return {"n": n, "mean": float(d.mean()) if n else math.nan, "half": math.nan, "p": math.nan, "sd": math.nan}
+    sd = float(d.std(ddof=1))
+    half = float(stats.t.ppf(1 - ALPHA / 2, n - 1) * sd / math.sqrt(n))
+    if sd == 0:
+        p = 1.0 if d.mean() == 0 else 0.0
+    else:
+        p = float(stats.ttest_1samp(d, 0.0).pvalue)
+    return {"n": n, "mean": float(d.mean()), "half": half, "p": p, "sd": sd}
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaN entries stay NaN and do not count in the family)."""
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(len(p), np.nan)
+    present = np.flatnonzero(~np.isnan(p))
+    m = len(present)
+    order = present[np.argsort(p[present], kind="stable")]
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def tost(differences: Sequence[float], margin: float) -> float:
+    """Two one-sided tests of |mean difference| < margin: the larger of the two one-sided p-values (small:
+    equivalent within the margin). NaN below n = 2 or without a positive margin."""
+    d = np.asarray(differences, dtype=float)
+    n = len(d)
+    if n < 2 or not margin > 0:
+        return math.nan
+    sd = float(d.std(ddof=1))
+    if sd == 0:
+        return 0.0 if abs(d.mean()) < margin else 1.0
+    se = sd / math.sqrt(n)
+    lower = stats.t.sf((d.mean() + margin) / se, n - 1)   # H0: mean <= -margin
+    upper = stats.t.cdf((d.mean() - margin) / se, n - 1)  # H0: mean >= margin
+    return float(max(lower, upper))
+
+
+def detectable_difference(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest true mean difference a two-sided paired t-test at `alpha` detects with `power`, given the
+    spread `sd` of the paired differences and n pairs (noncentral t). NaN below n = 2 or without a spread."""
+    if n < 2 or not sd > 0:
+        return math.nan
+    df = n - 1
+    critical = stats.t.ppf(1 - alpha / 2, df)
+
+    def shortfall(effect: float) -> float:
+        nc = effect * math.sqrt(n) / sd
+        return stats.nct.sf(critical, df, nc) + stats.nct.cdf(-critical, df, nc) - power
+
+    high = 2 * (critical + stats.norm.ppf(power)) * sd / math.sqrt(n)  # twice the normal approximation
+    while shortfall(high) < 0:
+        high *= 2
+    return float(optimize.brentq(shortfall, 0.0, high, xtol=1e-10 * sd))
+
+
+def kendall_interval(scores: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], seeds: np.ndarray,
+                     resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Kendall's τ between two rankings built from `scores(seeds)` (two arrays of per-item means), with a
+    95 % percentile bootstrap interval that resamples the seeds (both rankings from the same resample: a
+    seed draws one original model for both). NaN from fewer than 3 seeds."""
+    seeds = np.asarray(seeds)
+    if len(seeds) < 3:
+        return math.nan, math.nan, math.nan
+    a, b = scores(seeds)
+    tau = float(stats.kendalltau(a, b).statistic)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        a_i, b_i = scores(rng.choice(seeds, size=len(seeds), replace=True))
+        value = stats.kendalltau(a_i, b_i).statistic
+        if not math.isnan(value):
+            draws.append(value)
+    if not draws:
+        return tau, math.nan, math.nan
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return tau, float(low), float(high)
