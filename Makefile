@@ -17,11 +17,12 @@ install: ## create .venv and install the package with its pinned dependencies
 	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -e '.[dev]'
 
-# `make run method=ft seed=1` hands its variables on to the runner as overrides (ARGS="..." works too);
-# the Makefile's own variables are not overrides.
-OWN_VARS := PYTHON VENV PY EXP ARGS UNLEARN_BENCH_DATA UNLEARN_BENCH_CACHE UNLEARN_BENCH_RECORDS \
-	UNLEARN_BENCH_OUTPUTS WANDB_MODE
-RUN_OVERRIDES := $(foreach w,$(MAKEOVERRIDES),$(if $(filter $(firstword $(subst =, ,$(w))),$(OWN_VARS)),,$(w)))
+# `make run method=ft seed=1` hands its command-line variables on to the runner as overrides; anything the
+# runner takes, flags and multiruns included, goes in ARGS: make run ARGS="-m method=ft,rl seed=0,1".
+# The Makefile's own variables are not overrides.
+OWN_VARS := PYTHON VENV PY EXP ARGS RECORDS TRACK FORGET TRIALS TUNING_SEEDS JOBS UNLEARN_BENCH_DATA \
+	UNLEARN_BENCH_CACHE UNLEARN_BENCH_RECORDS UNLEARN_BENCH_OUTPUTS WANDB_MODE
+RUN_OVERRIDES = $(foreach v,$(filter-out $(OWN_VARS),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),$(v)=$($(v))))
 
 run: ## one cell on the embedded default (digits, small CNN, SalUn); make run method=ft seed=1 overrides
 	$(PY) -m unlearn_bench.run $(RUN_OVERRIDES) $(ARGS)
@@ -38,9 +39,10 @@ lint: ## ruff
 format: ## ruff format
 	$(PY) -m ruff format unlearn_bench tests scripts
 
-sweep: ## a preset grid two cells at a time: make sweep EXP=salun_table (records in results/records)
-	$(PY) -m unlearn_bench.run -m experiment=$(or $(EXP),salun_table) hydra/launcher=joblib logger=none \
-		progress=false paths.records_dir=results/records
+sweep: ## a preset grid two cells at a time: make sweep EXP=salun_table [RECORDS=folder, default ./records]
+	@test -n "$(EXP)" || { echo "error: EXP is not set; accepted: one of $(basename $(notdir $(wildcard conf/experiment/*.yaml)))" >&2; exit 2; }
+	$(PY) -m unlearn_bench.run -m experiment=$(EXP) hydra/launcher=joblib logger=none \
+		progress=false paths.records_dir=$(or $(RECORDS),records)
 
 ZOO := ft,rl,ga,iu,l1_sparse,boundary_expanding,boundary_shrink,salun,neggrad_plus,scrub,bad_teacher,ssd,fisher,cf_k,eu_k,scar,msg,ct
 comma := ,
@@ -65,7 +67,7 @@ tuned: ## SPEC §10 end to end at CPU scale, resuming from the committed records
 	$(MAKE) tune-zoo TRACK=blind && $(MAKE) tune-eval TRACK=blind
 	$(MAKE) tuned-table
 
-leaderboard: ## aggregate the records ($$UNLEARN_BENCH_RECORDS, else ./records) into ./leaderboard (md, csv, html, png)
+leaderboard: ## aggregate the records (env UNLEARN_BENCH_RECORDS, else ./records) into ./leaderboard (md, csv, html, png)
 	$(PY) scripts/leaderboard.py --records $(or $(UNLEARN_BENCH_RECORDS),records) --out leaderboard
 
 bench: ## training throughput: conventional pipeline vs the suite vs the model's limit
@@ -74,5 +76,5 @@ bench: ## training throughput: conventional pipeline vs the suite vs the model's
 bench-gpu: ## the GPU figures (paper recipe, several models at once) into results/bench/gpu
 	PYTHON=$(PY) bash scripts/gpu_bench.sh
 
-clean: ## remove run outputs and records (not the model cache)
-	rm -rf outputs multirun records
+clean: ## remove run outputs (Hydra and W&B folders); records, leaderboards and the model cache stay
+	rm -rf outputs multirun

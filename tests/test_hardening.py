@@ -87,6 +87,23 @@ def test_make_run_hands_its_variables_to_the_runner():
     assert "--records /x/records" in dry_make("leaderboard", "UNLEARN_BENCH_RECORDS=/x/records")
 
 
+@pytest.mark.parametrize("args", ["-m method=ft,rl seed=0,1", "--cfg job -p paths"])
+def test_make_run_passes_args_whole(args):
+    [command] = [line for line in dry_make("run", f"ARGS={args}").splitlines() if "unlearn_bench.run" in line]
+    assert command.split("unlearn_bench.run", 1)[1].split() == args.split()
+
+
+def test_make_sweep_names_its_preset_and_keeps_the_committed_records_apart():
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+    refused = subprocess.run(["make", "--no-print-directory", "sweep"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "EXP is not set" in refused.stderr and "salun_table" in refused.stderr
+    assert "paths.records_dir=records" in dry_make("sweep", "EXP=salun_table")
+    assert "paths.records_dir=results/records" in dry_make("sweep", "EXP=salun_table", "RECORDS=results/records")
+    helped = subprocess.run(["make", "--no-print-directory", "help"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, check=True).stdout
+    assert "$$" not in helped and "rm -rf" not in dry_make("clean").replace("rm -rf outputs multirun", "")
+
+
 def test_a_key_nothing_reads_is_one_line(tmp_path):
     line = one_line(cli(tmp_path, "++anything=1"))
     assert "anything is not a key this run reads" in line
@@ -255,11 +272,16 @@ def test_wandb_run_holds_references_curves_device_and_switches(make_cfg, monkeyp
 
     logged, seen = [], {}
 
+    steps = {}
+
     class FakeRun:
         summary = {}
 
         def log(self, values):
             logged.append(values)
+
+        def define_metric(self, name, step_metric=None):
+            steps[name] = step_metric
 
         def finish(self):
             pass
@@ -269,9 +291,12 @@ def test_wandb_run_holds_references_curves_device_and_switches(make_cfg, monkeyp
         return FakeRun()
 
     monkeypatch.setattr(wandb, "init", init)
-    run(make_cfg("method=ft", "logger=wandb"))
+    run(make_cfg("method=ft", "logger=wandb", "forget_rate=class", "forget_rate.class_id=0"))
     keys = set().union(*logged)
-    assert {"original/avg_gap", "retrain2/avg_gap", "regime/retrain_floor", "avg_gap"} <= keys
+    assert {"original/avg_gap", "retrain_floor/avg_gap", "regime/retrain_floor", "avg_gap"} <= keys
+    assert not any(k.startswith("retrain2/") for k in keys)
+    assert steps["original/train_loss"] == "original/epoch" and steps["retrain/train_loss"] == "retrain/epoch"
+    assert "class_id0" in seen["group"] and "None" not in seen["group"] and seen["reinit"] == "finish_previous"
     assert "original/train_loss" in keys and sum("retrain/train_loss" in v for v in logged) == 4  # 4 epochs
     assert seen["config"]["device"] == "cpu" and "amp" in seen["config"]["perf"]
 
@@ -322,3 +347,12 @@ def test_help_describes_the_suite_and_lists_only_selectable_groups():
                 assert "tuned/<scale>/<track>/<method>" in groups and f"conf/method/tuned/{scale}/{track}/" in groups
                 continue
             assert option in groups, f"{group}={option} is not in --help"
+
+
+def test_wandb_groups_tell_every_forget_setting_apart():
+    from unlearn_bench.tracking import forget_tag
+
+    assert forget_tag({"mode": "class", "class_id": 0, "rate": None}) != forget_tag({"mode": "class", "class_id": 1})
+    low = {"mode": "memorization", "stratum": "low", "count": 125, "score": "proxy"}
+    assert forget_tag(low) != forget_tag({**low, "stratum": "high"})
+    assert forget_tag({"mode": "random", "rate": 0.1}) == "random-rate0.1"

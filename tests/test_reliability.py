@@ -122,6 +122,7 @@ def test_unknown_option_through_the_cli(tmp_path):
     done = cli(tmp_path, "augmentation=trivial")
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and "did you mean trivialaug" in lines[0]
+    assert lines[0].index("did you mean") < lines[0].index("accepted:")  # the hint before the long list
 
 
 @pytest.mark.parametrize("key", ["paths.cache_dir", "paths.records_dir"])

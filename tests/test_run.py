@@ -46,7 +46,10 @@ def test_record_is_written_and_a_finished_cell_is_skipped(make_cfg, capsys):
     assert stored["packages"]["torch"] and "git_commit" in stored
     capsys.readouterr()
     again = run(cfg)
-    assert "skip: cell" in capsys.readouterr().out and again["metrics"] == record["metrics"]
+    out = capsys.readouterr().out
+    assert "skip: cell" in out and again["metrics"] == record["metrics"]
+    # the finished cell's table, regime and verdict again, from its record
+    assert "retrain floor" in out and "regime:" in out and "record:" in out and out.count("\n") >= 6
 
 
 def test_class_wise_forgetting_reports_forgotten_class_accuracy(make_cfg):

@@ -106,11 +106,19 @@ def run_classification(cfg: DictConfig, record_file: Path) -> dict:
     tracking.log_to_wandb(cfg, record, Path(cfg.paths.output_dir))
     tracking.write_record(record_file, record)
 
-    columns = [c for c in [*cfg.metrics.names, "MIA_latent", "avg_gap", "RTE", "relearn_FA"] if c in results["method"]]
-    rows = {cfg.method.name: results["method"], "retrain": results["retrain"],
-            "retrain floor": results["retrain2"], "original": results["original"]}
-    print(summary_table(rows, columns))
-    print(regime_line(cell_regime))
-    print(verdict_line(cfg.method.name, results["method"]["avg_gap"], floor, results["original"]["avg_gap"]))
-    print(f"record: {record_file}")
+    print_cell(record, list(cfg.metrics.names), record_file)
     return record
+
+
+def print_cell(record: dict, metric_names: list[str], record_file: Path) -> None:
+    """The cell's table (method, retrain, retrain floor, doing nothing), regime line and verdict, from its
+    record: what a run prints, and what a rerun of a finished cell prints again."""
+    method = record["method"]
+    columns = [c for c in [*metric_names, "MIA_latent", "avg_gap", "RTE", "relearn_FA"] if c in record["metrics"]]
+    rows = {method: record["metrics"], "retrain": record["retrain_metrics"],
+            "retrain floor": record["retrain2_metrics"], "original": record["original_metrics"]}
+    print(summary_table(rows, columns))
+    print(regime_line(record["regime"]))
+    print(verdict_line(method, record["metrics"]["avg_gap"], record["retrain2_metrics"]["avg_gap"],
+                       record["original_metrics"]["avg_gap"]))
+    print(f"record: {record_file}")

@@ -35,6 +35,10 @@ def run(cfg: DictConfig) -> dict:
     record_file = tracking.record_path(records_dir, cfg)
     if not cfg.force and (existing := tracking.read_record(record_file)) is not None:
         print(f"skip: cell {existing['cell_id']} already has a record ({record_file}); force=true redoes it")
+        if existing.get("task", "classification") == "classification" and existing.get("regime"):
+            from unlearn_bench.classification import print_cell
+
+            print_cell(existing, list(cfg.metrics.names), record_file)
         return existing
     ensure_writable(records_dir, "paths.records_dir")
     method_task = cfg.method.get("task", "classification")
@@ -110,8 +114,8 @@ def unknown_group_choice(argv: list[str], config_dir: Path = Path(CONFIG_DIR)) -
         options = sorted(str(p.relative_to(group_dir).with_suffix("")) for p in group_dir.rglob("*.yaml"))
         for choice in value.split(","):
             if choice not in (*options, "null"):
-                return (f"error: {key}={choice!r} is not valid; accepted: {', '.join(options)}"
-                        f"{did_you_mean(choice, options)}")
+                return (f"error: {key}={choice!r} is not valid{did_you_mean(choice, options)}; accepted: "
+                        f"{', '.join(options)}")
     return None
 
 
@@ -122,8 +126,8 @@ def hydra_error_line(err: Exception) -> str:
     if full_key and isinstance(parent, DictConfig) and "not in struct" in str(cause):
         keys = sorted(str(k) for k in parent.keys())
         where = full_key.rpartition(".")[0] or "the top level"
-        return (f"error: {full_key} is not a key of this config; accepted under {where}: {', '.join(keys)}"
-                f"{did_you_mean(str(cause.key), keys)}; ++{full_key}=... adds it")
+        return (f"error: {full_key} is not a key of this config{did_you_mean(str(cause.key), keys)}; accepted "
+                f"under {where}: {', '.join(keys)}; ++{full_key}=... adds it")
     return "error: " + " ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 
@@ -165,8 +169,8 @@ def unread_key(argv: list[str], config_dir: str = CONFIG_DIR) -> str | None:
             keys = sorted(str(k) for k in node.keys()) if isinstance(node, DictConfig) else []
             where = f"accepted under {parent or 'the top level'}: {', '.join(keys)}" if keys else \
                 f"{parent} is not a config node"
-            return (f"error: {key} is not a key this run reads (`{arg.partition('=')[0]}=` would add it to the "
-                    f"cell id and change nothing else); {where}{did_you_mean(key.rpartition('.')[2], keys)}")
+            return (f"error: {key} is not a key this run reads{did_you_mean(key.rpartition('.')[2], keys)} "
+                    f"(`{arg.partition('=')[0]}=` would add it to the cell id and change nothing else); {where}")
     return None
 
 

@@ -96,14 +96,26 @@ def sweep_tag() -> str | None:
     return f"sweep:{Path(HydraConfig.get().sweep.dir).name}"
 
 
+def forget_tag(forget: dict) -> str:
+    """The forget setting in a W&B group name: its mode and every key it sets, so class 0 and class 1, or the
+    low and high memorisation strata, never share a group (a 0 is a value, not a missing one)."""
+    forget = dict(forget)
+    keys = sorted(k for k, v in forget.items() if k != "mode" and v is not None)
+    return "-".join([str(forget.get("mode"))] + [f"{k}{forget[k]}" for k in keys])
+
+
+# The record's names for the reference rows, as every table calls them.
+WANDB_PARTS = {"retrain": "retrain", "retrain2": "retrain_floor", "original": "original"}
+
+
 def log_to_wandb(cfg: DictConfig, record: dict, output_dir: Path) -> None:
     """One W&B run per cell, grouped by everything but method and seed so the UI compares them."""
     if cfg.logger.name == "none":
         return
     import wandb
 
-    group = cfg.logger.group or (f"{cfg.dataset.name}-{cfg.model.name}-{cfg.forget_rate.mode}"
-                                 f"{cfg.forget_rate.rate or cfg.forget_rate.class_id or cfg.forget_rate.get('share')}-{cfg.augmentation.name}"
+    forget = OmegaConf.to_container(cfg.forget_rate, resolve=True)
+    group = cfg.logger.group or (f"{cfg.dataset.name}-{cfg.model.name}-{forget_tag(forget)}-{cfg.augmentation.name}"
                                  + (f"-pool{cfg.eval.pool_size}" if record.get("task") == "pool" else ""))
     output_dir.mkdir(parents=True, exist_ok=True)
     run = wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode,
@@ -111,14 +123,17 @@ def log_to_wandb(cfg: DictConfig, record: dict, output_dir: Path) -> None:
                      tags=[*cfg.logger.tags, *filter(None, [sweep_tag()])],
                      name=f"{cfg.method.name}-seed{cfg.seed}", dir=str(output_dir),
                      config={**record["config"], "device": record.get("device"), "perf": record.get("perf")},
-                     reinit=True)
+                     reinit="finish_previous")
     try:
         for stage, model in (record.get("models") or {}).items():  # the reference models' training curves
+            stage = WANDB_PARTS.get(stage, stage)
+            run.define_metric(f"{stage}/epoch")  # each stage's curve on its own epoch axis
+            run.define_metric(f"{stage}/train_loss", step_metric=f"{stage}/epoch")
             for epoch, loss in enumerate(model.get("loss_curve") or []):
                 run.log({f"{stage}/train_loss": loss, f"{stage}/epoch": epoch + 1})
         summary = {**record["metrics"], "cell_id": record["cell_id"], "diverged": record["diverged"]}
-        for part in ("retrain", "retrain2", "original"):  # the references and doing nothing, beside the method
-            summary.update({f"{part}/{k}": v for k, v in (record.get(f"{part}_metrics") or {}).items()})
+        for part, name in WANDB_PARTS.items():  # the references and doing nothing, beside the method
+            summary.update({f"{name}/{k}": v for k, v in (record.get(f"{part}_metrics") or {}).items()})
         summary.update({f"regime/{k}": v for k, v in (record.get("regime") or {}).items()})
         run.log(summary)
         run.summary.update(summary)
