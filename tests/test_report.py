@@ -66,7 +66,9 @@ def write_record(folder: Path, method: str, aug: str, rate: float, seed: int, ga
     record = {"method": method, "config": {"augmentation": {"name": aug}, "forget_rate": {"mode": "random", "rate": rate},
                                            "seed": seed},
               "metrics": {"avg_gap": gap}, "original_metrics": {"avg_gap": nothing},
-              "retrain2_metrics": {"avg_gap": floor}, "regime": {"meets_bar": True}, "diverged": False}
+              "retrain2_metrics": {"avg_gap": floor}, "diverged": False,
+              "regime": {"meets_bar": True, "original_forget_acc": 99.0, "original_retain_acc": 99.5,
+                         "original_TA": 55.0}}
     (folder / f"{method}-{aug}-{rate}-{seed}.json").write_text(json.dumps(record))
 
 
@@ -109,6 +111,8 @@ def test_the_report_writes_its_tables_and_refuses_a_missing_folder(tmp_path):
     assert done.returncode == 0, done.stderr
     for name in ("pipeline_effects.md", "pipeline_effects.csv", "pipeline_rankings.csv", "verdicts.csv", "regime.csv"):
         assert (tmp_path / "out" / name).is_file()
+    regime = (tmp_path / "out" / "regime.csv").read_text()
+    assert "forget_acc" in regime and "99.0" in regime
     rankings = (tmp_path / "out" / "pipeline_rankings.csv").read_text()
     assert "ft,rl" in rankings
     bad = subprocess.run([sys.executable, "-m", "unlearn_bench.report.augmentation", "--records",

@@ -213,3 +213,24 @@ def test_the_augmentation_sweep_expands_to_the_multiruns_cells(workdirs):
             assert cfg.dataset.train_size == 1000 and cfg.train.epochs == 300
             ids.add(cell_id(cfg))
     assert len(ids) == 490  # every run its own cell
+
+
+def test_a_bad_job_stops_the_multirun_before_the_first_trains(tmp_path):
+    """The last job's value is bad: one line names that job, exit 2, and no model was trained for the others."""
+    done = subprocess.run(cli(tmp_path, "-m", "method=ft", "seed=0,1", "train.lr=0.1,0"), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+    assert "job #1" in lines[0] and "train.lr=0" in lines[0] and "seed=0" in lines[0] and "no job was started" in lines[0]
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").glob("*.pt"))
+    assert not (tmp_path / "records").exists() or not list((tmp_path / "records").iterdir())
+
+
+def test_the_preset_grid_is_expanded_as_the_launcher_expands_it():
+    from unlearn_bench.sweep_check import sweep_jobs
+
+    jobs = sweep_jobs(["prog", "-m", "experiment=aug_study", "seed=0,1"], str(ROOT / "conf"))
+    assert len(jobs) == 2 * 7 * 2 * 7 and jobs[0][:4] == ["seed=0", "method=retrain", "forget_rate=random_10",
+                                                           "augmentation=none"]
+    assert jobs[1][3] == "augmentation=default"  # the last key varies fastest
+    assert sweep_jobs(["prog", "method=ft"], str(ROOT / "conf")) is None  # not a multirun

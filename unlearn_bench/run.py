@@ -21,6 +21,7 @@ from unlearn_bench import config, tracking
 from unlearn_bench.cache import ensure_writable
 from unlearn_bench.errors import ConfigError, UserError, did_you_mean
 from unlearn_bench.protocol import pick_device, stop_with_parent
+from unlearn_bench.sweep_check import check_multirun, first_sweep_value
 from unlearn_bench.validate import validate
 
 CONFIG_DIR = str(config.CONFIG_DIR)
@@ -131,20 +132,6 @@ def hydra_error_line(err: Exception) -> str:
     return "error: " + " ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 
-def first_sweep_value(arg: str) -> str | None:
-    """`key=a,b` -> `key=a` (commas inside brackets belong to a value); None for a sweep function."""
-    key, sep, value = arg.partition("=")
-    if re.match(r"^\s*(range|choice|interval|glob|tag|sort|shuffle)\(", value):
-        return None
-    depth, out = 0, ""
-    for char in value:
-        depth += {"[": 1, "(": 1, "{": 1, "]": -1, ")": -1, "}": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            break
-        out += char
-    return f"{key}{sep}{out}"
-
-
 def unread_key(argv: list[str], config_dir: str = CONFIG_DIR) -> str | None:
     """One-line error for `+key=…` / `++key=…` that adds a key no part of the run reads: it would change
     the cell id (a duplicate record) while changing nothing else. None when every added key exists."""
@@ -181,6 +168,9 @@ def main() -> None:
 
     sys.argv = alias_overrides(sys.argv)
     if message := unknown_group_choice(sys.argv) or unread_key(sys.argv):
+        print(message, file=sys.stderr)
+        sys.exit(2)
+    if message := check_multirun(sys.argv, CONFIG_DIR):  # every job of a grid, before the first trains
         print(message, file=sys.stderr)
         sys.exit(2)
     users_choice = "HYDRA_FULL_ERROR" in os.environ

@@ -56,7 +56,9 @@ def load(folder: Path) -> pd.DataFrame:
                      "rate": rate_label(config["forget_rate"]), "seed": int(config["seed"]),
                      "gap": record["metrics"]["avg_gap"], "nothing": record["original_metrics"]["avg_gap"],
                      "floor": record["retrain2_metrics"]["avg_gap"], "diverged": bool(record.get("diverged")),
-                     "meets_bar": bool((record.get("regime") or {}).get("meets_bar")), "record": path.name})
+                     "meets_bar": bool((record.get("regime") or {}).get("meets_bar")), "record": path.name,
+                     **{key: (record.get("regime") or {}).get(f"original_{key}", math.nan)
+                        for key in ("forget_acc", "retain_acc", "TA")}})
     if not rows:
         raise SystemExit(f"error: no classification record in {folder}")
     frame = pd.DataFrame(rows)
@@ -68,10 +70,12 @@ def load(folder: Path) -> pd.DataFrame:
 
 
 def regime(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per pipeline and rate: the seeds, how many meet the regime bar, doing nothing's gap over the floor."""
+    """Per pipeline and rate, means over the seeds: the original's accuracy on D_f, D_r and T, doing nothing's
+    gap, the retrain floor and their ratio, and how many seeds meet the regime bar."""
     cells = frame.drop_duplicates(["augmentation", "rate", "seed"])
     table = cells.groupby(["rate", "augmentation"]).agg(
-        seeds=("seed", "nunique"), meeting_bar=("meets_bar", "sum"), nothing=("nothing", "mean"),
+        seeds=("seed", "nunique"), meeting_bar=("meets_bar", "sum"), forget_acc=("forget_acc", "mean"),
+        retain_acc=("retain_acc", "mean"), TA=("TA", "mean"), nothing=("nothing", "mean"),
         floor=("floor", "mean")).reset_index()
     table["nothing_over_floor"] = table["nothing"] / table["floor"]
     return table
