@@ -59,10 +59,10 @@ tune-eval: ## the tuned zoo on the evaluation seeds 0-4, records in results/tune
 
 tuned-table: ## results/tuned from the records: default and tuned rows side by side (random 10 %), the studies' summary
 	$(PY) scripts/leaderboard.py --records results/records results/tuned/records --out results/tuned --dataset cifar10 --forget 'random 10%' \
-		--augmentation none --method $(ZOO) --title "The zoo at its defaults and tuned (SPEC §10), CPU scale, random 10 %"
+		--augmentation none --method $(ZOO) --title "The zoo at its defaults and tuned (docs/tuning.md), CPU scale, random 10 %"
 	$(PY) scripts/tuning_summary.py --trial-records results/tuned/trial_records --out results/tuned
 
-tuned: ## SPEC §10 end to end at CPU scale, resuming from the committed records: both tracks tuned, evaluated, tabulated
+tuned: ## docs/tuning.md end to end at CPU scale, resuming from the committed records: both tracks tuned, evaluated, tabulated
 	$(MAKE) tune-zoo TRACK=oracle && $(MAKE) tune-eval TRACK=oracle
 	$(MAKE) tune-zoo TRACK=blind && $(MAKE) tune-eval TRACK=blind
 	$(MAKE) tuned-table

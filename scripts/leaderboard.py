@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Aggregate cell records into a leaderboard that a reader can check (SPEC §8).
+"""Aggregate cell records into a leaderboard that a reader can check (docs/statistics.md).
 
     python scripts/leaderboard.py --records results/records --out results/salun_table \
         --augmentation default --title "SalUn table (CPU scale)"
@@ -20,11 +20,11 @@ What a classification table holds, per setting (dataset / model / forget set / a
   nothing, or inside the retrain floor, are marked;
 - Kendall τ between the method rankings of two disjoint halves of the seeds, and the regime line
   (the original's forget / retain / test accuracy and its gap over the floor), with a warning where a
-  setting misses SPEC §8's bar;
+  setting misses docs/statistics.md's bar;
 - where a dataset / model / augmentation has two or more forget settings: Kendall τ between their method
   rankings, with a 95 % bootstrap interval over seeds (rank_agreement.csv and a section of the Markdown):
   does the ranking change from random forgetting to a class, a memorisation stratum or a subpopulation?
-- where a setting holds tuned rows (`method=tuned/<scale>/<track>/<method>`, SPEC §10) beside the default
+- where a setting holds tuned rows (`method=tuned/<scale>/<track>/<method>`, docs/tuning.md) beside the default
   rows: per method and track, the paired per-seed difference tuned − default with its interval and p
   (tuned_vs_default.csv), and Kendall τ between the zoo's default and tuned rankings (tuned_ranking.csv);
   where it holds two tracks' rows: per method the paired per-seed difference between the tracks and τ
@@ -58,7 +58,7 @@ from unlearn_bench import verdict
 
 POOL_METRICS = ["forgetting_quality", "final_score", "klom_forget", "klom_retain", "klom_test", "klom_forget_p95",
                 "lira_auc", "lira_tpr_at_1fpr"]
-COMPARISON_METRICS = ["ToW", "ToW_MIA", "JS_forget", "activation_distance"]  # against retrain, SPEC §11
+COMPARISON_METRICS = ["ToW", "ToW_MIA", "JS_forget", "activation_distance"]  # against retrain, docs/methods.md
 METRICS = ["UA", "RA", "TA", "MIA", "MIA_latent", "forget_TA", "avg_gap", "RTE", "relearn_FA", *COMPARISON_METRICS, "acc_retained",
            "FD", "UA_dimra", *POOL_METRICS, "forgetting_quality_ci"]
 TASKS = ("classification", "generation", "pool")
@@ -66,7 +66,7 @@ ORIGINAL, RETRAIN, FLOOR = "original", "retrain", "retrain floor"
 REFERENCES = (ORIGINAL, RETRAIN)  # rows every record carries besides its method
 REFERENCE_ROWS = (RETRAIN, FLOOR, ORIGINAL)
 GROUP = ["dataset", "model", "forget", "augmentation", "variant"]
-AUG_ORDER = ["none", "default", "randaugment", "autoaugment", "random_erasing", "trivialaug", "augmix"]  # SPEC §4
+AUG_ORDER = ["none", "default", "randaugment", "autoaugment", "random_erasing", "trivialaug", "augmix"]  # docs/augmentation.md
 REQUIRED = ("config", "metrics", "retrain_metrics", "method")
 # Config keys that say which setting a record belongs to, shown as columns rather than as a variant label.
 NAMED_KEYS = ("dataset.name", "model.name", "model.arch", "augmentation.name", "forget_rate.mode",
@@ -389,8 +389,8 @@ def regime_text(summary: dict) -> str:
             f"{summary['original_gen_gap']:.1f}); doing nothing's Avg Gap {summary['original_gap']:.2f}, retrain "
             f"floor {summary['retrain_floor']:.2f} (ratio {summary['gap_over_floor']:.1f}).")
     if summary["misses"]:
-        return text + " **WARNING: misses the bar of SPEC §8: " + "; ".join(summary["misses"]) + ".**"
-    return text + " Meets the bar of SPEC §8."
+        return text + " **WARNING: misses the regime bar (docs/statistics.md): " + "; ".join(summary["misses"]) + ".**"
+    return text + " Meets the regime bar (docs/statistics.md)."
 
 
 POOL_LABELS = {RETRAIN: "retrain pool", FLOOR: "held-out retrain pool", ORIGINAL: "original (do nothing)"}
@@ -504,7 +504,7 @@ def pool_summary(stats: dict) -> str:
     return text
 
 
-POOL_LEGEND = ("Scores against pools of models (SPEC §9): per forget set, N retrain models (training seeds 0..N−1 "
+POOL_LEGEND = ("Scores against pools of models (docs/pools.md): per forget set, N retrain models (training seeds 0..N−1 "
                "on D_r) and N seeded runs of each method from the one original model. **F** = the NeurIPS 2023 "
                "challenge's forgetting quality (per forget example, ε of the best decision rule telling the method's "
                "pool from the retrain pool, bucketed into 2^−n points; 1 = indistinguishable, 0 = always told apart); "
@@ -638,7 +638,7 @@ def track_best(rows: dict[str, pd.DataFrame], labels: list[str]) -> tuple[str, l
 
 
 def tuning_comparison(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Tuned rows (`ft (tuned, oracle)`, SPEC §10) against their method's default row in the same setting:
+    """Tuned rows (`ft (tuned, oracle)`, docs/tuning.md) against their method's default row in the same setting:
     per method and track, the paired per-seed Avg Gap difference tuned − default (mean, 95 % t-interval, p of
     the paired t-test, on the seeds both have); per setting and track, Kendall τ between the zoo's ranking
     with its defaults and with its tuned values (95 % bootstrap interval over seeds), over the methods that
@@ -670,7 +670,7 @@ def tuning_comparison(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def track_comparison(frame: pd.DataFrame) -> pd.DataFrame:
-    """Two tuning tracks of the same methods against each other (SPEC §10: does tuning without a retrain model
+    """Two tuning tracks of the same methods against each other (docs/tuning.md: does tuning without a retrain model
     choose values as good as tuning on the Avg Gap to it?): per setting, pair of tracks and method with both
     tuned rows, the paired per-seed difference first − second (tracks in alphabetical order, so blind −
     oracle; positive = the first track's values are farther from retrain) with its 95 % t-interval and p;

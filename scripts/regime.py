@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Measure a candidate regime (SPEC §8): train the original model of a configuration on D and print its
+"""Measure a candidate regime (docs/statistics.md): train the original model of a configuration on D and print its
 accuracy on D, its test accuracy and its training time, one JSON line per call.
 
     python scripts/regime.py scale=cpu                                  # the CPU scale as configured

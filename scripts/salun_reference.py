@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Put the SalUn paper's Avg Gap figures (SPEC §1: CIFAR-10, ResNet-18, 10 trials) beside a leaderboard's,
+"""Put the SalUn paper's Avg Gap figures (docs/protocol.md: CIFAR-10, ResNet-18, 10 trials) beside a leaderboard's,
 on the paper's estimator: the gap of the means (each metric averaged over seeds first, then |mean − retrain|).
 
     python scripts/salun_reference.py results/salun_table/leaderboard.csv > results/salun_table/comparison.md
@@ -11,7 +11,7 @@ import sys
 
 import pandas as pd
 
-# SPEC §1, main random-forgetting table of the SalUn paper (Avg Gap to Retrain, lower is better).
+# docs/protocol.md, main random-forgetting table of the SalUn paper (Avg Gap to Retrain, lower is better).
 PAPER_AVG_GAP = {
     "random 10%": {"ft": 3.78, "rl": 7.15, "ga": 4.12, "iu": 4.06, "boundary_expanding": 2.76,
                    "boundary_shrink": 2.67, "l1_sparse": 2.26, "salun": 1.15},

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Tune a method on its declared search space (SPEC §10) and write the chosen values as a method config
+"""Tune a method on its declared search space (docs/tuning.md) and write the chosen values as a method config
 that the runner selects with `method=tuned/<scale>/<track>/<method>`.
 
     python scripts/tune.py --method salun --scale cpu --trials 20 --tuning-seeds 100,101,102 \
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         for method in methods:  # every name and search space first: a typo in the last costs nothing
             cfg = compose_cfg([f"method={method}", f"scale={args.scale}", *overrides])
             if not cfg.method.get("search"):
-                raise ConfigError("--method", method, "a method with a `search:` space (SPEC §10)")
+                raise ConfigError("--method", method, "a method with a `search:` space (docs/tuning.md)")
             check_search(cfg.method)
         study = partial(tune, scale=args.scale, track=args.track, trials=args.trials, tuning_seeds=args.tuning_seeds,
                         evaluation_seeds=args.evaluation_seeds, overrides=overrides,

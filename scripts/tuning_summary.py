@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Summarise tuning studies from their trial records (SPEC §10): per track and method, the trials run, the
+"""Summarise tuning studies from their trial records (docs/tuning.md): per track and method, the trials run, the
 best trial's values and objective beside doing nothing's on the same tuning seeds, and the seconds the
 trials' unlearning took (the sum of their RTE), so a budget and its cost can be stated from files.
 

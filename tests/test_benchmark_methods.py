@@ -1,4 +1,4 @@
-"""Behaviour tests of the methods other benchmarks include (SPEC §11): what each one is, on the tiny
+"""Behaviour tests of the methods other benchmarks include (docs/methods.md): what each one is, on the tiny
 digits cell; every one runs from the command-line config, random and class-wise."""
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def test_each_new_method_runs_from_the_config(make_cfg, forget, capsys):
 
 @pytest.mark.parametrize("method", sorted(p.stem for p in CONF.glob("*.yaml")))
 def test_every_method_yaml_cites_its_reference_file_and_commit(method):
-    """SPEC §13: the defaults' source, as `# Reference: owner/repo path/file.py ... @ <commit>`; a method
+    """docs/methods.md: the defaults' source, as `# Reference: owner/repo path/file.py ... @ <commit>`; a method
     without public code names its paper instead and says so."""
     text = (CONF / f"{method}.yaml").read_text()
     line = re.search(r"^# Reference: (.*)$", text, re.MULTILINE)

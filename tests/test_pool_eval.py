@@ -1,4 +1,4 @@
-"""The pool evaluation (SPEC §9, `eval=pool`): its sanity rows, cache sharing, determinism across worker
+"""The pool evaluation (docs/pools.md, `eval=pool`): its sanity rows, cache sharing, determinism across worker
 counts and its checks, on tiny digits pools."""
 
 from __future__ import annotations

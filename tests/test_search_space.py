@@ -1,4 +1,4 @@
-"""Each classification method declares its tuning space (SPEC §10); a bad space is one line before any
+"""Each classification method declares its tuning space (docs/tuning.md); a bad space is one line before any
 training; the space is not part of a cell's identity."""
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def test_every_preset_composes_at_both_scales(make_cfg, preset, scale):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={preset}", f"scale={scale}"], return_hydra_config=True)
     grid = cfg.hydra.sweeper.params
-    assert "seed" in grid and len(str(grid.seed).split(",")) >= 5  # SPEC §8: at least 5 seeds
+    assert "seed" in grid and len(str(grid.seed).split(",")) >= 5  # docs/statistics.md: at least 5 seeds
     for method in str(grid.get("method", "")).split(","):
         if method:
             assert (ROOT / "conf" / "method" / f"{method}.yaml").is_file()

@@ -1,4 +1,4 @@
-"""SPEC §8: baseline rows, the retrain floor, refused reference models, statistics with known answers, and
+"""docs/statistics.md: baseline rows, the retrain floor, refused reference models, statistics with known answers, and
 leaderboard rows that are configurations."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The blind tuning objective (SPEC §10, `eval=blind`): score an unlearned model without any retrain model,
+"""The blind tuning objective (docs/tuning.md, `eval=blind`): score an unlearned model without any retrain model,
 on a validation split V that never overlaps the test images T that score the methods.
 
 V is a seeded sample of the test images that `dataset.test_size` leaves out of T. The objective, in

@@ -1,4 +1,4 @@
-"""The classification cell (SPEC §1): a method maps the original model to an unlearned one, which is scored
+"""The classification cell (docs/protocol.md): a method maps the original model to an unlearned one, which is scored
 against the retrain model beside the retrain floor and doing nothing, and written as one record."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def regime_line(values: dict) -> str:
-    """The regime of one cell in one line (SPEC §8), with what it misses of the bar."""
+    """The regime of one cell in one line (docs/statistics.md), with what it misses of the bar."""
     misses = bar_misses(values["original_forget_acc"], values["original_retain_acc"], values["original_gen_gap"],
                         values["gap_over_floor"])
     return (f"regime: original forget acc {values['original_forget_acc']:.1f}, retain acc "

@@ -1,4 +1,4 @@
-"""Evaluation against pools of models (SPEC §9): one forget set, one original model, a pool of N retrain
+"""Evaluation against pools of models (docs/pools.md): one forget set, one original model, a pool of N retrain
 models (training seeds 0..N−1 on D_r), a held-out retrain pool (N more, another stage seed) scored as if it
 were a method, doing nothing (the original N times) and N seeded runs of the method from the original.
 

@@ -1,4 +1,4 @@
-"""The protocol below every task (SPEC §1): the data and its splits, the device, the reference models
+"""The protocol below every task (docs/protocol.md): the data and its splits, the device, the reference models
 (the original on D, the retrain model and a second retrain model on D_r, cached) and the timing of a
 stage. The classification cell, the generation cell and the pool evaluation build on it; it imports no
 task and no entry point.
@@ -148,7 +148,7 @@ def check_model_dependent_sizes(dataset, cfg: DictConfig) -> None:
 
 
 def model_dependent_forget_set(cell: Cell, dataset, cache: ModelCache) -> torch.Tensor:
-    """SPEC §12: a memorisation stratum (`score: proxy`, the true-label confidence averaged over the original's
+    """docs/difficulty.md: a memorisation stratum (`score: proxy`, the true-label confidence averaged over the original's
     training epochs, recorded while it trained: memorisation = 1 − it) or one k-means cluster of the
     original's penultimate features inside one class."""
     cfg = cell.cfg.forget_rate
@@ -187,7 +187,7 @@ def complementary_halves(n: int, halves: int, seed: int) -> torch.Tensor:
 
 
 def feldman_scores(cell: Cell, cache: ModelCache, halves: int) -> torch.Tensor:
-    """Feldman's memorisation estimate (SPEC §12): mem(x) = acc(x | x ∈ S) − acc(x | x ∉ S) over `halves`
+    """Feldman's memorisation estimate (docs/difficulty.md): mem(x) = acc(x | x ∈ S) − acc(x | x ∉ S) over `halves`
     models trained with the original's recipe, each on a half S of D; the halves come in complementary pairs
     (S, D∖S) drawn from the run seed, so every example is in exactly half of the models. Each half-model is
     cached like a reference model (stage `half`)."""
@@ -258,7 +258,7 @@ def reference_key_parts(cell: Cell, stage: str, seed: int, key_extra: dict | Non
 
 def records_confidence(cfg: DictConfig) -> bool:
     """The original of a memorisation-stratum cell, or of a RUM cell, records its per-example confidence
-    while it trains (SPEC §12's proxy score)."""
+    while it trains (docs/difficulty.md's proxy score)."""
     proxy_stratum = cfg.forget_rate.get("mode") == "memorization" and cfg.forget_rate.get("score") != "feldman"
     return cfg.get("task", {}).get("name", "classification") == "classification" and (
         proxy_stratum or cfg.method.get("name") == "rum")
@@ -275,7 +275,7 @@ def reference_models(cell: Cell, cache: ModelCache, fit_fn=None, key_extra: dict
                      seed: int | None = None, stages: tuple[str, ...] = REFERENCE_STAGES,
                      keep: bool = True, announce: bool = True) -> tuple[dict[str, nn.Module], dict[str, dict]]:
     """The original model (trained on D), the retrain model (on D_r) and a second retrain model on the same
-    D_r with another training seed (initialisation and data order: the retrain floor of SPEC §8), trained or
+    D_r with another training seed (initialisation and data order: the retrain floor of docs/statistics.md), trained or
     loaded from the cache. `fit_fn(model, data, stage)` replaces the classifier recipe (diffusion models);
     `key_extra` joins the key; `seed` (default: the run seed) seeds their initialisation and training;
     `stages` picks which of them a task needs; `keep=False` does not store new checkpoints (pool models);

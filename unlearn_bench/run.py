@@ -1,4 +1,4 @@
-"""The entry point: one cell of the protocol (SPEC §1) per run, or a grid with -m. It validates the config,
+"""The entry point: one cell of the protocol (docs/protocol.md) per run, or a grid with -m. It validates the config,
 skips a finished cell, dispatches to the task (classification, generation) and turns user errors into one
 line; the protocol (data, splits, reference models) lies below the tasks in unlearn_bench.protocol.
 
@@ -64,7 +64,7 @@ def run(cfg: DictConfig) -> dict:
 
 
 def alias_overrides(argv: list[str]) -> list[str]:
-    """`forget.X=...` is accepted as a short alias of `forget_rate.X=...` (SPEC writes forget.class_id)."""
+    """`forget.X=...` is accepted as a short alias of `forget_rate.X=...` (the papers write forget.class_id)."""
     return [("forget_rate." + a[len("forget."):]) if a.startswith("forget.") else a for a in argv]
 
 

@@ -129,7 +129,7 @@ def sgd(params, cfg: DictConfig, weight_decay: float | None = None) -> torch.opt
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: DictConfig, steps_per_epoch: int):
-    """Per-step schedules; MultiStep milestones are fractions of training (SPEC: 91/182 and 136/182)."""
+    """Per-step schedules; MultiStep milestones are fractions of training (the papers' 91/182 and 136/182)."""
     total = max(1, cfg.epochs * steps_per_epoch)
     kind = cfg.get("scheduler", "constant")
     if kind == "constant":
@@ -160,9 +160,9 @@ def set_rng_states(states: dict) -> None:
 
 def fit(model: nn.Module, data: ImageData, cfg: DictConfig, ctx: Context, desc: str,
         record_examples: bool = False, resume: Path | None = None, checkpoint_every: int = 0) -> dict:
-    """Standard supervised training (the recipe of SPEC §2); returns a few statistics for the record.
+    """Standard supervised training (the recipe of docs/protocol.md); returns a few statistics for the record.
     `record_examples` adds `example_confidence`: each example's true-label probability averaged over the
-    epochs, read from the training forward passes (the cheap memorisation proxy of SPEC §12).
+    epochs, read from the training forward passes (the cheap memorisation proxy of docs/difficulty.md).
 
     `resume` with `checkpoint_every` = k > 0: every k epochs the whole training state (weights, optimiser,
     schedule, every random stream, the loss curve) is written atomically to `resume`, and a training that

@@ -82,7 +82,7 @@ def fractions(key: str, value: object) -> None:
 SGD = {"lr": positive, "momentum": number(0.0, 1.0, high_open=True), "weight_decay": number(0.0),
        "batch_size": integer(1)}
 
-SPEC: dict[str, Check] = {
+KEY_CHECKS: dict[str, Check] = {
     "seed": integer(0),
     "progress": boolean, "force": boolean, "deterministic": boolean,
     "num_threads": optional(integer(1)),
@@ -104,7 +104,7 @@ SPEC: dict[str, Check] = {
     "checkpoint.every_epochs": optional(integer(0)),
 }
 # Method keys that every method shares where it has them (its own switches: the method's registered check).
-METHOD_SPEC: dict[str, Check] = {"epochs": integer(1), "steps": integer(1), **SGD}
+METHOD_CHECKS: dict[str, Check] = {"epochs": integer(1), "steps": integer(1), **SGD}
 
 
 CLASS_WISE_ONLY = ("unsir",)
@@ -212,7 +212,7 @@ NOT_TUNABLE = ("name", "label", "task", "search")
 
 
 def check_search(method: DictConfig) -> None:
-    """A method's tuning space (SPEC §10): each key a key of the method, each range {low, high} of finite
+    """A method's tuning space (docs/tuning.md): each key a key of the method, each range {low, high} of finite
     numbers with low < high, `log: true` only for positive ranges, `int: true` only with integer bounds."""
     space = method.get("search")
     if space is None:
@@ -251,7 +251,7 @@ def workers(key: str, value: object) -> None:
             raise ConfigError(key, value, "auto or an integer >= 1") from None
 
 
-POOL_SPEC: dict[str, Check] = {"eval.pool_size": integer(3), "eval.retain_sample": integer(1),
+POOL_CHECKS: dict[str, Check] = {"eval.pool_size": integer(3), "eval.retain_sample": integer(1),
                                "eval.rates": choice("grid", "samples"), "eval.klom_top_edge": choice("closed", "reference"),
                                "eval.klom_direction": choice("retrain_first", "unlearned_first"),
                                "eval.workers": workers,
@@ -259,11 +259,11 @@ POOL_SPEC: dict[str, Check] = {"eval.pool_size": integer(3), "eval.retain_sample
 
 
 def check_eval(cfg: DictConfig) -> None:
-    """`eval=cell` (one method run against one retrain model) or `eval=pool` (SPEC §9) and its keys."""
+    """`eval=cell` (one method run against one retrain model) or `eval=pool` (docs/pools.md) and its keys."""
     evaluation = cfg.get("eval")
     name = evaluation.get("name") if isinstance(evaluation, DictConfig) else evaluation
     choice("cell", "pool", "blind")("eval.name", name)
-    keys = {"cell": ("name",), "pool": ("name", *(k.partition(".")[2] for k in POOL_SPEC)),
+    keys = {"cell": ("name",), "pool": ("name", *(k.partition(".")[2] for k in POOL_CHECKS)),
             "blind": ("name", "validation_size")}[name]
     for key in evaluation:
         if key not in keys:
@@ -272,7 +272,7 @@ def check_eval(cfg: DictConfig) -> None:
     if name == "cell":
         return
     if name == "pool":
-        for key, check in POOL_SPEC.items():
+        for key, check in POOL_CHECKS.items():
             check(key, OmegaConf.select(cfg, key, default=None))
     else:
         integer(2)("eval.validation_size", evaluation.validation_size)
@@ -288,7 +288,7 @@ def check_eval(cfg: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError on the first value that the run cannot use as given."""
-    for key, check in SPEC.items():
+    for key, check in KEY_CHECKS.items():
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
         if key.startswith("dataset.") and (node is None or leaf not in node):
@@ -298,7 +298,7 @@ def validate(cfg: DictConfig) -> None:
         check_combinations(cfg)
     elif cfg.forget_rate.mode != "class":
         raise ConfigError("forget_rate", cfg.forget_rate.mode, "class (task=generation forgets one class)")
-    for key, check in METHOD_SPEC.items():
+    for key, check in METHOD_CHECKS.items():
         if key in cfg.method:
             check(f"method.{key}", cfg.method[key])
     check_search(cfg.method)

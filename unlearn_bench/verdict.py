@@ -1,4 +1,4 @@
-"""What a table must let a reader check (SPEC §8): the regime, the baseline rows and the noise.
+"""What a table must let a reader check (docs/statistics.md): the regime, the baseline rows and the noise.
 
 One module for the bar a setting must meet, the statistics every leaderboard prints and the one-line
 verdict of a single cell, so the runner and the leaderboard cannot disagree on a definition.
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# SPEC §8: the original has memorised D, generalises visibly worse, and sits well above retraining's noise.
+# docs/statistics.md: the original has memorised D, generalises visibly worse, and sits well above retraining's noise.
 MIN_TRAIN_ACCURACY = 95.0   # original's accuracy on D_f and on D_r, percent
 MIN_GENERALISATION_GAP = 5.0  # original's RA − TA, points
 MIN_GAP_OVER_FLOOR = 3.0    # original's Avg Gap / retrain floor
@@ -23,7 +23,7 @@ PAIRED_TEST = "paired two-sided t-test over seeds (α = 0.05)"
 
 def regime(original: dict[str, float], retrain: dict[str, float], floor: float) -> dict[str, float | bool]:
     """The regime numbers of one cell from the original's and the retrain model's metrics (UA, RA, TA and
-    the original's Avg Gap) and the retrain floor; `meets_bar` applies SPEC §8's three conditions."""
+    the original's Avg Gap) and the retrain floor; `meets_bar` applies docs/statistics.md's three conditions."""
     forget_acc, retain_acc = 100.0 - original["UA"], original["RA"]
     gen_gap = retain_acc - original["TA"]
     original_gap = original["avg_gap"]

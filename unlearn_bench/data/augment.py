@@ -62,7 +62,7 @@ def default(cfg: DictConfig, image_size: int, channels: int) -> Augment:
 
 
 def _policy_pipeline(policy_fn) -> Callable[[DictConfig, int, int], Augment]:
-    """SPEC §4: every pipeline but `none` is RandomCrop + HFlip followed by its own per-image policy."""
+    """docs/augmentation.md: every pipeline but `none` is RandomCrop + HFlip followed by its own per-image policy."""
 
     def build(cfg: DictConfig, image_size: int, channels: int) -> Augment:
         crop, policy = crop_flip(cfg, image_size), policy_fn(cfg, image_size, image_size)

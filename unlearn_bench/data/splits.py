@@ -11,7 +11,7 @@ from unlearn_bench.data.datasets import ImageData, ImageDataset
 from unlearn_bench.errors import ConfigError
 
 FORGET_MODES = ("random", "class", "corrupted", "memorization", "subpopulation")
-MODEL_DEPENDENT = ("memorization", "subpopulation")  # D_f is chosen with the original model (SPEC §12)
+MODEL_DEPENDENT = ("memorization", "subpopulation")  # D_f is chosen with the original model (docs/difficulty.md)
 STRATA = ("low", "mid", "high")
 
 

@@ -1,2 +1,2 @@
-"""Class-conditional diffusion unlearning (SPEC §6): DDPM training and sampling, the evaluation
+"""Class-conditional diffusion unlearning (docs/generation.md): DDPM training and sampling, the evaluation
 classifier, the DiMRA relearning attack and the generation runner."""

@@ -1,4 +1,4 @@
-"""One generation cell (SPEC §6): original and retrain-without-c_f diffusion models (cached), an
+"""One generation cell (docs/generation.md): original and retrain-without-c_f diffusion models (cached), an
 unlearning method, the evaluation classifier's scores, and the DiMRA attack on the result."""
 
 from __future__ import annotations

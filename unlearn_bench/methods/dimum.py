@@ -1,4 +1,4 @@
-"""DiMUM (defence, SPEC §6): memorise alternative data under the forgotten label,
+"""DiMUM (defence, docs/generation.md): memorise alternative data under the forgotten label,
 L = L_denoise(D_alt, label c_f) + λ L_denoise(D_r), trained until the first term converges.
 
 `alt_data` switch: class (real images of another class, `alt_class`, default c_f + 1), generated (images

@@ -1,5 +1,5 @@
 """ManiF-SMC: representation-space unlearning with a triplet loss and adaptive margins from
-self-mode connectivity (SPEC §5, §13). Two variants (`method.variant`):
+self-mode connectivity (docs/manif.md, §13). Two variants (`method.variant`):
 
 `published` (default): the code behind the published figures (wwq5-code/ManiF
 On_MNIST/26Mar25/MNIST_Normal_distribution.py, `create_unlearning_with_topk_loader`,
@@ -13,7 +13,7 @@ On_MNIST/26Mar25/MNIST_Normal_distribution.py, `create_unlearning_with_topk_load
   per batch, MSE the mean over batch and feature entries, and the CE of the positive's logits against
   the *erased* sample's label y_B, as the reference writes it.
 
-`per_sample`: SPEC §5's reading, the suite's earlier form:
+`per_sample`: docs/manif.md's reading, the suite's earlier form:
 1. For each erased sample x_n: S_k = its k nearest retained samples by cosine similarity of θ_o's
    penultimate features; anchor a_n = mean of their (unnormalised) θ_o features.
 2. Triplet loss relu(d(a, z_p) − d(a, z_n) + α) per sample (d = squared L2, p drawn at random from S_k,

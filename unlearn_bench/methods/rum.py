@@ -1,9 +1,9 @@
-"""RUM (SPEC §12): split D_f into thirds by a per-example memorisation score and unlearn them in sequence,
+"""RUM (docs/difficulty.md): split D_f into thirds by a per-example memorisation score and unlearn them in sequence,
 each third with its own method against the same D_r (kairanzhao/RUM, main_rum.py: nothing on the low
 third, fine-tuning on the middle one, SalUn on the high one, in that order). Which method per stratum is
 configuration: `low`, `mid`, `high` each a method config (composed from conf/method/) or null for nothing.
 
-The score is the memorisation proxy of SPEC §12: 1 − the true-label probability averaged over the
+The score is the memorisation proxy of docs/difficulty.md: 1 − the true-label probability averaged over the
 original's training epochs, which the original records while it trains when the method is rum."""
 
 from __future__ import annotations

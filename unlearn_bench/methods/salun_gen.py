@@ -1,9 +1,9 @@
-"""SalUn for diffusion (SPEC §6, §13): on D_f, steer ε_θ(x_t, t, c_f) toward a pseudo-label's prediction;
+"""SalUn for diffusion (docs/generation.md, §13): on D_f, steer ε_θ(x_t, t, c_f) toward a pseudo-label's prediction;
 plus β × the denoising loss on D_r; gradients clipped, then only the salient weights move.
 
 `target: current_fixed` (default) is the reference's (OPTML-Group/Unlearn-Saliency DDPM/runners/
 diffusion.py `saliency_unlearn`, method rl): the current model's own ε at the fixed class (c_f + 1) mod C,
-detached. `frozen_random` is the reading of SPEC §6 this suite used before: the frozen original's ε at a
+detached. `frozen_random` is the reading of docs/generation.md this suite used before: the frozen original's ε at a
 random other class."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Metrics of SPEC §1, each a registered function of one model's outputs on the protocol's sets."""
+"""Metrics of docs/protocol.md, each a registered function of one model's outputs on the protocol's sets."""
 
 from unlearn_bench.metrics.core import METRICS, Outputs, avg_gap, evaluate, model_outputs
 

@@ -1,4 +1,4 @@
-"""Scores of a model against the retrain model (SPEC §11's metric columns), each registered by name: the
+"""Scores of a model against the retrain model (docs/methods.md's metric columns), each registered by name: the
 Tug-of-War of kairanzhao/RUM (surgical_plugins/analysis.py, analysis_mia.py), the Jensen-Shannon
 divergence of the two models' output distributions on D_f, and their activation distance (mean L2
 distance of the probability vectors on D_f). Higher ToW is better (1: the retrain model's accuracies);

@@ -1,4 +1,4 @@
-"""UA, RA, TA, MIA-Efficacy and the Average Gap to the retrained model (SPEC §1).
+"""UA, RA, TA, MIA-Efficacy and the Average Gap to the retrained model (docs/protocol.md).
 
 A model's logits on every set are computed once (large batches, inference mode, no augmentation); each
 registered metric is then a cheap function of them.
@@ -62,7 +62,7 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def confidence(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    """Softmax probability of the true label: the MIA feature of SPEC §1."""
+    """Softmax probability of the true label: the MIA feature of docs/protocol.md."""
     probs = torch.softmax(logits.double(), 1).gather(1, labels.cpu()[:, None]).squeeze(1)
     return torch.nan_to_num(probs, nan=0.0).numpy()
 
@@ -108,7 +108,7 @@ def mia_efficacy(out: Outputs, splits: Splits, cfg: DictConfig, seed: int) -> fl
 
 
 def confidence_attack(members: np.ndarray, non_members: np.ndarray, mia_cfg: DictConfig):
-    """The SVC of SPEC §1's MIA (the `metrics.mia` settings) fitted on true-label confidences."""
+    """The SVC of docs/protocol.md's MIA (the `metrics.mia` settings) fitted on true-label confidences."""
     from sklearn.svm import SVC
 
     svc = SVC(C=mia_cfg.C, gamma=mia_cfg.gamma, kernel=mia_cfg.kernel)

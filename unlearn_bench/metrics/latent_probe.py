@@ -1,11 +1,11 @@
-"""The published ManiF-SMC membership attack (SPEC §13): an MLP probe on the latent representation.
+"""The published ManiF-SMC membership attack (docs/methods.md): an MLP probe on the latent representation.
 
 Reference: wwq5-code/ManiF On_MNIST/26Mar25/MNIST_Normal_distribution.py (`get_membership_inf_model`,
 `membership_inf_results`) @ 05c4e648a8a95bcf1d7b3a10e7fd53205ce0e098. The probe (Linear(d, 96), ReLU,
 Linear(96, 1)) is fitted once, on the original model's latents, to tell a sample of D (members, 1) from a
 sample of T (non-members, 0) with BCE and Adam; it is then applied to each scored model's latents of D_f,
 and `MIA_latent` is the share of D_f it calls non-member (the accuracy the reference prints for D_f
-labelled 0), in percent, comparable with SPEC §1's MIA-Efficacy. Non-members come from the whole test
+labelled 0), in percent, comparable with docs/protocol.md's MIA-Efficacy. Non-members come from the whole test
 split: T, the forgotten class's test images and the test images a `test_size` subset leaves out.
 
 Departures, named: the latent is the classifier's penultimate features (the reference: its VIB's sampled

@@ -1,4 +1,4 @@
-"""Scores of a method against pools of models (SPEC §9): the NeurIPS 2023 challenge's forgetting quality,
+"""Scores of a method against pools of models (docs/pools.md): the NeurIPS 2023 challenge's forgetting quality,
 KLoM and a per-example likelihood-ratio attack.
 
 Each score compares, example by example, the distribution of a statistic over N unlearned models (one
@@ -313,7 +313,7 @@ STD_FLOOR = 1e-3  # a pool whose statistic does not vary still gets a (very narr
 @POOL_SCORES.register("lira")
 def likelihood_ratio_attack(unlearned_conf: np.ndarray, retrained_conf: np.ndarray,
                             fpr: float = 0.01) -> dict[str, float]:
-    """Per-example likelihood-ratio attack on the pools (U-LiRA style, SPEC §9): for every model, a Gaussian
+    """Per-example likelihood-ratio attack on the pools (U-LiRA style, docs/pools.md): for every model, a Gaussian
     per forget example fitted to the logit-scaled confidence under each pool, with that model (and the model
     of the same index in the other pool) left out; the model's score is the summed log likelihood ratio (unlearned vs retrained). AUC and TPR
     at `fpr` of telling the unlearned models from the retrained ones (0.5 and ~fpr: indistinguishable)."""

@@ -1,4 +1,4 @@
-"""Relearning attack for classifiers (SPEC §7): fine-tune the unlearned model briefly on a small sample of
+"""Relearning attack for classifiers (docs/protocol.md): fine-tune the unlearned model briefly on a small sample of
 D_r (never D_f) and measure how far forget accuracy climbs back. Retrain gives the reference value."""
 
 from __future__ import annotations
