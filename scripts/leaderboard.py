@@ -164,6 +164,11 @@ def load_records(folders: list[Path]) -> pd.DataFrame:
                        "gap_over": json.dumps(cfg.get("metrics", {}).get("gap_over", ["UA", "RA", "TA", "MIA"])),
                        "reference": False}
                 row.update({k: record["metrics"].get(k) for k in METRICS})
+                for key in ("avg_gap", *json.loads(row["gap_over"])) if task == "classification" else ():
+                    value = record["metrics"].get(key)
+                    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                        warnings.warn(f"{path}: metric {key} is {value!r}; the row's mean and n leave this seed "
+                                      "out", stacklevel=1)
                 if row["method"] != RETRAIN:  # method=retrain is the reference row every record carries
                     rows.append(row)
                 # Every record carries its references: their rows exist even when method=retrain was not run.
@@ -326,7 +331,9 @@ def setting_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     retrain = part[part["method"] == RETRAIN]
     rows = []
     for method, rows_m in part.groupby("method", sort=False):
-        row = {"method": method, "n": rows_m["seed"].nunique(), "diverged": int(rows_m["diverged"].sum()),
+        gaps = pd.to_numeric(rows_m["avg_gap"], errors="coerce") if "avg_gap" in rows_m else pd.Series(dtype=float)
+        counted = rows_m.loc[gaps.notna() & gaps.abs().ne(float("inf")), "seed"] if len(gaps) else rows_m["seed"]
+        row = {"method": method, "n": counted.nunique(), "diverged": int(rows_m["diverged"].sum()),
                "reference": bool(rows_m["reference"].iloc[0])}
         for metric in METRICS:
             if metric in rows_m and rows_m[metric].notna().any():

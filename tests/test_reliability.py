@@ -242,3 +242,18 @@ def test_avg_gap_zero_on_itself_symmetric_and_bounded(a, b):
 def test_cache_key_is_stable_and_order_independent(parts):
     reordered = dict(reversed(list(parts.items())))
     assert stable_hash(parts) == stable_hash(reordered) == stable_hash(json.loads(json.dumps(parts)))
+
+
+def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, monkeypatch):
+    import errno
+
+    from unlearn_bench import cache
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache.os, "fsync", full)
+    with pytest.raises(OSError) as err:
+        cache.atomic_write_bytes(tmp_path / "entry.pt", b"weights")
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "entry.pt")
+    assert not list(tmp_path.iterdir())  # nothing half-written left behind

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -306,3 +307,16 @@ def test_two_tuning_tracks_are_compared_seed_by_seed_and_by_ranking(tmp_path):
     assert ranking.loc["blind", "tied_with_best"] == "scrub (tuned, blind)"
     md = (tmp_path / "board" / "leaderboard.md").read_text()
     assert "## Tuning track against tuning track" in md and "oracle closer" in md and "blind closer" in md
+
+
+def test_a_nan_metric_is_named_and_n_counts_only_the_seeds_averaged(tmp_path, capsys):
+    folder = tmp_path / "records"
+    for seed in range(3):
+        write_record(folder, f"ft-{seed}", seed, 2.0 + seed)
+    broken = json.loads((folder / "ft-2.json").read_text())
+    broken["metrics"]["avg_gap"] = float("nan")
+    (folder / "ft-2.json").write_text(json.dumps(broken))
+    table = board(tmp_path, folder).set_index("method")
+    assert re.search(r"ft-2\.json: metric avg_gap is nan", capsys.readouterr().err)
+    assert "metric avg_gap is nan" in (tmp_path / "board" / "leaderboard.md").read_text()
+    assert table.loc["ft", "n"] == 2 and table.loc["ft", "avg_gap_mean"] == pytest.approx(2.5)

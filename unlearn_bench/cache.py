@@ -52,8 +52,10 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and not err.filename:  # a failed write() names no file: name the entry
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
 
 
