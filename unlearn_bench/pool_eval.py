@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from unlearn_bench import tracking
 from unlearn_bench.cache import ModelCache, atomic_write_bytes, stable_hash
+from unlearn_bench.errors import UserError
 from unlearn_bench.methods import check_method
 from unlearn_bench.metrics import Outputs, avg_gap, model_outputs
 from unlearn_bench.metrics.core import metrics_of
@@ -144,13 +145,59 @@ def pool_member(config: dict, role: str, index: int, threads: int | None) -> dic
     return {"role": role, "index": index, "hit": hit, **result, "logits": load_logits(folder)}
 
 
+def cached_member(cell: Cell, cache: ModelCache, role: str, index: int) -> bool:
+    """Whether a member's logits are already in the cache (a rerun submits only the others)."""
+    stage = f"pool-{role}"
+    return (cache.root / f"{stage}-{cache.key(stage, member_key(cell, cache, role, index))}" / "result.json").is_file()
+
+
+def run_on_slurm(cfg: DictConfig, jobs: list[tuple[str, int]], config: dict, threads: int) -> list[dict]:
+    """One SLURM job per member the cache lacks; the members come back through the cache. A job that is
+    cancelled, times out or fails ends the run with one line; the members that finished are kept, so the
+    rerun submits only the missing ones. Separate jobs rather than an array: SLURM's accounting keeps no
+    record of an array task cancelled while pending, and submitit would then wait for it forever."""
+    import submitit
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    cell, cache = worker_cell(OmegaConf.create(config))
+    todo = [job for job in jobs if not cached_member(cell, cache, *job)]
+    results = [pool_member(config, role, index, threads) for role, index in jobs if (role, index) not in todo]
+    if not todo:
+        return results
+    slurm = cfg.eval.slurm
+    executor = submitit.AutoExecutor(folder=str(slurm.folder), cluster="slurm")
+    parameters = {"name": f"pool-{cfg.method.name}", "timeout_min": int(slurm.timeout_min),
+                  "cpus_per_task": int(slurm.cpus_per_task), "mem_gb": float(slurm.mem_gb),
+                  "gpus_per_node": int(slurm.gpus_per_node)}
+    if slurm.partition:
+        parameters["slurm_partition"] = str(slurm.partition)
+    if slurm.additional_parameters:
+        parameters["slurm_additional_parameters"] = OmegaConf.to_container(slurm.additional_parameters)
+    executor.update_parameters(**parameters)
+    submitted = [executor.submit(pool_member, config, role, index, threads) for role, index in todo]
+    print(f"pool: {len(todo)} of {len(jobs)} members submitted to SLURM (jobs {submitted[0].job_id}–"
+          f"{submitted[-1].job_id}), {len(jobs) - len(todo)} in the cache", flush=True)
+    for job, (role, index) in zip(submitted, todo):
+        try:
+            results.append(job.result())
+        except (UncompletedJobError, FailedJobError) as err:
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            raise UserError(f"pool member {role} {index} (SLURM job {job.job_id}) did not complete ({first}); "
+                            "the members that finished are in the cache and a rerun submits only the missing "
+                            "ones") from None
+    return results
+
+
 def run_members(cfg: DictConfig, jobs: list[tuple[str, int]]) -> list[dict]:
-    """The members side by side: one process per worker (joblib's loky), inline when one worker."""
+    """The members side by side: one process per worker (joblib's loky), inline when one worker, or one
+    SLURM job each (eval.launcher=slurm)."""
     workers = min(pool_workers(cfg), len(jobs))
     config = OmegaConf.to_container(cfg, resolve=True)
     # Every member trains on the same number of threads (num_threads, else one), whatever the worker count:
     # a different thread count sums in another order, and the numbers must not depend on `eval.workers`.
     threads = cfg.num_threads or 1
+    if cfg.eval.get("launcher", "local") == "slurm":
+        return run_on_slurm(cfg, jobs, config, threads)
     if workers <= 1:
         before = torch.get_num_threads()
         try:

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 RECORD_VERSION = 1
 # Keys that do not change what a cell computes: excluded from its identity.
 NON_SEMANTIC_KEYS = ("paths", "logger", "force", "progress", "device", "num_threads", "perf", "hydra", "checkpoint")
-POOL_RUNTIME_KEYS = ("workers", "keep_models")
+POOL_RUNTIME_KEYS = ("workers", "keep_models", "launcher", "slurm")
 PACKAGES = ("torch", "torchvision", "timm", "hydra-core", "scikit-learn", "numpy", "wandb", "pandas")
 
 

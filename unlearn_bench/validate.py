@@ -251,11 +251,49 @@ def workers(key: str, value: object) -> None:
             raise ConfigError(key, value, "auto or an integer >= 1") from None
 
 
+def text(key: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(key, value, "a non-empty string")
+
+
+# The submitit executor's settings of eval.launcher=slurm: one job per pool member.
+SLURM_CHECKS: dict[str, Check] = {"folder": text, "partition": optional(text), "timeout_min": integer(1),
+                                  "cpus_per_task": integer(1), "mem_gb": positive, "gpus_per_node": integer(0)}
+
+
+def slurm_settings(key: str, value: object) -> None:
+    """eval.slurm: every key known and of its kind (checked whatever the launcher, so a typo never waits
+    for the day the launcher is switched)."""
+    if not isinstance(value, DictConfig):
+        raise ConfigError(key, value, "a mapping of submitit settings")
+    accepted = [*SLURM_CHECKS, "additional_parameters"]
+    for name in value:
+        if name not in accepted:
+            raise ConfigError(f"{key}.{name}", value[name], f"a key of {key} ({', '.join(accepted)})"
+                              f"{did_you_mean(str(name), accepted)}")
+    for name, check in SLURM_CHECKS.items():
+        check(f"{key}.{name}", value.get(name))
+    extra = value.get("additional_parameters")
+    if not isinstance(extra, DictConfig):
+        raise ConfigError(f"{key}.additional_parameters", extra, "a mapping of sbatch options")
+
+
+def pool_launcher(key: str, value: object) -> None:
+    choice("local", "slurm")(key, value)
+    if value == "slurm":
+        import shutil
+
+        if shutil.which("sbatch") is None:
+            raise ConfigError(key, value, "local (no sbatch on PATH: eval.launcher=slurm submits from a SLURM "
+                              "login node)")
+
+
 POOL_CHECKS: dict[str, Check] = {"eval.pool_size": integer(3), "eval.retain_sample": integer(1),
-                               "eval.rates": choice("grid", "samples"), "eval.klom_top_edge": choice("closed", "reference"),
-                               "eval.klom_direction": choice("retrain_first", "unlearned_first"),
-                               "eval.workers": workers,
-                               "eval.keep_models": boolean}
+                                 "eval.rates": choice("grid", "samples"),
+                                 "eval.klom_top_edge": choice("closed", "reference"),
+                                 "eval.klom_direction": choice("retrain_first", "unlearned_first"),
+                                 "eval.workers": workers, "eval.keep_models": boolean,
+                                 "eval.slurm": slurm_settings, "eval.launcher": pool_launcher}
 
 
 def check_eval(cfg: DictConfig) -> None:
