@@ -331,8 +331,11 @@ def setting_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     retrain = part[part["method"] == RETRAIN]
     rows = []
     for method, rows_m in part.groupby("method", sort=False):
+        # n: the seeds the Avg Gap averages (a NaN gap is left out, and named when the records load); rows
+        # without an Avg Gap at all (generation) count their seeds
         gaps = pd.to_numeric(rows_m["avg_gap"], errors="coerce") if "avg_gap" in rows_m else pd.Series(dtype=float)
-        counted = rows_m.loc[gaps.notna() & gaps.abs().ne(float("inf")), "seed"] if len(gaps) else rows_m["seed"]
+        finite = gaps.notna() & gaps.abs().ne(float("inf"))
+        counted = rows_m.loc[finite, "seed"] if finite.any() else rows_m["seed"]
         row = {"method": method, "n": counted.nunique(), "diverged": int(rows_m["diverged"].sum()),
                "reference": bool(rows_m["reference"].iloc[0])}
         for metric in METRICS:

@@ -95,7 +95,7 @@ def test_bad_input_through_the_cli_is_one_line_and_exit_2(tmp_path, case):
 
 
 @pytest.mark.parametrize(("override", "expected"), [
-    ("train.epoch=3", "train.epoch is not a key of this config; accepted under train: "),
+    ("train.epoch=3", "train.epoch is not a key of this config (did you mean epochs?); accepted under train: "),
     ("lr=[1", "error: no viable alternative"),
 ])
 def test_hydra_override_errors_are_one_line_and_exit_2(tmp_path, override, expected):
