@@ -133,6 +133,10 @@ def tune(method: str, scale: str, track: str, trials: int, tuning_seeds: list[in
     return path
 
 
+# Keys the study sets from its own arguments: a pass-through override of one would contradict them.
+OWN_KEYS = {"method": "use --method", "scale": "use --scale", "eval": "set by --track"}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ours, overrides = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
@@ -153,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(ours)
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     try:
+        for override in overrides:  # the study's own choices cannot be overridden behind its back
+            key = override.lstrip("+~").partition("=")[0]
+            if key in OWN_KEYS or key.startswith(("hydra.", "seed")):
+                raise ConfigError(override.partition("=")[0], override.partition("=")[2],
+                                  f"not a pass-through override of tune.py ({OWN_KEYS[key]})" if key in OWN_KEYS
+                                  else "not a pass-through override of tune.py (the study sets it)")
         check_study(args.track, args.trials, args.tuning_seeds, args.evaluation_seeds, args.startup_trials)
         if args.jobs < 1:
             raise ConfigError("--jobs", args.jobs, "an integer >= 1")

@@ -96,6 +96,8 @@ def test_tuning_writes_a_method_config_inside_the_space_from_disjoint_seeds_and_
     assert code == 0 and OmegaConf.load(path) == tuned
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "trials").glob("*.json")} == written
     assert tune.main(["--method", "ft", "--jobs", "0", "--", *overrides]) == 2
+    for contradiction in ("method=rl", "scale=paper", "eval=pool", "seed=3"):  # the study's own choices
+        assert tune.main(["--method", "ft", "--", *overrides, contradiction]) == 2
     # under another name: the checkout's own conf/method/tuned/cpu/oracle/ft.yaml comes first on the search path
     (tmp_path / "conf" / "method" / "test_tuned").mkdir()
     path.rename(tmp_path / "conf" / "method" / "test_tuned" / "ft.yaml")
