@@ -953,7 +953,8 @@ def plot(table: pd.DataFrame, path: Path, title: str) -> None:
     data = table[table["method"] != RETRAIN]
     panels = sorted(data.groupby(["dataset", "model", "forget", "variant"], sort=False),
                     key=lambda kv: (kv[0][0], kv[0][1], forget_order(kv[0][2]), kv[0][3]))
-    plt, fig, axes = panel_grid(len(panels), width=7.0)
+    bars = max((part["method"].nunique() * part["augmentation"].nunique() for _, part in panels), default=1)
+    plt, fig, axes = panel_grid(len(panels), width=max(7.0, 0.28 * bars))  # labels stay apart at any size
     n_max = int(data["n"].max()) if len(data) else 0
     for ax, ((dataset, model, forget, variant), part) in zip(axes, panels):
         methods = list(dict.fromkeys(part.sort_values("rank")["method"]))
@@ -974,8 +975,10 @@ def plot(table: pd.DataFrame, path: Path, title: str) -> None:
             values = means[aug].to_numpy(dtype=float)
             errors = halves[aug].to_numpy(dtype=float)
             shown = np.minimum(values, cap) if cap else values
-            ax.bar(x + (j - (len(augs) - 1) / 2) * width, shown, width, yerr=np.where(
-                values > (cap or np.inf), 0, errors), capsize=2, label=aug)
+            upper = np.where(values > (cap or np.inf), 0, errors)
+            lower = np.minimum(upper, np.nan_to_num(shown))  # a gap is never negative: the bar stops at 0
+            ax.bar(x + (j - (len(augs) - 1) / 2) * width, shown, width, yerr=[lower, upper], capsize=2,
+                   label="none (no augmentation)" if aug == "none" else aug)
             if cap:
                 for k, value in enumerate(values):
                     if np.isfinite(value) and value > cap:
@@ -989,7 +992,8 @@ def plot(table: pd.DataFrame, path: Path, title: str) -> None:
                     ax.axhline(min(means.loc[name, augs[0]], cap or math.inf), color="grey", linestyle=style,
                                linewidth=1, label=name)
             ax.legend(fontsize=7)
-        ax.set_xticks(x, methods, rotation=35, ha="right", fontsize=8)
+        crowded = len(methods) > 25  # upright labels cannot collide, however long
+        ax.set_xticks(x, methods, rotation=90 if crowded else 35, ha="center" if crowded else "right", fontsize=8)
         for label in ax.get_xticklabels():  # the reference rows read as references, not as methods
             if label.get_text() in REFERENCE_ROWS:
                 label.set_color("grey")
@@ -1014,7 +1018,15 @@ def plot_generation(table: pd.DataFrame, path: Path, title: str) -> None:
         columns = [c for c in ("UA", "UA_dimra") if f"{c}_mean" in part]
         means = part[[f"{c}_mean" for c in columns]].set_axis(columns, axis=1)
         halves = part[[f"{c}_ci" for c in columns]].set_axis(columns, axis=1).fillna(0.0)
-        means.plot.bar(ax=ax, yerr=halves, capsize=2, width=0.8)
+        # UA is a percentage: the interval is clipped to [0, 100] (asymmetric error bars, pandas' (columns, 2, rows))
+        lower, upper = halves.clip(upper=means.fillna(0.0)), halves.clip(upper=100.0 - means.fillna(0.0))
+        errors = [[lower[c].to_numpy(), upper[c].to_numpy()] for c in columns]
+        means.plot.bar(ax=ax, yerr=errors, capsize=2, width=0.8)
+        for k, (_, values) in enumerate(means.items()):  # a value not measured is no bar, and says so
+            for i, value in enumerate(values):
+                if pd.isna(value):
+                    ax.annotate("not measured", (i + (k - (len(columns) - 1) / 2) * 0.8 / len(columns), 0),
+                                ha="center", va="bottom", rotation=90, fontsize=7, color="grey")
         ax.set_title(f"{dataset} / {model} / forget {forget}")
         ax.set_ylabel("UA (%): generated c_f not classified as c_f")
         ax.tick_params(axis="x", rotation=0)
