@@ -279,6 +279,17 @@ def select(frame: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
     return frame
 
 
+def filter_values(frame: pd.DataFrame, args: argparse.Namespace) -> str:
+    """What the records hold for each filter given: a filter that matches nothing says what would match."""
+    parts = []
+    for column in ("task", "dataset", "model", "augmentation", "forget", "method"):
+        if column == "task" or getattr(args, column, None):
+            values = sorted(set(frame.loc[~frame["reference"], column].astype(str))) if column == "method" \
+                else sorted(set(frame[column].astype(str)))
+            parts.append(f"--{column}: {', '.join(values)}")
+    return "the records hold " + "; ".join(parts)
+
+
 def gap_of_means(method: pd.DataFrame, retrain: pd.DataFrame, over: list[str]) -> float:
     """The papers' estimator: average each metric over the seeds both share, then mean |difference|."""
     seeds = sorted(set(method["seed"]) & set(retrain["seed"]))
@@ -1155,9 +1166,10 @@ def main(argv: list[str] | None = None) -> int:
     if frame.empty:
         print(f"error: no readable records in {', '.join(map(str, args.records))}", file=sys.stderr)
         return 2
+    everything = frame
     frame = select(frame, args)
     if frame.empty:
-        print("error: no record matches the filters", file=sys.stderr)
+        print(f"error: no record matches the filters; {filter_values(everything, args)}", file=sys.stderr)
         return 2
     if args.grids and args.task == "generation" and (missing := missing_grids(frame)):
         print(f"error: {len(missing)} sample grid(s) of the records are not on this machine, e.g. {missing[0]}; "

@@ -360,3 +360,11 @@ def test_a_plot_of_many_rows_keeps_its_labels_apart_and_its_bars_above_zero(tmp_
     board(tmp_path, folder)
     legend = [t.get_text() for f in kept if f is not None for t in f.axes[0].get_legend().get_texts()]
     assert "none (no augmentation)" in legend and "default" in legend
+
+
+def test_a_filter_that_matches_nothing_lists_what_the_records_hold(tmp_path, capsys):
+    folder = tmp_path / "records"
+    write_record(folder, "ft-0", 0, 2.0)
+    assert leaderboard.main(["--records", str(folder), "--out", str(tmp_path / "b"), "--augmentation", "default"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no record matches" in err[0] and "--augmentation: none" in err[0]
