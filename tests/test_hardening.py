@@ -356,3 +356,30 @@ def test_wandb_groups_tell_every_forget_setting_apart():
     low = {"mode": "memorization", "stratum": "low", "count": 125, "score": "proxy"}
     assert forget_tag(low) != forget_tag({**low, "stratum": "high"})
     assert forget_tag({"mode": "random", "rate": 0.1}) == "random-rate0.1"
+
+
+def test_a_wandb_log_that_was_not_written_fails_the_cell_before_its_record(make_cfg, monkeypatch, tmp_path):
+    import types
+
+    import wandb
+
+    from unlearn_bench.errors import UserError
+
+    class FakeRun:
+        summary = {}
+        settings = types.SimpleNamespace(sync_file=str(tmp_path / "wandb" / "offline-run-x" / "run-x.wandb"))
+
+        def log(self, values):
+            pass
+
+        def define_metric(self, *args, **kwargs):
+            pass
+
+        def finish(self):
+            pass  # like W&B on a full disk: no exception, no log
+
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: FakeRun())
+    cfg = make_cfg("method=ft", "logger=wandb", "logger.mode=offline")
+    with pytest.raises(UserError, match="W&B could not write the run's log .*run-x.wandb"):
+        run(cfg)
+    assert not list((tmp_path / "records").glob("*.json"))  # no record: the rerun redoes the cell

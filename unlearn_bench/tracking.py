@@ -139,6 +139,21 @@ def log_to_wandb(cfg: DictConfig, record: dict, output_dir: Path) -> None:
         run.summary.update(summary)
     finally:
         run.finish()
+    check_offline_log(run, cfg.logger.mode)
+
+
+def check_offline_log(run, mode: str) -> None:
+    """W&B does not raise when it cannot write its log (a full disk): an offline run whose transaction log
+    is missing or empty fails the cell here, before its record is written, so the rerun logs it again."""
+    sync_file = getattr(getattr(run, "settings", None), "sync_file", None)
+    if mode != "offline" or not sync_file:
+        return
+    path = Path(sync_file)
+    if not path.is_file() or path.stat().st_size == 0:
+        from unlearn_bench.errors import UserError
+
+        raise UserError(f"W&B could not write the run's log {path} (a full disk or an unwritable "
+                        "paths.output_dir?); the cell has no record, and a rerun logs it again")
 
 
 def summary_table(rows: dict[str, dict[str, float]], columns: list[str]) -> str:
