@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export UNLEARN_BENCH_DATA ?= $(abspath $(wildcard ../shared/data))
 export WANDB_MODE ?= offline
 
-.PHONY: help install run test test-full lint format sweep tune-zoo tune-eval tuned-table tuned leaderboard bench bench-gpu clean
+.PHONY: help install run test test-unit test-full lint format sweep tune-zoo tune-eval tuned-table tuned leaderboard bench bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ run: ## one cell on the embedded default (digits, small CNN, SalUn); make run me
 
 test: ## the fast test suite
 	$(PY) -m pytest -q
+
+test-unit: ## the unit tests only (seconds)
+	$(PY) -m pytest -q -m unit
 
 test-full: ## every test, the slow ones included
 	$(PY) -m pytest -q -m ''

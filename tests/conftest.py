@@ -53,3 +53,15 @@ def cell_and_models(make_cfg, tmp_path):
 def needs_shared_data(name: str):
     return pytest.mark.skipif(not (SHARED_DATA / name).is_file(),
                               reason=f"{name} not in UNLEARN_BENCH_DATA={SHARED_DATA}")
+
+
+# Tests by kind: `pytest -m unit` runs the modules that train no model and start no process (seconds);
+# every other module is `integration` (compose, train tiny models, run the CLI, SLURM).
+UNIT_MODULES = {"test_pool_scores", "test_data", "test_docs", "test_registry", "test_report"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2]
+        item.add_marker(pytest.mark.unit if module in UNIT_MODULES else pytest.mark.integration)
+
