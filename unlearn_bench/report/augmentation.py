@@ -77,7 +77,8 @@ def regime(frame: pd.DataFrame) -> pd.DataFrame:
         seeds=("seed", "nunique"), meeting_bar=("meets_bar", "sum"), forget_acc=("forget_acc", "mean"),
         retain_acc=("retain_acc", "mean"), TA=("TA", "mean"), nothing=("nothing", "mean"),
         floor=("floor", "mean")).reset_index()
-    table["nothing_over_floor"] = table["nothing"] / table["floor"]
+    # rounded down: a ratio just under the bar of 3 never prints as 3.00
+    table["nothing_over_floor"] = np.floor(100 * table["nothing"] / table["floor"]) / 100
     return table
 
 
