@@ -408,7 +408,7 @@ def regime_text(summary: dict) -> str:
     text = (f"Regime (mean over seeds): original forget acc {summary['original_forget_acc']:.1f}, retain acc "
             f"{summary['original_retain_acc']:.1f}, TA {summary['original_TA']:.1f} (generalisation gap "
             f"{summary['original_gen_gap']:.1f}); doing nothing's Avg Gap {summary['original_gap']:.2f}, retrain "
-            f"floor {summary['retrain_floor']:.2f} (ratio {summary['gap_over_floor']:.1f}).")
+            f"floor {summary['retrain_floor']:.2f} (ratio {verdict.floor2(summary['gap_over_floor'])}, rounded down).")
     if summary["misses"]:
         return text + " **WARNING: misses the regime bar (docs/statistics.md): " + "; ".join(summary["misses"]) + ".**"
     return text + " Meets the regime bar (docs/statistics.md)."
