@@ -383,3 +383,13 @@ def test_a_wandb_log_that_was_not_written_fails_the_cell_before_its_record(make_
     with pytest.raises(UserError, match="W&B could not write the run's log .*run-x.wandb"):
         run(cfg)
     assert not list((tmp_path / "records").glob("*.json"))  # no record: the rerun redoes the cell
+
+
+def test_an_added_hydra_key_the_launcher_never_reads_is_one_line():
+    from unlearn_bench.run import unread_key
+
+    line = unread_key(["prog", "+hydra.launcher.partition=gpu"])  # the basic launcher has no partition
+    assert line.startswith("error: hydra.launcher.partition is not a key this run reads") and "\n" not in line
+    assert unread_key(["prog", "hydra/launcher=joblib", "++hydra.launcher.n_jobs=2"]) is None
+    assert unread_key(["prog", "+hydra.job.env_set.OMP_NUM_THREADS=1"]) is None  # a free-form mapping
+    assert unread_key(["prog", "experiment=salun_table", "+hydra.sweeper.params.train.lr=0.1,0.01"]) is None

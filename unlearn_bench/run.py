@@ -132,19 +132,27 @@ def hydra_error_line(err: Exception) -> str:
     return "error: " + " ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 
+# Hydra mappings whose keys are the user's to choose.
+FREE_FORM_HYDRA = ("hydra.job.env", "hydra.sweeper.params", "hydra.launcher.additional_parameters",
+                   "hydra.launcher.setup", "hydra.job_logging", "hydra.hydra_logging")
+
+
 def unread_key(argv: list[str], config_dir: str = CONFIG_DIR) -> str | None:
     """One-line error for `+key=…` / `++key=…` that adds a key no part of the run reads: it would change
     the cell id (a duplicate record) while changing nothing else. None when every added key exists."""
-    added = [a for a in argv[1:] if a.startswith("+") and not a.lstrip("+").startswith("hydra")]
+    added = [a for a in argv[1:] if a.startswith("+")]
     if not added:
         return None
     from hydra import compose, initialize_config_dir
 
-    others = [v for a in argv[1:] if not a.startswith(("+", "-", "~", "hydra")) and "=" in a
+    # the launcher and sweeper chosen on the command line decide which hydra.* keys exist
+    others = [v for a in argv[1:] if not a.startswith(("+", "-", "~")) and "=" in a
+              and (not a.startswith("hydra") or a.startswith(("hydra/launcher=", "hydra/sweeper=")))
               for v in [first_sweep_value(a)] if v]
     try:
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-            base = compose("config", overrides=others)
+            base = compose("config", overrides=others, return_hydra_config=any(
+                a.lstrip("+").startswith("hydra") for a in added))
     except Exception:  # the run itself reports what is wrong with the other overrides
         return None
     missing = object()
@@ -154,10 +162,15 @@ def unread_key(argv: list[str], config_dir: str = CONFIG_DIR) -> str | None:
             parent = key.rpartition(".")[0]
             node = OmegaConf.select(base, parent) if parent else base
             keys = sorted(str(k) for k in node.keys()) if isinstance(node, DictConfig) else []
+            hydra_key = key.startswith("hydra.")
+            if hydra_key and (not keys or parent.startswith(FREE_FORM_HYDRA)):
+                continue  # a free-form mapping of Hydra's (env_set, sweep params, ...): adding to it is its use
             where = f"accepted under {parent or 'the top level'}: {', '.join(keys)}" if keys else \
                 f"{parent} is not a config node"
+            effect = ("the launcher and sweeper in use never read it" if hydra_key else
+                      "would add it to the cell id and change nothing else")
             return (f"error: {key} is not a key this run reads{did_you_mean(key.rpartition('.')[2], keys)} "
-                    f"(`{arg.partition('=')[0]}=` would add it to the cell id and change nothing else); {where}")
+                    f"(`{arg.partition('=')[0]}=`: {effect}); {where}")
     return None
 
 
