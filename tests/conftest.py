@@ -50,6 +50,12 @@ def cell_and_models(make_cfg, tmp_path):
     return _make
 
 
+def unless_given(defaults: list[str], overrides: tuple[str, ...] | list[str]) -> list[str]:
+    """The tiny defaults a test's own overrides do not set: the CLI refuses a key given twice."""
+    given = {o.lstrip("+~").partition("=")[0] for o in overrides if "=" in o}
+    return [d for d in defaults if d.lstrip("+~").partition("=")[0] not in given]
+
+
 def needs_shared_data(name: str):
     return pytest.mark.skipif(not (SHARED_DATA / name).is_file(),
                               reason=f"{name} not in UNLEARN_BENCH_DATA={SHARED_DATA}")

@@ -20,7 +20,7 @@ from unlearn_bench import run as runner
 from unlearn_bench.errors import ConfigError, UserError
 from unlearn_bench.run import run
 
-from .conftest import SHARED_DATA
+from .conftest import SHARED_DATA, unless_given
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_CLI = ["logger=none", "progress=false", "train.epochs=3", "train.batch_size=64", "++model.widths=[8,16]"]
@@ -28,9 +28,9 @@ TINY_CLI = ["logger=none", "progress=false", "train.epochs=3", "train.batch_size
 
 def cli(tmp_path: Path, *overrides: str, env: dict | None = None, timeout: int = 300,
         tiny: list[str] = TINY_CLI) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "unlearn_bench.run", *tiny, f"paths.cache_dir={tmp_path / 'cache'}",
-            f"paths.records_dir={tmp_path / 'records'}", f"paths.output_dir={tmp_path / 'outputs'}",
-            f"paths.data_root={SHARED_DATA}", *overrides]
+    defaults = [*tiny, f"paths.cache_dir={tmp_path / 'cache'}", f"paths.records_dir={tmp_path / 'records'}",
+                f"paths.output_dir={tmp_path / 'outputs'}", f"paths.data_root={SHARED_DATA}"]
+    args = [sys.executable, "-m", "unlearn_bench.run", *unless_given(defaults, overrides), *overrides]
     return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
 
@@ -133,9 +133,9 @@ def test_unwritable_output_dir_is_one_line(tmp_path):
 
 
 def call_main(monkeypatch, tmp_path, capsys, *overrides: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["unlearn-bench", *TINY_CLI, f"paths.cache_dir={tmp_path / 'cache'}",
-                                      f"paths.records_dir={tmp_path / 'records'}",
-                                      f"paths.output_dir={tmp_path / 'outputs'}", *overrides])
+    defaults = [*TINY_CLI, f"paths.cache_dir={tmp_path / 'cache'}", f"paths.records_dir={tmp_path / 'records'}",
+                f"paths.output_dir={tmp_path / 'outputs'}"]
+    monkeypatch.setattr(sys, "argv", ["unlearn-bench", *unless_given(defaults, overrides), *overrides])
     monkeypatch.setenv("HYDRA_FULL_ERROR", "")  # records its state, so main()'s setdefault is undone after
     monkeypatch.delenv("HYDRA_FULL_ERROR")
     from hydra.core.global_hydra import GlobalHydra
@@ -223,7 +223,7 @@ def test_missing_sample_grids_fail_loudly_and_write_nothing(tmp_path, capsys):
 def test_killing_a_joblib_sweep_stops_its_workers(tmp_path):
     marker = f"unlearn-bench-test-{os.getpid()}-{time.time()}"
     args = [sys.executable, "-m", "unlearn_bench.run", "-m", "hydra/launcher=joblib", "method=ft", "seed=0,1",
-            *TINY_CLI, "train.epochs=400", f"paths.cache_dir={tmp_path / 'cache'}",
+            *unless_given(TINY_CLI, ["train.epochs=400"]), "train.epochs=400", f"paths.cache_dir={tmp_path / 'cache'}",
             f"paths.records_dir={tmp_path / 'records'}", f"paths.output_dir={tmp_path / 'outputs'}"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "UNLEARN_BENCH_TEST_MARKER": marker})
@@ -393,3 +393,12 @@ def test_an_added_hydra_key_the_launcher_never_reads_is_one_line():
     assert unread_key(["prog", "hydra/launcher=joblib", "++hydra.launcher.n_jobs=2"]) is None
     assert unread_key(["prog", "+hydra.job.env_set.OMP_NUM_THREADS=1"]) is None  # a free-form mapping
     assert unread_key(["prog", "experiment=salun_table", "+hydra.sweeper.params.train.lr=0.1,0.01"]) is None
+
+
+def test_a_key_given_twice_is_one_line_not_last_wins():
+    from unlearn_bench.run import alias_overrides, repeated_key
+
+    line = repeated_key(alias_overrides(["prog", "forget.class_id=3", "forget_rate.class_id=5"]))
+    assert line.startswith("error: forget_rate.class_id is given twice") and "\n" not in line
+    assert repeated_key(["prog", "seed=1", "seed=2"]) is not None
+    assert repeated_key(["prog", "-m", "seed=1,2", "method=ft"]) is None

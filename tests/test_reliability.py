@@ -22,7 +22,7 @@ from unlearn_bench.errors import UserError
 from unlearn_bench.metrics.core import accuracy, avg_gap
 from unlearn_bench.run import run, unknown_group_choice
 
-from .conftest import SHARED_DATA
+from .conftest import SHARED_DATA, unless_given
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_CLI = ["logger=none", "progress=false", "train.epochs=3", "train.batch_size=64", "++method.epochs=1",
@@ -32,9 +32,9 @@ TINY_CLI = ["logger=none", "progress=false", "train.epochs=3", "train.batch_size
 def cli(tmp_path: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
     other_model = any(o.startswith("model=") and o != "model=small_cnn" for o in overrides)
     tiny = [a for a in TINY_CLI if not (other_model and a.startswith("++model.widths"))]  # a key it reads
-    args = [sys.executable, "-m", "unlearn_bench.run", *tiny, f"paths.cache_dir={tmp_path / 'cache'}",
-            f"paths.records_dir={tmp_path / 'records'}", f"paths.output_dir={tmp_path / 'outputs'}",
-            f"paths.data_root={SHARED_DATA}", *overrides]
+    defaults = [*tiny, f"paths.cache_dir={tmp_path / 'cache'}", f"paths.records_dir={tmp_path / 'records'}",
+                f"paths.output_dir={tmp_path / 'outputs'}", f"paths.data_root={SHARED_DATA}"]
+    args = [sys.executable, "-m", "unlearn_bench.run", *unless_given(defaults, overrides), *overrides]
     return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
 
 
@@ -136,7 +136,7 @@ def test_unwritable_folders(tmp_path, key):
 # --- faults ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_signal_during_training_leaves_no_partial_checkpoint_or_record(tmp_path, sig):
-    args = [sys.executable, "-m", "unlearn_bench.run", *TINY_CLI, "train.epochs=400", "method=ft",
+    args = [sys.executable, "-m", "unlearn_bench.run", *unless_given(TINY_CLI, ["train.epochs=400"]), "train.epochs=400", "method=ft",
             f"paths.cache_dir={tmp_path / 'cache'}", f"paths.records_dir={tmp_path / 'records'}"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             start_new_session=True)

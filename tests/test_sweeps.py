@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import SHARED_DATA
+from .conftest import SHARED_DATA, unless_given
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_CLI = ["logger=none", "progress=false", "train.epochs=3", "train.batch_size=64", "++method.epochs=1",
@@ -19,8 +19,9 @@ TINY_CLI = ["logger=none", "progress=false", "train.epochs=3", "train.batch_size
 
 
 def cli(tmp_path: Path, *args: str, **kw) -> list[str]:
-    return [sys.executable, "-m", "unlearn_bench.run", *args, *TINY_CLI, f"paths.cache_dir={tmp_path / 'cache'}",
-            f"paths.records_dir={tmp_path / 'records'}", f"paths.output_dir={tmp_path / 'outputs'}"]
+    defaults = [*TINY_CLI, f"paths.cache_dir={tmp_path / 'cache'}", f"paths.records_dir={tmp_path / 'records'}",
+                f"paths.output_dir={tmp_path / 'outputs'}"]
+    return [sys.executable, "-m", "unlearn_bench.run", *args, *unless_given(defaults, args)]
 
 
 CLASSIFICATION_PRESETS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml") if p.stem != "generation")

@@ -63,6 +63,21 @@ def run(cfg: DictConfig) -> dict:
     return run_classification(cfg, record_file)
 
 
+def repeated_key(argv: list[str]) -> str | None:
+    """One line for a key given twice on the command line (an alias and its full key, or the same key twice):
+    Hydra would keep the last value silently."""
+    seen: dict[str, str] = {}
+    for arg in argv[1:]:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key = arg.lstrip("+~").partition("=")[0]
+        if key in seen and seen[key] != arg:
+            return (f"error: {key} is given twice ({seen[key]} and {arg}); accepted: one value per key "
+                    "(a sweep takes its values comma-separated in one override)")
+        seen[key] = arg
+    return None
+
+
 def alias_overrides(argv: list[str]) -> list[str]:
     """`forget.X=...` is accepted as a short alias of `forget_rate.X=...` (the papers write forget.class_id)."""
     return [("forget_rate." + a[len("forget."):]) if a.startswith("forget.") else a for a in argv]
@@ -180,7 +195,7 @@ def main() -> None:
     from hydra.errors import CompactHydraException
 
     sys.argv = alias_overrides(sys.argv)
-    if message := unknown_group_choice(sys.argv) or unread_key(sys.argv):
+    if message := repeated_key(sys.argv) or unknown_group_choice(sys.argv) or unread_key(sys.argv):
         print(message, file=sys.stderr)
         sys.exit(2)
     if message := check_multirun(sys.argv, CONFIG_DIR):  # every job of a grid, before the first trains
