@@ -376,6 +376,8 @@ def setting_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
                     marks.append("not below doing nothing")
             if FLOOR in by_method and verdict.inside_floor(*paired(by_method[row["method"]], by_method[FLOOR])):
                 marks.append("inside the retrain floor")
+            if row["diverged"]:  # the declared rule: kept in the mean, flagged in every format
+                marks.append(f"{int(row['diverged'])} of {int(row['n'])} runs diverged (kept in the mean)")
             table.loc[i, "marks"] = "; ".join(marks)
         tau, first, second, left_out = verdict.kendall_halves(gaps_by_seed(part[~part["reference"]]))
         stats.update(tau=tau, tau_halves=(first, second), tau_left_out=left_out)

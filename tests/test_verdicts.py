@@ -368,3 +368,18 @@ def test_a_filter_that_matches_nothing_lists_what_the_records_hold(tmp_path, cap
     assert leaderboard.main(["--records", str(folder), "--out", str(tmp_path / "b"), "--augmentation", "default"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no record matches" in err[0] and "--augmentation: none" in err[0]
+
+
+def test_a_diverged_run_is_counted_and_flagged(tmp_path):
+    folder = tmp_path / "records"
+    for seed in range(3):
+        write_record(folder, f"ft-{seed}", seed, 2.0 + seed)
+        write_record(folder, f"ga-{seed}", seed, 50.0, method="ga")
+    broken = json.loads((folder / "ga-1.json").read_text())
+    broken["diverged"] = True
+    (folder / "ga-1.json").write_text(json.dumps(broken))
+    table = board(tmp_path, folder).set_index("method")
+    assert table.loc["ga", "diverged"] == 1 and table.loc["ft", "diverged"] == 0
+    assert "1 of 3 runs diverged (kept in the mean)" in table.loc["ga", "marks"]
+    assert "1 of 3 runs diverged" in (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "1 of 3 runs diverged" in (tmp_path / "board" / "leaderboard.html").read_text()
