@@ -888,7 +888,9 @@ LEGEND = ("Lower Avg Gap is better. Every value is the mean ± the half-width of
           "noise of retraining itself, indistinguishable from retraining at this scale). RTE in seconds; "
           "relearn_FA = forget accuracy after the relearning attack; MIA_latent (where present) = the published "
           "ManiF-SMC attack, an MLP probe on the latent fitted on the original model (share of D_f called "
-          "non-member).")
+          "non-member). A value without ± rests on one seed and has no interval. *Tied* means not "
+          "distinguishable at this n, not equal. *k of n runs diverged (kept in the mean)*: runs whose loss "
+          "became non-finite, scored as they stopped.")
 
 
 def html_page(table: pd.DataFrame, facts: dict, args: argparse.Namespace, warnings_seen: list[str]) -> str:
