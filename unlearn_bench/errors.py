@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 
@@ -14,7 +15,9 @@ class ConfigError(UserError):
     def __init__(self, key: str, value: object, accepted: str | Iterable[object]):
         if not isinstance(accepted, str):
             accepted = ", ".join(str(a) for a in accepted)
-        super().__init__(f"{key}={value!r} is not valid; accepted: {accepted}")
+        hint = re.search(r" \(did you mean [^()]*\?\)$", accepted)  # the hint before a long list, not after it
+        shown = accepted[:hint.start()] if hint else accepted
+        super().__init__(f"{key}={value!r} is not valid{hint.group(0) if hint else ''}; accepted: {shown}")
         self.key, self.value, self.accepted = key, value, accepted
 
     def __reduce__(self):  # picklable: an error raised in a worker process reaches the parent as itself
