@@ -56,7 +56,7 @@ def main(overrides: list[str]) -> list[dict]:
                 models, _ = reference_models(cell, cache, stages=("original",), announce=False)
                 logits = [model_outputs(models["original"], cell.splits, cell.ctx).forget.numpy()]
             for index in range(int(cfg.eval.pool_size) if role != "original" else 0):
-                folder = cache.root / f"pool-{role}-{cache.key(f'pool-{role}', member_key(cell, cache, role, index))}"
+                folder = cache.computed_folder(f"pool-{role}", member_key(cell, cache, role, index))
                 if not (folder / "logits.npz").is_file():
                     raise SystemExit(f"error: pool member {role} {index} of {method} is not in {cache.root}; "
                                      "run the pool evaluation with these overrides first")

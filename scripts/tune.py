@@ -134,7 +134,8 @@ def tune(method: str, scale: str, track: str, trials: int, tuning_seeds: list[in
 
 
 # Keys the study sets from its own arguments: a pass-through override of one would contradict them.
-OWN_KEYS = {"method": "use --method", "scale": "use --scale", "eval": "set by --track"}
+OWN_KEYS = {"method": "use --method", "scale": "use --scale", "eval": "set by --track",
+            "seed": "the study sets it from --tuning-seeds"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,10 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for override in overrides:  # the study's own choices cannot be overridden behind its back
             key = override.lstrip("+~").partition("=")[0]
-            if key in OWN_KEYS or key.startswith(("hydra.", "seed")):
+            if key in OWN_KEYS or key.startswith("hydra."):
                 raise ConfigError(override.partition("=")[0], override.partition("=")[2],
-                                  f"not a pass-through override of tune.py ({OWN_KEYS[key]})" if key in OWN_KEYS
-                                  else "not a pass-through override of tune.py (the study sets it)")
+                                  f"not a pass-through override of tune.py ({OWN_KEYS.get(key, 'the study sets it')})")
         check_study(args.track, args.trials, args.tuning_seeds, args.evaluation_seeds, args.startup_trials)
         if args.jobs < 1:
             raise ConfigError("--jobs", args.jobs, "an integer >= 1")

@@ -147,12 +147,16 @@ class ModelCache:
                 return model, {**meta, "stage": stage, "key": key, "kept": False}, False
             return model, self.save(stage, key, model, meta), False
 
+    def computed_folder(self, stage: str, key_parts: dict) -> Path:
+        """Where get_or_compute keeps an evaluation: its files, and `result.json` once it has finished."""
+        return self.root / f"{stage}-{self.key(stage, key_parts)}"
+
     def get_or_compute(self, stage: str, key_parts: dict, compute: Callable[[Path], dict]) -> tuple[dict, Path, bool]:
         """Return (result, folder, hit) for a JSON-able evaluation of a cached model, e.g. the retrain model's
         metrics that every method of a cell shares. `compute(folder)` may leave files (sample grids) in
         `folder`; the result is written last and atomically, so a half-finished evaluation is recomputed."""
         key = self.key(stage, key_parts)
-        folder = self.root / f"{stage}-{key}"
+        folder = self.computed_folder(stage, key_parts)
         result_path = folder / "result.json"
 
         def read() -> dict | None:

@@ -147,8 +147,7 @@ def pool_member(config: dict, role: str, index: int, threads: int | None) -> dic
 
 def cached_member(cell: Cell, cache: ModelCache, role: str, index: int) -> bool:
     """Whether a member's logits are already in the cache (a rerun submits only the others)."""
-    stage = f"pool-{role}"
-    return (cache.root / f"{stage}-{cache.key(stage, member_key(cell, cache, role, index))}" / "result.json").is_file()
+    return (cache.computed_folder(f"pool-{role}", member_key(cell, cache, role, index)) / "result.json").is_file()
 
 
 def run_on_slurm(cfg: DictConfig, jobs: list[tuple[str, int]], config: dict, threads: int) -> list[dict]:

@@ -284,27 +284,22 @@ def reference_models(cell: Cell, cache: ModelCache, fit_fn=None, key_extra: dict
     seed = cfg.seed if seed is None else int(seed)
     classifier = fit_fn is None
     records = records_confidence(cfg)
-    every = int(cfg.get("checkpoint", {}).get("every_epochs", 0) or 0)
-
-    def fit_classifier(model: nn.Module, data, stage: str, resume: Path) -> dict:
-        return fit(model, data, cfg.train, cell.ctx, stage, record_examples=records and stage == "original",
-                   resume=resume, checkpoint_every=every)
-
-    if fit_fn is None:
-        fit_fn = fit_classifier
-    else:
-        given = fit_fn
-        fit_fn = lambda model, data, stage, resume: given(model, data, stage)  # noqa: E731
+    every = int(cfg.get("checkpoint", {}).get("every_epochs", 0) or 0)  # classifier recipes only
+    resumes: dict[str, Path] = {}  # stage -> where its preempted training continues from
+    fit_fn = fit_fn or (lambda model, data, stage: fit(model, data, cfg.train, cell.ctx, stage,
+                                                       record_examples=records and stage == "original",
+                                                       resume=resumes.get(stage), checkpoint_every=every))
     available = {"original": splits.train, "retrain": splits.retain, "retrain2": splits.retain}
     models, metas = {}, {}
     for stage in stages:
         data = available[stage]
         parts = reference_key_parts(cell, stage, seed, key_extra)
-        resume = cache.resume_path(stage, parts)  # a preempted training continues from here
+        if classifier and every:
+            resumes[stage] = cache.resume_path(stage, parts)
 
-        def train(model: nn.Module, stage=stage, data=data, resume=resume) -> dict:
+        def train(model: nn.Module, stage=stage, data=data) -> dict:
             seed_stage(seed, f"{stage}-train")  # retrain2: its own stage name, so its own init and data order
-            stats = fit_fn(model, data, stage, resume)
+            stats = fit_fn(model, data, stage)
             accuracy = majority = None
             if classifier:
                 from unlearn_bench.metrics.core import accuracy as percent_correct

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from unlearn_bench import config, tracking
 from unlearn_bench.cache import ensure_writable
-from unlearn_bench.errors import ConfigError, UserError, did_you_mean
+from unlearn_bench.errors import UserError, did_you_mean
 from unlearn_bench.protocol import pick_device, stop_with_parent
 from unlearn_bench.sweep_check import check_multirun, first_sweep_value
 from unlearn_bench.validate import validate
@@ -42,10 +42,6 @@ def run(cfg: DictConfig) -> dict:
             print_cell(existing, list(cfg.metrics.names), record_file)
         return existing
     ensure_writable(records_dir, "paths.records_dir")
-    method_task = cfg.method.get("task", "classification")
-    if method_task != cfg.task.name:
-        raise ConfigError("method", cfg.method.name, f"a method of task={cfg.task.name} "
-                          f"(this one is for task={method_task}); see conf/method/*.yaml")
     if cfg.eval.name == "blind":
         from unlearn_bench.blind_eval import run_blind
 

@@ -16,7 +16,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from unlearn_bench.errors import ConfigError, UserError
+from unlearn_bench.errors import UserError
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 HYDRA_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
@@ -75,8 +75,6 @@ def check_job(overrides: list[str]) -> None:
 
     cfg = compose("config", overrides=overrides)
     validate(cfg)
-    if cfg.method.get("task", "classification") != cfg.task.name:
-        raise ConfigError("method", cfg.method.name, f"a method of task={cfg.task.name}")
     if cfg.method.get("task", "classification") == "classification":
         check_method(cfg.method)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from unlearn_bench.cache import atomic_write_json, stable_hash
+from unlearn_bench.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,6 @@ def sweep_tag() -> str | None:
 def forget_tag(forget: dict) -> str:
     """The forget setting in a W&B group name: its mode and every key it sets, so class 0 and class 1, or the
     low and high memorisation strata, never share a group (a 0 is a value, not a missing one)."""
-    forget = dict(forget)
     keys = sorted(k for k, v in forget.items() if k != "mode" and v is not None)
     return "-".join([str(forget.get("mode"))] + [f"{k}{forget[k]}" for k in keys])
 
@@ -150,8 +150,6 @@ def check_offline_log(run, mode: str) -> None:
         return
     path = Path(sync_file)
     if not path.is_file() or path.stat().st_size == 0:
-        from unlearn_bench.errors import UserError
-
         raise UserError(f"W&B could not write the run's log {path} (a full disk or an unwritable "
                         "paths.output_dir?); the cell has no record, and a rerun logs it again")
 

@@ -341,3 +341,7 @@ def validate(cfg: DictConfig) -> None:
             check(f"method.{key}", cfg.method[key])
     check_search(cfg.method)
     check_eval(cfg)
+    method_task = cfg.method.get("task", "classification")
+    if method_task != cfg.task.name:
+        raise ConfigError("method", cfg.method.name, f"a method of task={cfg.task.name} "
+                          f"(this one is for task={method_task}); see conf/method/*.yaml")
