@@ -2,11 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
 # Offline data sets (MNIST, Fashion-MNIST, CIFAR-10 npz): the shared folder beside the checkout if present.
 export UNLEARN_BENCH_DATA ?= $(abspath $(wildcard ../shared/data))
 export WANDB_MODE ?= offline
 
-.PHONY: help install run test test-unit test-full lint format sweep tune-zoo tune-eval tuned-table tuned leaderboard bench bench-gpu clean
+.PHONY: help install run test test-unit test-full lint format sweep tune-zoo tune-eval tuned-table tuned leaderboard tables bench bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -20,7 +21,7 @@ install: ## create .venv and install the package with its pinned dependencies
 # `make run method=ft seed=1` hands its command-line variables on to the runner as overrides; anything the
 # runner takes, flags and multiruns included, goes in ARGS: make run ARGS="-m method=ft,rl seed=0,1".
 # The Makefile's own variables are not overrides.
-OWN_VARS := PYTHON VENV PY EXP ARGS RECORDS TRACK FORGET TRIALS TUNING_SEEDS JOBS UNLEARN_BENCH_DATA \
+OWN_VARS := PYTHON VENV PY BIN EXP ARGS RECORDS TRACK FORGET TRIALS TUNING_SEEDS JOBS UNLEARN_BENCH_DATA \
 	UNLEARN_BENCH_CACHE UNLEARN_BENCH_RECORDS UNLEARN_BENCH_OUTPUTS WANDB_MODE
 RUN_OVERRIDES = $(foreach v,$(filter-out $(OWN_VARS),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),$(v)=$($(v))))
 
@@ -53,7 +54,7 @@ empty :=
 space := $(empty) $(empty)
 TUNED = $(subst $(space),$(comma),$(addprefix tuned/cpu/$(or $(TRACK),oracle)/,$(subst $(comma),$(space),$(ZOO))))
 tune-zoo: ## equal-budget tuning of the classification zoo at CPU scale (resumes from its trial records): make tune-zoo TRACK=oracle|blind FORGET=random_10 TRIALS=10 TUNING_SEEDS=100,101 JOBS=2
-	$(PY) scripts/tune.py --method $(ZOO) --scale cpu --track $(or $(TRACK),oracle) --trials $(or $(TRIALS),10) \
+	$(BIN)/unlearn-bench-tune --method $(ZOO) --scale cpu --track $(or $(TRACK),oracle) --trials $(or $(TRIALS),10) \
 		--tuning-seeds $(or $(TUNING_SEEDS),100$(comma)101) --jobs $(or $(JOBS),2) --trial-records results/tuned/trial_records -- forget_rate=$(or $(FORGET),random_10)
 
 tune-eval: ## the tuned zoo on the evaluation seeds 0-4, records in results/tuned/records (the other tables' folder stays untuned): make tune-eval TRACK=oracle|blind
@@ -61,9 +62,9 @@ tune-eval: ## the tuned zoo on the evaluation seeds 0-4, records in results/tune
 		hydra/launcher=joblib logger=none progress=false paths.records_dir=results/tuned/records
 
 tuned-table: ## results/tuned from the records: default and tuned rows side by side (random 10 %), the studies' summary
-	$(PY) scripts/leaderboard.py --records results/records results/tuned/records --out results/tuned --dataset cifar10 --forget 'random 10%' \
+	$(BIN)/unlearn-bench-leaderboard --records results/records results/tuned/records --out results/tuned --dataset cifar10 --forget 'random 10%' \
 		--augmentation none --method $(ZOO) --title "The zoo at its defaults and tuned (docs/tuning.md), CPU scale, random 10 %"
-	$(PY) scripts/tuning_summary.py --trial-records results/tuned/trial_records --out results/tuned
+	$(BIN)/unlearn-bench-tuning-summary --trial-records results/tuned/trial_records --out results/tuned
 
 tuned: ## docs/tuning.md end to end at CPU scale, resuming from the committed records: both tracks tuned, evaluated, tabulated
 	$(MAKE) tune-zoo TRACK=oracle && $(MAKE) tune-eval TRACK=oracle
@@ -71,10 +72,13 @@ tuned: ## docs/tuning.md end to end at CPU scale, resuming from the committed re
 	$(MAKE) tuned-table
 
 leaderboard: ## aggregate the records (env UNLEARN_BENCH_RECORDS, else ./records) into ./leaderboard (md, csv, html, png)
-	$(PY) scripts/leaderboard.py --records $(or $(UNLEARN_BENCH_RECORDS),records) --out leaderboard
+	$(BIN)/unlearn-bench-leaderboard --records $(or $(UNLEARN_BENCH_RECORDS),records) --out leaderboard
+
+tables: ## every committed table of results/ again from the committed records (scripts/tables.sh)
+	BIN=$(BIN) bash scripts/tables.sh
 
 bench: ## training throughput: conventional pipeline vs the suite vs the model's limit
-	$(PY) scripts/bench.py
+	$(BIN)/unlearn-bench-bench
 
 bench-gpu: ## the GPU figures (paper recipe, several models at once) into results/bench/gpu
 	PYTHON=$(PY) bash scripts/gpu_bench.sh

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 out=${1:-results/bench/gpu}
 python=${PYTHON:-python}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-$python scripts/bench.py --model resnet18 --batch-size 256 --steps 60 --workers 8 --amp --channels-last \
+$python -m unlearn_bench.bench.cli --model resnet18 --batch-size 256 --steps 60 --workers 8 --amp --channels-last \
     --models 4 --skip-cell --out "$out/resnet18"
-$python scripts/bench.py --batch-size 128 --steps 200 --workers 8 --amp --channels-last \
+$python -m unlearn_bench.bench.cli --batch-size 128 --steps 200 --workers 8 --amp --channels-last \
     --models 8 --skip-cell --out "$out/small_cnn"

@@ -1,18 +1,14 @@
 """The throughput benchmark runs end to end on a tiny setting and reports every measurement."""
 
 import json
-import sys
-from pathlib import Path
+
+from unlearn_bench.bench import cli as bench
 
 from .conftest import SHARED_DATA, needs_shared_data
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 
 @needs_shared_data("cifar10_jpeg_bytes.npz")
 def test_bench_reports_all_paths_ratios_and_stacked_models(tmp_path, monkeypatch):
-    import bench
-
     monkeypatch.setenv("UNLEARN_BENCH_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "bench"
     assert bench.main(["--data-root", str(SHARED_DATA), "--train-size", "256", "--batch-size", "32", "--steps", "2",
@@ -39,7 +35,6 @@ def test_bench_reports_all_paths_ratios_and_stacked_models(tmp_path, monkeypatch
 
 
 def test_bench_refuses_an_unknown_multi_model_approach(capsys):
-    import bench
     import pytest
 
     with pytest.raises(SystemExit) as info:

@@ -252,15 +252,13 @@ def test_unsir_noise_maximises_the_forgotten_class_loss_and_is_copied_as_the_ref
 
 def test_the_leaderboard_fills_tug_of_war_for_records_made_before_it_was_stored():
     import math
-    import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    import leaderboard
+    from unlearn_bench.report import records
 
     record = {"metrics": {"UA": 10.0, "RA": 90.0, "TA": 80.0, "MIA": 30.0},
               "retrain_metrics": {"UA": 20.0, "RA": 95.0, "TA": 70.0, "MIA": 40.0},
               "original_metrics": {"UA": 0.0, "RA": 100.0, "TA": 80.0, "MIA": 5.0, "ToW": 0.5, "ToW_MIA": 0.5}}
-    leaderboard.fill_tug_of_war(record)
+    records.fill_tug_of_war(record)
     assert math.isclose(record["metrics"]["ToW"], 0.9 * 0.95 * 0.9)
     assert record["retrain_metrics"]["ToW"] == 1.0
     assert record["original_metrics"]["ToW"] == 0.5  # a stored value is kept

@@ -81,7 +81,6 @@ def test_generation_cells_share_references_and_make_a_table(make_cfg, tmp_path, 
     """Two methods and two seeds with reference_seed=0: one original/retrain pair, their samples scored
     once per seed; the leaderboard's generation table has the original, retrain and both methods."""
     import json
-    import sys
     from pathlib import Path
 
     records = []
@@ -100,8 +99,7 @@ def test_generation_cells_share_references_and_make_a_table(make_cfg, tmp_path, 
     assert records[0]["retrain_metrics"] == records[2]["retrain_metrics"]  # seed 0, cached evaluation
     assert len(list((tmp_path / "cache").glob("retrain-gen-eval-*/result.json"))) == 2  # one per seed
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    import leaderboard
+    from unlearn_bench.report import leaderboard
 
     out = tmp_path / "board"
     assert leaderboard.main(["--task", "generation", "--records", str(tmp_path / "records"), "--out", str(out),

@@ -204,8 +204,7 @@ def test_two_runs_in_the_same_second_get_their_own_folders(workdirs):
 
 
 def test_missing_sample_grids_fail_loudly_and_write_nothing(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import leaderboard
+    from unlearn_bench.report import leaderboard
 
     config = {"dataset": {"name": "digits"}, "model": {"name": "ddpm_unet"}, "augmentation": {"name": "none"},
               "forget_rate": {"mode": "class", "class_id": 0}, "method": {"name": "esd"}, "seed": 0}
@@ -302,9 +301,9 @@ def test_wandb_run_holds_references_curves_device_and_switches(make_cfg, monkeyp
 
 
 def test_leaderboard_wandb_table_is_offline_numeric_and_in_the_output_folder(tmp_path, monkeypatch):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import leaderboard
     import wandb
+
+    from unlearn_bench.report import leaderboard
 
     from .test_verdicts import write_record
 

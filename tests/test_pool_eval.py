@@ -93,13 +93,10 @@ def test_bad_pool_settings_are_one_line_before_any_training(make_cfg, tmp_path, 
 
 
 def test_the_pool_leaderboard_keeps_pools_apart_and_shows_its_sanity_rows(make_cfg, tmp_path):
-    import sys
-    from pathlib import Path
 
     import pandas as pd
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    import leaderboard
+    from unlearn_bench.report import leaderboard
 
     for method in ("ft", "ga"):
         run(make_cfg(*POOL, f"method={method}"))
@@ -123,11 +120,7 @@ def test_the_pool_leaderboard_keeps_pools_apart_and_shows_its_sanity_rows(make_c
 
 
 def test_the_bench_pool_figure_runs_the_pool_code(tmp_path, monkeypatch):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    import bench
+    from unlearn_bench.bench import pool as bench
 
     monkeypatch.setenv("UNLEARN_BENCH_CACHE", str(tmp_path / "cache"))
     figure = bench.pool_figure(2, ["dataset=digits", "train.epochs=2", "++model.widths=[8,16]"], str(tmp_path))

@@ -61,13 +61,11 @@ def test_the_search_space_is_not_part_of_a_cells_identity(make_cfg):
 
 
 def test_tuning_writes_a_method_config_inside_the_space_from_disjoint_seeds_and_resumes(workdirs, tmp_path):
-    import sys
 
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import tune
+    from unlearn_bench.tuning import study as tune
 
     overrides = [o for o in workdirs if not o.startswith("paths.records_dir")]
     overrides += ["dataset=digits", "model=small_cnn", "++model.widths=[8,16]", "model.head_pool=1",
@@ -110,10 +108,8 @@ def test_tuning_writes_a_method_config_inside_the_space_from_disjoint_seeds_and_
 def test_the_zoo_is_checked_whole_before_the_first_trial(tmp_path, capsys):
     """`--method a,b,c` tunes each with the same budget; an unknown name anywhere fails first, with exit 2."""
     import re
-    import sys
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import tune
+    from unlearn_bench.tuning import study as tune
 
     trials = tmp_path / "trials"
     code = tune.main(["--method", "ft,rl,not_a_method", "--trial-records", str(trials), "--out", str(tmp_path)])
@@ -134,12 +130,10 @@ def test_the_zoo_is_checked_whole_before_the_first_trial(tmp_path, capsys):
 
 
 def test_the_blind_track_tunes_without_a_retrain_model_on_images_outside_t(workdirs, tmp_path, capsys):
-    import sys
 
     from omegaconf import OmegaConf
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import tune
+    from unlearn_bench.tuning import study as tune
 
     overrides = [o for o in workdirs if not o.startswith("paths.records_dir")]
     overrides += ["dataset=digits", "model=small_cnn", "++model.widths=[8,16]", "model.head_pool=1",
@@ -156,16 +150,14 @@ def test_the_blind_track_tunes_without_a_retrain_model_on_images_outside_t(workd
 
 
 def assert_summary_matches(path: Path, tmp_path: Path, track: str) -> None:
-    """scripts/tuning_summary.py reads the study back from its trial records: the best it finds is the one
+    """unlearn-bench-tuning-summary reads the study back from its trial records: the best it finds is the one
     the generated YAML declares, with its values."""
     import re
-    import sys
 
     import pandas as pd
     from omegaconf import OmegaConf
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import tuning_summary
+    from unlearn_bench.tuning import summary as tuning_summary
 
     assert tuning_summary.main(["--trial-records", str(tmp_path / "trials"), "--out", str(tmp_path / "summary")]) == 0
     study = pd.read_csv(tmp_path / "summary" / "studies.csv").iloc[0]
@@ -235,4 +227,4 @@ def test_every_committed_tuned_config_composes_inside_its_space_from_disjoint_se
         assert key in text and spec.low <= cfg.method[key] <= spec.high
     tuning = {int(s) for s in re.search(r"tuning seeds ([\d,]+)", text).group(1).split(",") if s}
     evaluation = {int(s) for s in re.search(r"evaluation seeds ([\d,]+)", text).group(1).split(",") if s}
-    assert tuning and evaluation and not tuning & evaluation and "scripts/tune.py" in text
+    assert tuning and evaluation and not tuning & evaluation and "unlearn-bench-tune" in text

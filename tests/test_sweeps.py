@@ -115,7 +115,7 @@ def test_leaderboard_writes_four_outputs_and_skips_corrupt_records(tmp_path):
     (tmp_path / "records" / "broken.json").write_text('{"config": ')
     (tmp_path / "records" / "partial.json").write_text('{"metrics": {}}')
     out = tmp_path / "board"
-    board = subprocess.run([sys.executable, str(ROOT / "scripts" / "leaderboard.py"), "--records",
+    board = subprocess.run([sys.executable, "-m", "unlearn_bench.report.leaderboard", "--records",
                             str(tmp_path / "records"), "--out", str(out), "--relative-to", "none"],
                            capture_output=True, text=True, timeout=300)
     assert board.returncode == 0, board.stderr
@@ -132,7 +132,7 @@ def test_leaderboard_writes_four_outputs_and_skips_corrupt_records(tmp_path):
 
 
 def test_leaderboard_help_documents_filters():
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "leaderboard.py"), "--help"],
+    out = subprocess.run([sys.executable, "-m", "unlearn_bench.report.leaderboard", "--help"],
                          capture_output=True, text=True, timeout=60).stdout
     for flag in ("--dataset", "--augmentation", "--forget", "--method", "--records", "--wandb"):
         assert flag in out
@@ -177,11 +177,10 @@ def test_wandb_runs_of_a_multirun_carry_the_sweep_tag(workdirs):
 
 
 def test_leaderboard_method_filter_keeps_commas_inside_variant_labels():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import leaderboard
+    from unlearn_bench.report import records
 
-    assert leaderboard.parse_list("salun, manif_smc[blend,away],ft") == ["salun", "manif_smc[blend,away]", "ft"]
-    assert leaderboard.parse_list("") is None
+    assert records.parse_list("salun, manif_smc[blend,away],ft") == ["salun", "manif_smc[blend,away]", "ft"]
+    assert records.parse_list("") is None
 
 
 def test_the_augmentation_sweep_expands_to_the_multiruns_cells(workdirs):

@@ -7,7 +7,6 @@ import copy
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,10 +15,8 @@ import pytest
 from unlearn_bench import verdict
 from unlearn_bench.errors import UserError
 from unlearn_bench.metrics import avg_gap
+from unlearn_bench.report import leaderboard
 from unlearn_bench.run import run
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import leaderboard  # noqa: E402
 
 
 def test_t_interval_on_a_known_sample():

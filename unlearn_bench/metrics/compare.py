@@ -8,26 +8,22 @@ from __future__ import annotations
 
 import torch
 
+from unlearn_bench import tug_of_war as tug_of_war_values
 from unlearn_bench.registry import Registry
 
 COMPARISONS: Registry = Registry("comparison")
 
 
-def ratio(ours: float, theirs: float) -> float:
-    """RUM's ratio_acc_*: 1 − |difference| / 100 for percentages."""
-    return 1.0 - abs(ours - theirs) / 100.0
-
-
 @COMPARISONS.register("ToW")
 def tug_of_war(metrics: dict, retrain: dict, logits: torch.Tensor, retrain_logits: torch.Tensor) -> float:
     """(1 − da(D_f))·(1 − da(D_r))·(1 − da(T)), da = |accuracy − retrain's accuracy| as a fraction."""
-    return ratio(metrics["UA"], retrain["UA"]) * ratio(metrics["RA"], retrain["RA"]) * ratio(metrics["TA"], retrain["TA"])
+    return tug_of_war_values.tug_of_war(metrics, retrain)
 
 
 @COMPARISONS.register("ToW_MIA")
 def tug_of_war_mia(metrics: dict, retrain: dict, logits: torch.Tensor, retrain_logits: torch.Tensor) -> float:
     """ToW with the MIA-efficacy difference in place of the forget accuracy's (RUM's analysis_mia.py)."""
-    return ratio(metrics["MIA"], retrain["MIA"]) * ratio(metrics["RA"], retrain["RA"]) * ratio(metrics["TA"], retrain["TA"])
+    return tug_of_war_values.tug_of_war_mia(metrics, retrain)
 
 
 def _probabilities(logits: torch.Tensor) -> torch.Tensor:

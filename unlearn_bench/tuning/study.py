@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """Tune a method on its declared search space (docs/tuning.md) and write the chosen values as a method config
 that the runner selects with `method=tuned/<scale>/<track>/<method>`.
 
-    python scripts/tune.py --method salun --scale cpu --trials 20 --tuning-seeds 100,101,102 \
+    unlearn-bench-tune --method salun --scale cpu --trials 20 --tuning-seeds 100,101,102 \
         -- forget_rate=random_10
 
 Every method gets the same number of Optuna TPE trials (sampler seeded), each scored over the tuning seeds
@@ -79,9 +78,10 @@ def check_study(track: str, trials: int, tuning_seeds: list[int], evaluation_see
 
 def tune(method: str, scale: str, track: str, trials: int, tuning_seeds: list[int], evaluation_seeds: list[int],
          overrides: list[str], trial_records: Path, out_root: Path, sampler_seed: int = 0,
-         force: bool = False, startup_trials: int | None = None) -> Path:
+         force: bool = False, startup_trials: int | None = None, command: str | None = None) -> Path:
     """Run the study and write conf/method/tuned/<scale>/<track>/<method>.yaml; returns its path. Trials
-    replay from their records unless `force` (see the module docstring)."""
+    replay from their records unless `force` (see the module docstring); `command` is quoted in the file's
+    header (default: the study's own arguments)."""
     import optuna
 
     check_study(track, trials, tuning_seeds, evaluation_seeds, startup_trials)
@@ -119,13 +119,12 @@ def tune(method: str, scale: str, track: str, trials: int, tuning_seeds: list[in
 
     path = out_root / "tuned" / scale / track / f"{method}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    command = " ".join(shlex.quote(a) for a in sys.argv) if sys.argv and sys.argv[0].endswith("tune.py") else \
-        f"scripts/tune.py --method {method} --scale {scale} --trials {trials}"
+    command = command or f"unlearn-bench-tune --method {method} --scale {scale} --trials {trials}"
     lines = [f"# Tuned {method} ({track} track, scale={scale}): {trials} Optuna TPE trials ({startup} random "
              f"startup trials, sampler seed {sampler_seed}) on tuning seeds {','.join(map(str, tuning_seeds))},",
              f"# disjoint from the evaluation seeds {','.join(map(str, evaluation_seeds))}; best {described} "
              f"{study.best_value:.4f}. Generated {dt.date.today().isoformat()} by:",
-             f"#   python {command}",
+             f"#   {command}",
              "defaults:", f"  - /method/{method}@_here_", "  - _self_",
              *(f"{key}: {OmegaConf.to_yaml({key: value}).split(': ', 1)[1].strip()}" for key, value in best.items()),
              f"label: {method} (tuned, {track})", ""]
@@ -162,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             key = override.lstrip("+~").partition("=")[0]
             if key in OWN_KEYS or key.startswith("hydra."):
                 raise ConfigError(override.partition("=")[0], override.partition("=")[2],
-                                  f"not a pass-through override of tune.py ({OWN_KEYS.get(key, 'the study sets it')})")
+                                  f"not a pass-through override of unlearn-bench-tune ({OWN_KEYS.get(key, 'the study sets it')})")
         check_study(args.track, args.trials, args.tuning_seeds, args.evaluation_seeds, args.startup_trials)
         if args.jobs < 1:
             raise ConfigError("--jobs", args.jobs, "an integer >= 1")
@@ -174,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         study = partial(tune, scale=args.scale, track=args.track, trials=args.trials, tuning_seeds=args.tuning_seeds,
                         evaluation_seeds=args.evaluation_seeds, overrides=overrides,
                         trial_records=args.trial_records, out_root=args.out, sampler_seed=args.sampler_seed,
-                        force=args.force, startup_trials=args.startup_trials)
+                        force=args.force, startup_trials=args.startup_trials,
+                        command=shlex.join(["unlearn-bench-tune", *argv]))
         if args.jobs == 1:
             paths = [study(method) for method in methods]
         else:  # independent studies: one process per method; the model cache's locks share the references

@@ -1,9 +1,8 @@
-#!/usr/bin/env python
 """Summarise tuning studies from their trial records (docs/tuning.md): per track and method, the trials run, the
 best trial's values and objective beside doing nothing's on the same tuning seeds, and the seconds the
 trials' unlearning took (the sum of their RTE), so a budget and its cost can be stated from files.
 
-    python scripts/tuning_summary.py --trial-records results/tuned/trial_records --out results/tuned
+    unlearn-bench-tuning-summary --trial-records results/tuned/trial_records --out results/tuned
 
 Writes studies.csv and studies.md into --out. A trial is one configuration of a method, scored over every
 tuning seed it has a record for; a trial missing a seed that other trials of its study have is counted as
@@ -20,7 +19,8 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from tune import OBJECTIVES, compose_cfg  # the tracks' objectives and the config composer of the studies
+
+from unlearn_bench.tuning.study import OBJECTIVES, compose_cfg
 
 
 def load_trials(folder: Path) -> pd.DataFrame:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                          unlearning_seconds=table["unlearning_seconds"].round(0).astype(int))
     (args.out / "studies.md").write_text("\n".join([
         "# Tuning studies", "",
-        f"From the trial records in `{args.trial_records}` (`python scripts/tuning_summary.py`). Objective: mean "
+        f"From the trial records in `{args.trial_records}` (`unlearn-bench-tuning-summary`). Objective: mean "
         "over the tuning seeds of the Avg Gap to retrain (oracle) or of the blind objective (blind), lower is "
         "better; `doing_nothing`: the original model's on the same seeds; `unlearning_seconds`: the trials' RTE "
         "summed (the unlearning alone, not the scoring).", "", shown.to_markdown(index=False), ""]))

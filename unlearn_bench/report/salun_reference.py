@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """Put the SalUn paper's Avg Gap figures (docs/protocol.md: CIFAR-10, ResNet-18, 10 trials) beside a leaderboard's,
 on the paper's estimator: the gap of the means (each metric averaged over seeds first, then |mean − retrain|).
 
-    python scripts/salun_reference.py results/salun_table/leaderboard.csv > results/salun_table/comparison.md
+    python -m unlearn_bench.report.salun_reference results/salun_table/leaderboard.csv > results/salun_table/comparison.md
 """
 
 from __future__ import annotations

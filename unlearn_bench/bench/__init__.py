@@ -1,0 +1,1 @@
+"""Measurements of the suite's speed (results/bench): `unlearn-bench-bench`."""

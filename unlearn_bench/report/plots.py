@@ -1,0 +1,213 @@
+"""The leaderboard's figures: Avg Gap per method and setting, generation and pool panels, sample grids."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from unlearn_bench.report.pools import POOL_LABELS
+from unlearn_bench.report.records import (
+    AUG_ORDER,
+    FLOOR,
+    ORIGINAL,
+    REFERENCE_ROWS,
+    REFERENCES,
+    RETRAIN,
+    forget_order,
+    reference_first,
+)
+
+
+def relative_gaps(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Avg Gap of each augmentation relative to `baseline`, per method and forget setting (negative = better)."""
+    rows = table[~table["method"].isin([RETRAIN, FLOOR])]
+    gaps = rows.pivot_table(index=["dataset", "model", "forget", "method"], columns="augmentation",
+                            values="avg_gap_mean")
+    if baseline not in gaps:
+        return pd.DataFrame()
+    order = [a for a in AUG_ORDER if a in gaps] + [a for a in gaps if a not in AUG_ORDER]
+    relative = (100.0 * (gaps.sub(gaps[baseline], axis=0)).div(gaps[baseline], axis=0)).round(1)
+    return relative[order].reset_index()
+
+
+def panel_grid(count: int, width: float = 6.0, height: float = 4.5, columns: int = 3):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ncols = max(1, min(columns, count))
+    nrows = max(1, -(-count // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    for ax in axes.flat[count:]:
+        ax.axis("off")
+    return plt, fig, list(axes.flat)
+
+
+def plot(table: pd.DataFrame, path: Path, title: str) -> None:
+    """Avg Gap per method (with the do-nothing and floor rows), one panel per forget setting, bars per
+    augmentation, error bars = 95 % t-interval; a bar far off the scale is clipped and labelled."""
+    import numpy as np
+
+    data = table[table["method"] != RETRAIN]
+    panels = sorted(data.groupby(["dataset", "model", "forget", "variant"], sort=False),
+                    key=lambda kv: (kv[0][0], kv[0][1], forget_order(kv[0][2]), kv[0][3]))
+    bars = max((part["method"].nunique() * part["augmentation"].nunique() for _, part in panels), default=1)
+    plt, fig, axes = panel_grid(len(panels), width=max(7.0, 0.28 * bars))  # labels stay apart at any size
+    n_max = int(data["n"].max()) if len(data) else 0
+    for ax, ((dataset, model, forget, variant), part) in zip(axes, panels):
+        methods = list(dict.fromkeys(part.sort_values("rank")["method"]))
+        augs = [a for a in AUG_ORDER if a in set(part["augmentation"])] + sorted(
+            set(part["augmentation"]) - set(AUG_ORDER))
+        means = part.pivot_table(index="method", columns="augmentation", values="avg_gap_mean").reindex(
+            index=methods, columns=augs)
+        halves = part.pivot_table(index="method", columns="augmentation", values="avg_gap_ci").reindex(
+            index=methods, columns=augs).fillna(0.0)
+        tops = (means + halves).to_numpy().ravel()
+        tops = tops[np.isfinite(tops)]
+        cap = None
+        if len(tops) > 2 and tops.max() > 3 * np.median(tops):
+            cap = 3 * float(np.median(tops))
+        width = 0.8 / max(1, len(augs))
+        x = np.arange(len(methods))
+        for j, aug in enumerate(augs):
+            values = means[aug].to_numpy(dtype=float)
+            errors = halves[aug].to_numpy(dtype=float)
+            shown = np.minimum(values, cap) if cap else values
+            upper = np.where(values > (cap or np.inf), 0, errors)
+            lower = np.minimum(upper, np.nan_to_num(shown))  # a gap is never negative: the bar stops at 0
+            ax.bar(x + (j - (len(augs) - 1) / 2) * width, shown, width, yerr=[lower, upper], capsize=2,
+                   label="none (no augmentation)" if aug == "none" else aug)
+            if cap:
+                for k, value in enumerate(values):
+                    if np.isfinite(value) and value > cap:
+                        ax.annotate(f"{value:.1f} ↑", (x[k] + (j - (len(augs) - 1) / 2) * width, cap),
+                                    ha="center", va="bottom", fontsize=7, rotation=90)
+        if cap:
+            ax.set_ylim(0, cap * 1.15)
+        if len(augs) == 1:  # one pipeline: the two baselines as lines across the panel too
+            for name, style in ((ORIGINAL, ":"), (FLOOR, "--")):
+                if name in means.index and pd.notna(means.loc[name, augs[0]]):
+                    ax.axhline(min(means.loc[name, augs[0]], cap or math.inf), color="grey", linestyle=style,
+                               linewidth=1, label=name)
+            ax.legend(fontsize=7)
+        crowded = len(methods) > 25  # upright labels cannot collide, however long
+        ax.set_xticks(x, methods, rotation=90 if crowded else 35, ha="center" if crowded else "right", fontsize=8)
+        for label in ax.get_xticklabels():  # the reference rows read as references, not as methods
+            if label.get_text() in REFERENCE_ROWS:
+                label.set_color("grey")
+                label.set_style("italic")
+        ax.set_title(f"{dataset} / {model} / {forget}" + (f"\n[{variant}]" if variant else ""), fontsize=9)
+        ax.set_ylabel("Avg Gap to retrain (per-seed), lower is better", fontsize=8)
+        if len(augs) > 1:
+            ax.legend(fontsize=7, title="augmentation", title_fontsize=7)
+    fig.suptitle(f"{title}\nerror bars: 95 % Student-t interval over n ≤ {n_max} seeds\n"
+                 "original = doing nothing; retrain floor = the gap between two retrains", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_generation(table: pd.DataFrame, path: Path, title: str) -> None:
+    """UA before and after DiMRA per method: what the attack brings back."""
+    panels = list(table.groupby(["dataset", "model", "forget"]))
+    plt, fig, axes = panel_grid(len(panels))
+    for ax, ((dataset, model, forget), part) in zip(axes, panels):
+        part = part.set_index("method")
+        columns = [c for c in ("UA", "UA_dimra") if f"{c}_mean" in part]
+        means = part[[f"{c}_mean" for c in columns]].set_axis(columns, axis=1)
+        halves = part[[f"{c}_ci" for c in columns]].set_axis(columns, axis=1).fillna(0.0)
+        # UA is a percentage: the interval is clipped to [0, 100] (asymmetric error bars, pandas' (columns, 2, rows))
+        lower, upper = halves.clip(upper=means.fillna(0.0)), halves.clip(upper=100.0 - means.fillna(0.0))
+        errors = [[lower[c].to_numpy(), upper[c].to_numpy()] for c in columns]
+        means.plot.bar(ax=ax, yerr=errors, capsize=2, width=0.8)
+        for k, (_, values) in enumerate(means.items()):  # a value not measured is no bar, and says so
+            for i, value in enumerate(values):
+                if pd.isna(value):
+                    ax.annotate("not measured", (i + (k - (len(columns) - 1) / 2) * 0.8 / len(columns), 0),
+                                ha="center", va="bottom", rotation=90, fontsize=7, color="grey")
+        ax.set_title(f"{dataset} / {model} / forget {forget}")
+        ax.set_ylabel("UA (%): generated c_f not classified as c_f")
+        ax.tick_params(axis="x", rotation=0)
+    fig.suptitle(f"{title}\nerror bars: 95 % Student-t interval over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_pool(table: pd.DataFrame, path: Path, title: str) -> None:
+    """Final score and F per row (the reference rows in grey), one panel per forget setting."""
+    import numpy as np
+
+    panels = list(table.groupby(["dataset", "model", "forget", "variant"], sort=False))
+    plt, fig, axes = panel_grid(len(panels), width=7.0)
+    for ax, (keys, part) in zip(axes, panels):
+        part = part[part["method"] != RETRAIN]
+        x = np.arange(len(part))
+        for offset, metric, label in ((-0.2, "final_score", "final score"), (0.2, "forgetting_quality", "F")):
+            ax.bar(x + offset, part[f"{metric}_mean"], 0.4, yerr=part[f"{metric}_ci"].fillna(0.0), capsize=2,
+                   label=label)
+        ax.set_xticks(x, [POOL_LABELS.get(m, m) for m in part["method"]], rotation=35, ha="right", fontsize=8)
+        for label, ref in zip(ax.get_xticklabels(), part["reference"]):
+            if ref:
+                label.set_color("grey")
+                label.set_style("italic")
+        ax.set_title(" / ".join(str(k) for k in keys[:3]) + (f"\n[{keys[3]}]" if keys[3] else ""), fontsize=9)
+        ax.set_ylabel("higher is better (1 = indistinguishable from retraining)", fontsize=8)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title}\nerror bars: 95 % interval (t over forget sets; one forget set: F over its examples)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def missing_grids(frame: pd.DataFrame) -> list[str]:
+    """Sample-grid files that the seed-0 records name but that are not on this machine (grids live in the
+    run's outputs folder, not in the record): a figure is never drawn with blank panels."""
+    seed = frame["seed"].min()
+    missing = []
+    for _, row in frame[frame["seed"] == seed].iterrows():
+        prefix = row["method"] if row["method"] in REFERENCES else "method"
+        for name in (prefix, f"{prefix}_dimra"):
+            file = row["grids"].get(name)
+            if file and not Path(file).is_file():
+                missing.append(f"{file} ({Path(row['file']).name})")
+    return sorted(set(missing))
+
+
+def grid_figures(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """Per dataset, the seed-0 sample grids (one row per class): original, retrain and each method, each
+    before (top) and after (bottom) DiMRA, in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    written = []
+    seed = frame["seed"].min()
+    for (dataset, model, forget), part in frame[frame["seed"] == seed].groupby(["dataset", "model", "forget"]):
+        panels = {}
+        for _, row in part.iterrows():
+            prefix = row["method"] if row["method"] in REFERENCES else "method"  # the record's grid names
+            panels.setdefault(row["method"], (row["grids"].get(prefix), row["grids"].get(f"{prefix}_dimra")))
+        names = sorted(panels, key=lambda m: (reference_first(m), m))
+        fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 7.6), squeeze=False)
+        for column, name in enumerate(names):
+            for line, (label, file) in enumerate(zip(("", " + DiMRA"), panels[name])):
+                ax = axes[line][column]
+                ax.axis("off")
+                if file and Path(file).is_file():
+                    ax.imshow(mpimg.imread(file), cmap="gray")
+                    ax.set_title(f"{name}{label}", fontsize=10)
+        fig.suptitle(f"{dataset} / {model} / forget {forget}: one row per class (seed {seed})")
+        fig.tight_layout()
+        path = out / f"grids_{dataset}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+

@@ -1,0 +1,140 @@
+"""The statistics of one setting scored against pools of models (docs/pools.md): every score with its interval,
+the paired tests against the held-out retrain pool and doing nothing, and the table's legend."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from unlearn_bench import verdict
+from unlearn_bench.report.formatting import cell
+from unlearn_bench.report.records import FLOOR, ORIGINAL, POOL_METRICS, RETRAIN
+from unlearn_bench.report.settings import mark_best_and_ties
+
+POOL_LABELS = {RETRAIN: "retrain pool", FLOOR: "held-out retrain pool", ORIGINAL: "original (do nothing)"}
+POOL_SHOWN = {"forgetting_quality": "F (ε-score)", "final_score": "final score", "klom_forget": "KLoM D_f",
+              "klom_retain": "KLoM D_r", "klom_test": "KLoM T", "klom_forget_p95": "KLoM D_f p95",
+              "lira_auc": "LiRA AUC", "lira_tpr_at_1fpr": "TPR @ 1 % FPR", "UA": "UA", "RA": "RA", "TA": "TA",
+              "avg_gap": "Avg Gap (pool means)", "RTE": "RTE"}
+
+
+def pool_comparison(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, str]:
+    """p of a paired two-sided t-test of the final score of two rows: over the forget-set seeds both have
+    when there are two or more, else over the forget examples of their one shared forget set."""
+    seeds = sorted(set(a["seed"]) & set(b["seed"]))
+    if len(seeds) >= 2:
+        x, y = (g.set_index("seed").loc[seeds, "final_score"].astype(float).tolist() for g in (a, b))
+        return verdict.paired_p(x, y), "seeds"
+    if len(seeds) == 1:
+        x, y = (g.set_index("seed").loc[seeds[0], "final_points"] for g in (a, b))
+        if isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+            return verdict.paired_p(x, y), "examples"
+    return math.nan, ""
+
+
+def pool_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """One pool setting: mean ± 95 % interval of every score (t over forget-set seeds; with one seed, F's
+    interval over the forget examples), the best method by final score, paired tests against it, against
+    the held-out retrain pool and against doing nothing, and how the Avg Gap would rank the same methods."""
+    from scipy import stats as scipy_stats
+
+    rows, by_method = [], {m: g for m, g in part.groupby("method", sort=False)}
+    for method, g in by_method.items():
+        row = {"method": method, "n": g["seed"].nunique(), "diverged": int(g["diverged"].sum()),
+               "reference": bool(g["reference"].iloc[0])}
+        for metric in [*POOL_METRICS, "UA", "RA", "TA", "MIA", "avg_gap", "RTE"]:
+            if metric in g and g[metric].notna().any():
+                mean, half, n = verdict.t_interval(g[metric].dropna().astype(float).tolist())
+                if n == 1 and metric == "forgetting_quality":
+                    half = float(g["forgetting_quality_ci"].dropna().iloc[0]) if g["forgetting_quality_ci"].notna().any() else math.nan
+                row.update({f"{metric}_mean": mean, f"{metric}_ci": half})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    stats = {"best": None, "tests": set(), "tau_gap": math.nan, "disagreements": []}
+    methods = table[~table["reference"]].dropna(subset=["final_score_mean"])
+    table["p_vs_best"], table["tied_with_best"], table["marks"] = math.nan, False, ""
+    if not methods.empty:
+        best = methods.sort_values("final_score_mean", ascending=False).iloc[0]["method"]
+        stats["best"] = best
+
+        def p_value(a: pd.DataFrame, b: pd.DataFrame) -> float:
+            p, over = pool_comparison(a, b)
+            stats["tests"].add(over)
+            return p
+
+        all_marks = mark_best_and_ties(table, by_method, best, p_value, skip=lambda row: row["method"] == RETRAIN)
+        for i, marks in all_marks.items():
+            row = table.loc[i]
+            if not row["reference"]:
+                if FLOOR in by_method:
+                    p, _ = pool_comparison(by_method[row["method"]], by_method[FLOOR])
+                    below = row["final_score_mean"] < table.loc[table["method"] == FLOOR, "final_score_mean"].iloc[0]
+                    marks.append("below the held-out retrain pool" if p < verdict.ALPHA and below
+                                 else "tied with the held-out retrain pool" if p >= verdict.ALPHA else "")
+                if ORIGINAL in by_method:
+                    p, _ = pool_comparison(by_method[row["method"]], by_method[ORIGINAL])
+                    if not (p < verdict.ALPHA and row["final_score_mean"] > table.loc[
+                            table["method"] == ORIGINAL, "final_score_mean"].iloc[0]):
+                        marks.append("not above doing nothing")
+            table.loc[i, "marks"] = "; ".join(m for m in marks if m)
+        if len(methods) >= 2 and "avg_gap_mean" in methods:
+            by_score = methods.set_index("method")["final_score_mean"]
+            by_gap = methods.set_index("method")["avg_gap_mean"]
+            stats["tau_gap"] = float(scipy_stats.kendalltau(by_score, -by_gap).statistic)
+            names = list(by_score.index)
+            stats["disagreements"] = [
+                (a, b) for j, a in enumerate(names) for b in names[j + 1:]
+                if (by_score[a] - by_score[b]) * (by_gap[b] - by_gap[a]) < 0]
+    order = {RETRAIN: 0, FLOOR: 1, ORIGINAL: 3}
+    table["rank"] = [order.get(m, 2) for m in table["method"]]
+    table = table.sort_values(["rank", "final_score_mean"], ascending=[True, False]).reset_index(drop=True)
+    table["rank"] = range(len(table))
+    return table, stats
+
+
+def pool_pretty(table: pd.DataFrame) -> pd.DataFrame:
+    shown = pd.DataFrame({"method": [POOL_LABELS.get(m, m) for m in table["method"]], "n": table["n"]})
+    for metric, label in POOL_SHOWN.items():
+        if f"{metric}_mean" in table:
+            digits = 1 if metric in ("UA", "RA", "TA", "RTE") else 3
+            shown[label] = [cell(a, b, digits) for a, b in zip(table[f"{metric}_mean"], table[f"{metric}_ci"])]
+    shown["p vs best"] = ["" if pd.isna(p) else f"{p:.3f}" for p in table["p_vs_best"]]
+    shown["marks"] = table["marks"].fillna("")
+    if table["diverged"].any():
+        shown["diverged"] = table["diverged"]
+    return shown
+
+
+def pool_summary(stats: dict) -> str:
+    """The verdict lines under a pool table: the best, what the ties were tested on, and where the pool
+    scores and the Avg Gap rank the methods differently."""
+    if not stats.get("best"):
+        return ""
+    described = {"seeds": "a paired two-sided t-test of the final score over the forget-set seeds two rows share",
+                 "examples": "where two rows share one forget set only, a paired two-sided t-test of the per-example "
+                             "final points over its examples"}
+    test = "; ".join(described[t] for t in sorted(stats["tests"]) if t in described) or "no test"
+    text = f"Best by final score: **{stats['best']}**; bold: the best and the methods tied with it ({test}, α = {verdict.ALPHA})."
+    if not pd.isna(stats["tau_gap"]):
+        pairs = ", ".join(f"{a} / {b}" for a, b in stats["disagreements"]) or "none"
+        text += (f" Ranking by final score vs by the Avg Gap of the pool means (lower is better): Kendall τ = "
+                 f"{stats['tau_gap']:.2f}; pairs ordered differently: {pairs}.")
+    return text
+
+
+POOL_LEGEND = ("Scores against pools of models (docs/pools.md): per forget set, N retrain models (training seeds 0..N−1 "
+               "on D_r) and N seeded runs of each method from the one original model. **F** = the NeurIPS 2023 "
+               "challenge's forgetting quality (per forget example, ε of the best decision rule telling the method's "
+               "pool from the retrain pool, bucketed into 2^−n points; 1 = indistinguishable, 0 = always told apart); "
+               "**final score** = F × (RA_u / RA_r) × (TA_u / TA_r), higher is better; **KLoM** = per-example KL "
+               "divergence KL(retrain ‖ method) of the margin distributions (mean over D_f, a D_r sample and T; p95 "
+               "over D_f; 20 bins, the last one closed unless eval.klom_top_edge=reference; the other direction with "
+               "eval.klom_direction=unlearned_first), lower is better; **LiRA AUC / TPR @ 1 % FPR** = a per-example likelihood-ratio attack telling the method's "
+               "models from retrained ones (0.5 / 0.01 = indistinguishable). Reference rows: the retrain pool, a "
+               "held-out retrain pool scored as if it were a method (the best a method can reach with N models; "
+               "KLoM's floor at this N) and doing nothing (the original N times: F = 0). Mean ± 95 % interval: Student "
+               "t over the n forget-set seeds; with n = 1, F's interval is over the forget examples and the others "
+               "have none. Marks: tied with / below the held-out retrain pool, not above doing nothing (paired tests, "
+               "α = 0.05).")
+

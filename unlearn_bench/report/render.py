@@ -1,0 +1,137 @@
+"""The leaderboard as Markdown and as an HTML page: the table, its legend, per setting the regime line, the
+best row and what is tied with it."""
+
+from __future__ import annotations
+
+import argparse
+import html
+import math
+
+import pandas as pd
+
+from unlearn_bench import verdict
+from unlearn_bench.report.formatting import cell, section_title
+from unlearn_bench.report.pools import POOL_LEGEND, pool_pretty, pool_summary
+from unlearn_bench.report.records import COMPARISON_METRICS, GROUP, METRICS
+from unlearn_bench.report.settings import regime_text
+
+
+def pretty(table: pd.DataFrame) -> pd.DataFrame:
+    """The printed columns: mean ± 95 % CI half-width per metric, both gap estimators, the test and marks."""
+    shown = table[[c for c in ("method", "n") if c in table]].copy()
+    for m in METRICS:
+        if f"{m}_mean" in table:
+            label = "Avg Gap (per-seed)" if m == "avg_gap" else m
+            digits = 3 if m in COMPARISON_METRICS else 2
+            shown[label] = [cell(a, b, digits) for a, b in zip(table[f"{m}_mean"], table[f"{m}_ci"])]
+            if m == "avg_gap":
+                shown["Avg Gap (gap of means)"] = [cell(a, math.nan) for a in table["avg_gap_of_means"]]
+    if "p_vs_best" in table:
+        shown["p vs best"] = ["" if pd.isna(p) else f"{p:.3f}" for p in table["p_vs_best"]]
+        shown["marks"] = table["marks"].fillna("")
+    if "diverged" in table and table["diverged"].any():
+        shown["diverged"] = table["diverged"]
+    return shown
+
+
+def bold_rows(table: pd.DataFrame) -> list[bool]:
+    return list(table["tied_with_best"].fillna(False).astype(bool)) if "tied_with_best" in table else [False] * len(table)
+
+
+def markdown(table: pd.DataFrame, facts: dict, args: argparse.Namespace, warnings_seen: list[str]) -> str:
+    lines = [f"# {args.title}", ""]
+    if args.command:
+        lines += ["Made by:", "", "```bash", args.command, "```", ""]
+    if args.task == "generation":
+        lines += ["Mean ± 95 % Student-t interval over n seeds. UA: % of images generated for the forgotten class "
+                  "that the evaluation classifier does not classify as it (higher = forgotten); acc_retained: % of "
+                  "generated retained-class images classified as their class; FD: Fréchet distance to real "
+                  "retained-class images in the classifier's feature space (lower = closer); UA_dimra: UA after the "
+                  "DiMRA relearning attack (lower = the class came back); RTE in seconds (retrain: its training); "
+                  "original: the model before unlearning (doing nothing).", ""]
+    else:
+        lines += [POOL_LEGEND if args.task == "pool" else LEGEND, ""]
+    if warnings_seen:
+        lines += ["Warnings:", ""] + [f"- {w}" for w in warnings_seen] + [""]
+    for keys, part in table.groupby(GROUP, sort=False):
+        stats = facts.get(keys, {})
+        lines += [f"## {section_title(keys)}", ""]
+        if "regime" in stats:
+            lines += [regime_text(stats["regime"]), ""]
+        if stats.get("pool_size"):
+            lines += [f"Pool size N = {stats['pool_size']}; n = {stats['n_seeds']} forget set(s).", ""]
+        shown = (pool_pretty if args.task == "pool" else pretty)(part.reset_index(drop=True))
+        bold = bold_rows(part)
+        shown["method"] = [f"**{m}**" if b else m for m, b in zip(shown["method"], bold)]
+        lines += [shown.to_markdown(index=False), ""]
+        if args.task == "pool":
+            lines += [pool_summary(stats), ""]
+        elif stats.get("best"):
+            first, second = stats["tau_halves"]
+            tau = "n/a (fewer than 2 seeds or methods)" if pd.isna(stats["tau"]) else f"{stats['tau']:.2f}"
+            lines += [f"Best: **{stats['best']}**; bold: the best and the methods tied with it "
+                      f"({verdict.PAIRED_TEST}). Rank stability: Kendall τ between the rankings on two disjoint "
+                      f"halves of the seeds ({first} and {second} seeds) = {tau}"
+                      + (f"; left out of τ, missing one of those seeds: {', '.join(stats['tau_left_out'])}"
+                         if stats.get("tau_left_out") else "") + ".", ""]
+    return "\n".join(lines)
+
+
+LEGEND = ("Lower Avg Gap is better. Every value is the mean ± the half-width of the 95 % Student-t interval over "
+          "the n seeds (a seed draws the forget set, trains the reference models and runs the method). Avg Gap = "
+          "mean |metric − retrain| over UA, RA, TA, MIA, by two estimators: **per-seed** (the gap of each seed, "
+          "then the mean; ranks and tests use it) and **gap of means** (each metric averaged over seeds first, "
+          "the papers' estimator). Reference rows: `retrain` (the reference), `retrain floor` (a second retrain "
+          "model on the same D_r with another training seed: the gap between two retrains is the noise of "
+          "retraining), `original` (doing nothing). Bold: the best method and those tied with it by a paired "
+          f"two-sided t-test over seeds (p ≥ {verdict.ALPHA}). Marks: *not below doing nothing* (the 95 % interval "
+          "of the paired gap difference to the original does not lie below 0), *inside the retrain floor* (the upper "
+          "end of the method's 95 % interval lies at or below that of the retrain floor: its gap stays within the "
+          "noise of retraining itself, indistinguishable from retraining at this scale). RTE in seconds; "
+          "relearn_FA = forget accuracy after the relearning attack; MIA_latent (where present) = the published "
+          "ManiF-SMC attack, an MLP probe on the latent fitted on the original model (share of D_f called "
+          "non-member). A value without ± rests on one seed and has no interval. *Tied* means not "
+          "distinguishable at this n, not equal. *k of n runs diverged (kept in the mean)*: runs whose loss "
+          "became non-finite, scored as they stopped.")
+
+
+def html_page(table: pd.DataFrame, facts: dict, args: argparse.Namespace, warnings_seen: list[str]) -> str:
+    """A standalone page: title, legend, one section per setting with its regime line, bold best and ties."""
+    out = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{html.escape(args.title)}</title>",
+           "<style>body{font-family:sans-serif;max-width:1400px;margin:auto}table{border-collapse:collapse}"
+           "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
+           "tr.ref{background:#f3f3f3}.warn{color:#a00}</style></head><body>",
+           f"<h1>{html.escape(args.title)}</h1>"]
+    if args.command:
+        out.append(f"<p>Made by: <code>{html.escape(args.command)}</code></p>")
+    legend = {"generation": "Mean ± 95 % Student-t interval over n seeds.", "pool": POOL_LEGEND}.get(args.task, LEGEND)
+    out.append(f"<p>{html.escape(legend.replace('**', '').replace('*', ''))}</p>")
+    for w in warnings_seen:
+        out.append(f"<p class='warn'>Warning: {html.escape(w)}</p>")
+    for keys, part in table.groupby(GROUP, sort=False):
+        stats = facts.get(keys, {})
+        out.append(f"<h2>{html.escape(section_title(keys))}</h2>")
+        if "regime" in stats:
+            text = regime_text(stats["regime"]).replace("**", "")
+            klass = " class='warn'" if stats["regime"]["misses"] else ""
+            out.append(f"<p{klass}>{html.escape(text)}</p>")
+        shown = (pool_pretty if args.task == "pool" else pretty)(part.reset_index(drop=True))
+        bold = bold_rows(part)
+        references = list(part["reference"]) if "reference" in part else [False] * len(part)
+        out.append("<table><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns) + "</tr>")
+        for (_, row), strong, ref in zip(shown.iterrows(), bold, references):
+            cells = "".join(f"<td>{'<b>' if strong else ''}{html.escape(str(v))}{'</b>' if strong else ''}</td>"
+                            for v in row)
+            out.append(f"<tr{' class=ref' if ref else ''}>{cells}</tr>")
+        out.append("</table>")
+        if args.task == "pool":
+            out.append(f"<p>{html.escape(pool_summary(stats).replace('**', ''))}</p>")
+        elif stats.get("best"):
+            tau = "n/a" if pd.isna(stats["tau"]) else f"{stats['tau']:.2f}"
+            out.append(f"<p>Best: <b>{html.escape(stats['best'])}</b>; bold = tied with the best "
+                       f"({html.escape(verdict.PAIRED_TEST)}). Kendall τ between two halves of the seeds: {tau}"
+                       + (f" (left out, missing a seed: {html.escape(', '.join(stats['tau_left_out']))})"
+                          if stats.get("tau_left_out") else "") + ".</p>")
+    out.append("</body></html>")
+    return "\n".join(out)
+

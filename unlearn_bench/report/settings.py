@@ -1,0 +1,152 @@
+"""The statistics of one classification setting: per configuration the mean and 95 % interval of every metric,
+the paired tests against the best row, the floor and doing nothing, rank stability over seeds, and the
+regime line (docs/statistics.md)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+
+from unlearn_bench import verdict
+from unlearn_bench.report.records import FLOOR, METRICS, ORIGINAL, RETRAIN
+
+
+def gap_of_means(method: pd.DataFrame, retrain: pd.DataFrame, over: list[str]) -> float:
+    """The papers' estimator: average each metric over the seeds both share, then mean |difference|."""
+    seeds = sorted(set(method["seed"]) & set(retrain["seed"]))
+    if not seeds:
+        return math.nan
+    a = method.set_index("seed").loc[seeds, over].astype(float).mean()
+    b = retrain.set_index("seed").loc[seeds, over].astype(float).mean()
+    return float((a - b).abs().mean())
+
+
+def paired(method: pd.DataFrame, other: pd.DataFrame) -> tuple[list[float], list[float]]:
+    """Per-seed Avg Gaps of two rows on the seeds they share, in seed order."""
+    a, b = method.set_index("seed")["avg_gap"], other.set_index("seed")["avg_gap"]
+    seeds = sorted(set(a.index) & set(b.index))
+    return [float(a[s]) for s in seeds], [float(b[s]) for s in seeds]
+
+
+def mark_best_and_ties(table: pd.DataFrame, by_method: dict, best: str, p_value, skip) -> dict[int, list[str]]:
+    """Set `p_vs_best` and `tied_with_best` (p ≥ α; reference rows get a p but are never bold) for every row
+    `skip` leaves; returns each such row's marks so far ("best" / "tied with best")."""
+    marks: dict[int, list[str]] = {}
+    for i, row in table.iterrows():
+        if skip(row):
+            continue
+        marks[i] = []
+        if row["method"] == best:
+            table.loc[i, "tied_with_best"] = True
+            marks[i].append("best")
+            continue
+        p = p_value(by_method[row["method"]], by_method[best])
+        table.loc[i, "p_vs_best"] = p
+        if p >= verdict.ALPHA and not row["reference"]:
+            table.loc[i, "tied_with_best"] = True
+            marks[i].append("tied with best")
+    return marks
+
+
+def gaps_by_seed(rows: pd.DataFrame, rename: dict[str, str] | None = None) -> dict[str, dict[int, float]]:
+    """{method: {seed: per-seed Avg Gap}}: what the rank statistics of verdict.py take; `rename` maps a
+    method's label to the one it is compared under."""
+    rename = rename or {}
+    return {rename.get(m, m): dict(zip(g["seed"], g["avg_gap"].astype(float)))
+            for m, g in rows.groupby("method", sort=False)}
+
+
+def setting_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """One setting's rows: mean, 95 % t-interval and n of every metric, both gap estimators, the paired test
+    against the best method, the marks; plus the setting's regime and rank stability."""
+    over = json.loads(part["gap_over"].iloc[0])
+    retrain = part[part["method"] == RETRAIN]
+    rows = []
+    for method, rows_m in part.groupby("method", sort=False):
+        # n: the seeds the Avg Gap averages (a NaN gap is left out, and named when the records load); rows
+        # without an Avg Gap at all (generation) count their seeds
+        gaps = pd.to_numeric(rows_m["avg_gap"], errors="coerce") if "avg_gap" in rows_m else pd.Series(dtype=float)
+        finite = gaps.notna() & gaps.abs().ne(float("inf"))
+        counted = rows_m.loc[finite, "seed"] if finite.any() else rows_m["seed"]
+        row = {"method": method, "n": counted.nunique(), "diverged": int(rows_m["diverged"].sum()),
+               "reference": bool(rows_m["reference"].iloc[0])}
+        for metric in METRICS:
+            if metric in rows_m and rows_m[metric].notna().any():
+                mean, half, n = verdict.t_interval(rows_m[metric].dropna().astype(float).tolist())
+                row.update({f"{metric}_mean": mean, f"{metric}_ci": half})
+        if "avg_gap_mean" in row:
+            row["avg_gap_of_means"] = 0.0 if method == RETRAIN else gap_of_means(rows_m, retrain, over)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    stats = {"tau": math.nan, "tau_halves": (0, 0), "best": None}
+    if "avg_gap_mean" not in table:
+        return table, stats
+    by_method = {m: g for m, g in part.groupby("method", sort=False)}
+    candidates = table[~table["reference"]].dropna(subset=["avg_gap_mean"])
+    table["p_vs_best"], table["tied_with_best"], table["marks"] = math.nan, False, ""
+    if not candidates.empty:
+        best = candidates.sort_values("avg_gap_mean").iloc[0]["method"]
+        stats["best"] = best
+        all_marks = mark_best_and_ties(table, by_method, best, lambda a, b: verdict.paired_p(*paired(a, b)),
+                                       skip=lambda row: row["reference"])
+        for i, marks in all_marks.items():
+            row = table.loc[i]
+            if ORIGINAL in by_method:  # not significantly below doing nothing
+                diff = paired_difference(by_method[row["method"]], by_method[ORIGINAL])
+                if diff["n"] and diff["difference"] + (diff["difference_ci"] if diff["n"] > 1 else 0.0) >= 0:
+                    marks.append("not below doing nothing")
+            if FLOOR in by_method and verdict.inside_floor(*paired(by_method[row["method"]], by_method[FLOOR])):
+                marks.append("inside the retrain floor")
+            if row["diverged"]:  # the declared rule: kept in the mean, flagged in every format
+                marks.append(f"{int(row['diverged'])} of {int(row['n'])} runs diverged (kept in the mean)")
+            table.loc[i, "marks"] = "; ".join(marks)
+        tau, first, second, left_out = verdict.kendall_halves(gaps_by_seed(part[~part["reference"]]))
+        stats.update(tau=tau, tau_halves=(first, second), tau_left_out=left_out)
+    order = {RETRAIN: 0, FLOOR: 1}
+    table["rank"] = [order.get(m, 2) for m in table["method"]]
+    table = table.sort_values(["rank", "avg_gap_mean"]).reset_index(drop=True)
+    table["rank"] = range(len(table))
+    return table, stats
+
+
+def regime_summary(part: pd.DataFrame) -> dict:
+    """Mean regime of a setting over its seeds (from the original, retrain and floor rows)."""
+    def mean_of(method: str, metric: str) -> float:
+        values = part.loc[part["method"] == method, metric].dropna().astype(float)
+        return float(values.mean()) if len(values) else math.nan
+
+    forget_acc, retain_acc, ta = 100.0 - mean_of(ORIGINAL, "UA"), mean_of(ORIGINAL, "RA"), mean_of(ORIGINAL, "TA")
+    original_gap, floor = mean_of(ORIGINAL, "avg_gap"), mean_of(FLOOR, "avg_gap")
+    ratio = original_gap / floor if floor and floor > 0 else (math.inf if floor == 0 else math.nan)
+    summary = {"original_forget_acc": forget_acc, "original_retain_acc": retain_acc, "original_TA": ta,
+               "original_gen_gap": retain_acc - ta, "original_gap": original_gap, "retrain_floor": floor,
+               "gap_over_floor": ratio}
+    summary["misses"] = verdict.bar_misses(forget_acc, retain_acc, retain_acc - ta, ratio)
+    if math.isnan(floor):
+        summary["misses"].append("no retrain floor in these records (no second retrain model)")
+    return summary
+
+
+def regime_text(summary: dict) -> str:
+    text = (f"Regime (mean over seeds): original forget acc {summary['original_forget_acc']:.1f}, retain acc "
+            f"{summary['original_retain_acc']:.1f}, TA {summary['original_TA']:.1f} (generalisation gap "
+            f"{summary['original_gen_gap']:.1f}); doing nothing's Avg Gap {summary['original_gap']:.2f}, retrain "
+            f"floor {summary['retrain_floor']:.2f} (ratio {verdict.floor2(summary['gap_over_floor'])}, rounded down).")
+    if summary["misses"]:
+        return text + " **WARNING: misses the regime bar (docs/statistics.md): " + "; ".join(summary["misses"]) + ".**"
+    return text + " Meets the regime bar (docs/statistics.md)."
+
+
+
+def paired_difference(a: pd.DataFrame, b: pd.DataFrame) -> dict:
+    """Two rows' per-seed Avg Gaps on the seeds both have: n, each row's mean, the mean difference a − b with
+    its 95 % t-interval half-width, and p of the paired two-sided t-test."""
+    ours, theirs = paired(a, b)
+    mean, half, n = verdict.t_interval([x - y for x, y in zip(ours, theirs)])
+    return {"n": n, "a_gap": float(pd.Series(ours).mean()) if n else math.nan,
+            "b_gap": float(pd.Series(theirs).mean()) if n else math.nan,
+            "difference": mean, "difference_ci": half, "p": verdict.paired_p(ours, theirs)}
+
+
