@@ -187,25 +187,64 @@ def test_hyperparameter_search_trials_are_excluded(tmp_path, capsys):
     assert "hyperparameter-search trial" in capsys.readouterr().err
 
 
-def test_baseline_rows_marks_and_ties(tmp_path):
+def test_baseline_rows_marks_and_three_outcomes(tmp_path):
+    """Constructed per-seed gaps with known outcomes against the best, the floor (δ = its mean, 0.6) and
+    doing nothing (6.0 + 0.1 seed)."""
     folder = tmp_path / "records"
+    floor = [0.5 + 0.05 * s for s in range(5)]
     for seed in range(5):
-        write_record(folder, f"ft-{seed}", seed, 1.0 + 0.1 * seed)                    # best
-        write_record(folder, f"ga-{seed}", seed, 1.05 + 0.1 * ((seed * 3) % 5), method="ga")  # tied with it
+        write_record(folder, f"ft-{seed}", seed, 1.0 + 0.1 * seed)
+        write_record(folder, f"ga-{seed}", seed, 1.05 + 0.1 * ((seed * 3) % 5), method="ga")
         write_record(folder, f"rl-{seed}", seed, 8.0 + 0.2 * seed, method="rl")       # worse than nothing
-        write_record(folder, f"iu-{seed}", seed, 0.4 + 0.05 * seed, method="iu")      # inside the floor
+        write_record(folder, f"iu-{seed}", seed, 0.4 + 0.05 * seed, method="iu")      # 0.1 below the floor
+        write_record(folder, f"scrub-{seed}", seed, floor[seed] + [0.02, -0.03, 0.01, -0.02, 0.03][seed],
+                     method="scrub")                                                  # the floor, within δ
+        write_record(folder, f"ssd-{seed}", seed, floor[seed] + [3.0, -0.4, 2.8, -0.45, 0.2][seed],
+                     method="ssd")                                                    # too noisy to tell
     table = board(tmp_path, folder).set_index("method")
     assert table.loc["original", "avg_gap_mean"] == pytest.approx(6.2)
     assert table.loc["retrain floor", "avg_gap_mean"] == pytest.approx(0.6)
-    assert table.loc["iu", "marks"].startswith("best") and "inside the retrain floor" in table.loc["iu", "marks"]
-    assert "not below doing nothing" in table.loc["rl", "marks"] and not table.loc["rl", "tied_with_best"]
+    assert table.loc["iu", "marks"] == "best" and table.loc["iu", "vs_floor"] == "below"
+    assert table.loc["scrub", "vs_floor"] == "equivalent" and table.loc["scrub", "vs_floor_tost_adj"] < 0.05
+    assert table.loc["ssd", "vs_floor"] == "undecided at n = 5"
+    assert table.loc["rl", "vs_nothing"] == "above" and not table.loc["rl", "tied_with_best"]
+    assert table.loc["ft", "vs_nothing"] == "below"
+    # every method against the best is one family: the adjusted p is Holm's over the five others
+    others = table.drop(index=["iu", "retrain", "retrain floor", "original"])
+    from unlearn_bench.report.stats import holm
+
+    assert list(others["p_vs_best_adj"]) == pytest.approx(list(holm(others["p_vs_best"].to_numpy())))
+    assert table.loc["ssd", "tied_with_best"] and "a difference below" in table.loc["ssd", "marks"]
+    assert table.loc["ssd", "detectable_vs_best"] > table.loc["ft", "detectable_vs_best"]  # its spread is wider
     assert table.loc["rl", "avg_gap_ci"] == pytest.approx(verdict.t_interval([8.0, 8.2, 8.4, 8.6, 8.8])[1])
     assert table.loc["ft", "avg_gap_of_means"] == pytest.approx(1.2 / 4)  # only UA differs: |mean diff| / 4
     md = (tmp_path / "board" / "leaderboard.md").read_text()
-    assert "**iu**" in md and "Kendall τ" in md and "Regime" in md and "Lower Avg Gap is better" in md
+    assert "**iu**" in md and "Regime" in md and "Lower Avg Gap is better" in md and "Holm" in md
+    assert "δ (equivalence margin against the floor and doing nothing) = the retrain floor's mean gap, 0.60" in md
+    assert "Kendall τ between the rankings on two disjoint halves of the seeds = not computed" in md  # 3 + 2 seeds
     html = (tmp_path / "board" / "leaderboard.html").read_text()
     assert "<title>" in html and "<b>iu</b>" in html and "lower" in html.lower()
     assert "Ranking across forget settings" not in md  # one forget setting: nothing to compare
+
+
+def test_a_two_seed_board_names_no_best_and_no_tau(tmp_path):
+    folder = tmp_path / "records"
+    for seed in range(2):
+        write_record(folder, f"ft-{seed}", seed, 1.0 + 0.1 * seed)
+        write_record(folder, f"rl-{seed}", seed, 2.0 + 0.1 * seed, method="rl")
+    table = board(tmp_path, folder).set_index("method")
+    assert not table["tied_with_best"].any() and table["p_vs_best"].isna().all()
+    md = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "No best: no method has 3 seeds" in md and "**ft**" not in md and "Best:" not in md
+    assert "= not computed" in md
+
+
+def test_a_best_that_is_not_below_doing_nothing_is_not_named(tmp_path):
+    folder = tmp_path / "records"
+    for seed in range(4):
+        write_record(folder, f"ft-{seed}", seed, 6.0 + 0.1 * seed + [0.3, -0.3, 0.2, -0.2][seed])
+    md = (board(tmp_path, folder), (tmp_path / "board" / "leaderboard.md").read_text())[1]
+    assert "No best: the lowest mean gap (ft) is not below doing nothing" in md
 
 
 def test_rankings_of_two_forget_settings_are_compared(tmp_path):
@@ -240,14 +279,6 @@ def test_plot_panels_wrap_and_settings_sort_numerically(tmp_path):
 
     width, height = Image.open(tmp_path / "board" / "leaderboard.png").size
     assert width < 2600 and height > width / 2  # three panels a row, wrapped, not a 7-panel strip
-
-
-def test_inside_the_floor_needs_the_whole_interval_within_the_floors():
-    floor = [0.5, 0.6, 0.7, 0.6, 0.5]
-    assert verdict.inside_floor([0.4, 0.5, 0.6, 0.5, 0.4], floor)
-    noisy = [0.1, 9.0, 0.2, 8.0, 0.3]  # its interval reaches the floor, but its gaps do not stay inside it
-    assert verdict.paired_p(noisy, floor) > 0.05 and not verdict.inside_floor(noisy, floor)
-    assert verdict.inside_floor([0.3], [0.4]) and not verdict.inside_floor([0.5], [0.4])
 
 
 def test_tuned_rows_sit_beside_their_defaults_and_are_compared_seed_by_seed(tmp_path):

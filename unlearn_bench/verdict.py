@@ -18,6 +18,7 @@ MIN_TRAIN_ACCURACY = 95.0   # original's accuracy on D_f and on D_r, percent
 MIN_GENERALISATION_GAP = 5.0  # original's RA − TA, points
 MIN_GAP_OVER_FLOOR = 3.0    # original's Avg Gap / retrain floor
 ALPHA = 0.05                # level of the intervals (95 %) and of the paired test
+MIN_SEEDS = 3               # no best and no ranking statistic (τ) from fewer seeds (per half, for τ of halves)
 PAIRED_TEST = "paired two-sided t-test over seeds (α = 0.05)"
 
 
@@ -86,19 +87,6 @@ def paired_p(a: Sequence[float], b: Sequence[float]) -> float:
     return float(stats.ttest_rel(np.asarray(a, dtype=float), np.asarray(b, dtype=float)).pvalue)
 
 
-def inside_floor(method_gaps: Sequence[float], floor_gaps: Sequence[float]) -> bool:
-    """A method is inside the retrain floor when the upper end of its 95 % interval lies at or below that of
-    the floor (its gaps stay within the range that retraining alone produces); with one seed, when its gap
-    is at most the floor's. A noisy method whose interval merely overlaps the floor is not inside it."""
-    m_mean, m_half, n = t_interval(method_gaps)
-    f_mean, f_half, _ = t_interval(floor_gaps)
-    if n == 0:
-        return False
-    if n == 1:
-        return m_mean <= f_mean
-    return m_mean + m_half <= f_mean + f_half
-
-
 def most_common_seeds(seed_sets: dict[str, frozenset[int]]) -> frozenset[int]:
     """The seed set most methods have (the larger on a tie; empty when none has a seed): rank statistics
     over it, so that one method still running does not shrink every method's seeds."""
@@ -135,8 +123,8 @@ def kendall_settings(a: dict[str, dict[int, float]], b: dict[str, dict[int, floa
     interval over seeds (scipy.stats.bootstrap). A seed is resampled in both settings at once: it draws the
     same original model there, so the two rankings are paired. The seeds are the set most methods have in
     both settings (`most_common_seeds`); a method missing one of them, or missing from a setting, is left
-    out. Returns tau, low, high, methods, seeds, left_out; τ is NaN below two methods, the interval below
-    two seeds."""
+    out. Returns tau, low, high, methods, seeds, left_out; τ and its interval are NaN below two methods or
+    below MIN_SEEDS seeds."""
     from scipy import stats
 
     both = [m for m in a if m in b]
@@ -155,6 +143,8 @@ def kendall_settings(a: dict[str, dict[int, float]], b: dict[str, dict[int, floa
     def tau_on(columns: np.ndarray) -> float:
         return float(stats.kendalltau(gaps_a[:, columns].mean(1), gaps_b[:, columns].mean(1)).statistic)
 
+    if len(seeds) < MIN_SEEDS:  # a ranking from one or two seeds is noise, not a ranking
+        return out
     out["tau"] = tau_on(np.arange(len(seeds)))
     if len(seeds) >= 2:
         with warnings.catch_warnings():  # a degenerate resample distribution gives NaN, reported as n/a

@@ -103,7 +103,7 @@ def plot(table: pd.DataFrame, path: Path, title: str) -> None:
         ax.set_ylabel("Avg Gap to retrain (per-seed), lower is better", fontsize=8)
         if len(augs) > 1:
             ax.legend(fontsize=7, title="augmentation", title_fontsize=7)
-    fig.suptitle(f"{title}\nerror bars: 95 % Student-t interval over n ≤ {n_max} seeds\n"
+    fig.suptitle(f"{title}\nerror bars: 95 % Student-t interval over n ≤ {n_max} seeds, cut at 0 (a gap is never negative)\n"
                  "original = doing nothing; retrain floor = the gap between two retrains", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -8,9 +8,10 @@ import math
 import pandas as pd
 
 from unlearn_bench import verdict
+from unlearn_bench.report.comparisons import MIN_SEEDS_FOR_BEST
 from unlearn_bench.report.formatting import cell
 from unlearn_bench.report.records import FLOOR, ORIGINAL, POOL_METRICS, RETRAIN
-from unlearn_bench.report.settings import mark_best_and_ties
+from unlearn_bench.report.stats import holm
 
 POOL_LABELS = {RETRAIN: "retrain pool", FLOOR: "held-out retrain pool", ORIGINAL: "original (do nothing)"}
 POOL_SHOWN = {"forgetting_quality": "F (ε-score)", "final_score": "final score", "klom_forget": "KLoM D_f",
@@ -53,31 +54,45 @@ def pool_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     table = pd.DataFrame(rows)
     stats = {"best": None, "tests": set(), "tau_gap": math.nan, "disagreements": []}
     methods = table[~table["reference"]].dropna(subset=["final_score_mean"])
-    table["p_vs_best"], table["tied_with_best"], table["marks"] = math.nan, False, ""
+    table["p_vs_best"], table["p_vs_best_adj"], table["tied_with_best"], table["marks"] = math.nan, math.nan, False, ""
     if not methods.empty:
         best = methods.sort_values("final_score_mean", ascending=False).iloc[0]["method"]
         stats["best"] = best
 
-        def p_value(a: pd.DataFrame, b: pd.DataFrame) -> float:
-            p, over = pool_comparison(a, b)
-            stats["tests"].add(over)
-            return p
+        def family(rows: list[int], reference: str) -> list[tuple[int, float, float]]:
+            """Paired tests of each row against one reference row, Holm-adjusted over the rows."""
+            found = [pool_comparison(by_method[table.loc[i, "method"]], by_method[reference]) for i in rows]
+            stats["tests"].update(over for _, over in found if over)
+            return list(zip(rows, [p for p, _ in found], holm([p for p, _ in found])))
 
-        all_marks = mark_best_and_ties(table, by_method, best, p_value, skip=lambda row: row["method"] == RETRAIN)
-        for i, marks in all_marks.items():
-            row = table.loc[i]
-            if not row["reference"]:
-                if FLOOR in by_method:
-                    p, _ = pool_comparison(by_method[row["method"]], by_method[FLOOR])
-                    below = row["final_score_mean"] < table.loc[table["method"] == FLOOR, "final_score_mean"].iloc[0]
-                    marks.append("below the held-out retrain pool" if p < verdict.ALPHA and below
-                                 else "tied with the held-out retrain pool" if p >= verdict.ALPHA else "")
-                if ORIGINAL in by_method:
-                    p, _ = pool_comparison(by_method[row["method"]], by_method[ORIGINAL])
-                    if not (p < verdict.ALPHA and row["final_score_mean"] > table.loc[
-                            table["method"] == ORIGINAL, "final_score_mean"].iloc[0]):
-                        marks.append("not above doing nothing")
-            table.loc[i, "marks"] = "; ".join(m for m in marks if m)
+        best_i = table.index[table["method"] == best][0]
+        marks = {i: [] for i in table.index}
+        if table.loc[best_i, "n"] < MIN_SEEDS_FOR_BEST:  # a best from one or two forget sets is not named
+            stats["best"], best_i = None, None
+            stats["no_best"] = (f"{int(table.loc[table['method'] == best, 'n'].iloc[0])} forget set(s), fewer than "
+                                f"{MIN_SEEDS_FOR_BEST}: no best is named (highest final score here: {best})")
+        for i, p, p_adj in [] if best_i is None else family([i for i in table.index if table.loc[i, "method"] not in (RETRAIN, best)], best):
+            table.loc[i, ["p_vs_best", "p_vs_best_adj"]] = [p, p_adj]
+            if not p_adj < verdict.ALPHA and not table.loc[i, "reference"]:
+                table.loc[i, "tied_with_best"] = True
+                marks[i].append("not distinguishable from the best")
+        if best_i is not None:
+            table.loc[best_i, "tied_with_best"] = True
+            marks[best_i].append("best")
+        candidates = list(methods.index)
+        if FLOOR in by_method:
+            floor_score = table.loc[table["method"] == FLOOR, "final_score_mean"].iloc[0]
+            for i, _, p_adj in family(candidates, FLOOR):
+                below = table.loc[i, "final_score_mean"] < floor_score
+                marks[i].append("below the held-out retrain pool" if p_adj < verdict.ALPHA and below else
+                                "not distinguishable from the held-out retrain pool" if not p_adj < verdict.ALPHA else "")
+        if ORIGINAL in by_method:
+            nothing = table.loc[table["method"] == ORIGINAL, "final_score_mean"].iloc[0]
+            for i, _, p_adj in family(candidates, ORIGINAL):
+                if not (p_adj < verdict.ALPHA and table.loc[i, "final_score_mean"] > nothing):
+                    marks[i].append("not above doing nothing")
+        for i, found in marks.items():
+            table.loc[i, "marks"] = "; ".join(m for m in found if m)
         if len(methods) >= 2 and "avg_gap_mean" in methods:
             by_score = methods.set_index("method")["final_score_mean"]
             by_gap = methods.set_index("method")["avg_gap_mean"]
@@ -99,7 +114,7 @@ def pool_pretty(table: pd.DataFrame) -> pd.DataFrame:
         if f"{metric}_mean" in table:
             digits = 1 if metric in ("UA", "RA", "TA", "RTE") else 3
             shown[label] = [cell(a, b, digits) for a, b in zip(table[f"{metric}_mean"], table[f"{metric}_ci"])]
-    shown["p vs best"] = ["" if pd.isna(p) else f"{p:.3f}" for p in table["p_vs_best"]]
+    shown["p vs best (Holm)"] = ["" if pd.isna(p) else f"{p:.3f}" for p in table["p_vs_best_adj"]]
     shown["marks"] = table["marks"].fillna("")
     if table["diverged"].any():
         shown["diverged"] = table["diverged"]
@@ -109,13 +124,18 @@ def pool_pretty(table: pd.DataFrame) -> pd.DataFrame:
 def pool_summary(stats: dict) -> str:
     """The verdict lines under a pool table: the best, what the ties were tested on, and where the pool
     scores and the Avg Gap rank the methods differently."""
-    if not stats.get("best"):
-        return ""
     described = {"seeds": "a paired two-sided t-test of the final score over the forget-set seeds two rows share",
                  "examples": "where two rows share one forget set only, a paired two-sided t-test of the per-example "
-                             "final points over its examples"}
+                             "final points over its examples (optimistic: the examples share the pool's N models, "
+                             "so they are not independent draws)"}
     test = "; ".join(described[t] for t in sorted(stats["tests"]) if t in described) or "no test"
-    text = f"Best by final score: **{stats['best']}**; bold: the best and the methods tied with it ({test}, α = {verdict.ALPHA})."
+    if stats.get("best"):
+        text = (f"Best by final score: **{stats['best']}**; bold: the best and the methods not distinguishable from "
+                f"it ({test}; Holm-adjusted within each family, α = {verdict.ALPHA}; not distinguishable is not equal).")
+    elif stats.get("no_best"):
+        text = f"No best: {stats['no_best']}. Tests against the references: {test} (Holm-adjusted, α = {verdict.ALPHA})."
+    else:
+        return ""
     if not pd.isna(stats["tau_gap"]):
         pairs = ", ".join(f"{a} / {b}" for a, b in stats["disagreements"]) or "none"
         text += (f" Ranking by final score vs by the Avg Gap of the pool means (lower is better): Kendall τ = "
@@ -135,6 +155,7 @@ POOL_LEGEND = ("Scores against pools of models (docs/pools.md): per forget set, 
                "held-out retrain pool scored as if it were a method (the best a method can reach with N models; "
                "KLoM's floor at this N) and doing nothing (the original N times: F = 0). Mean ± 95 % interval: Student "
                "t over the n forget-set seeds; with n = 1, F's interval is over the forget examples and the others "
-               "have none. Marks: tied with / below the held-out retrain pool, not above doing nothing (paired tests, "
-               "α = 0.05).")
+               "have none. Families, each Holm-corrected over the setting's rows: every row against the best, every method "
+               "against the held-out retrain pool, every method against doing nothing. Marks: not distinguishable "
+               "from / below the held-out retrain pool, not above doing nothing (paired tests, α = 0.05).")
 

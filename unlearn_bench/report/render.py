@@ -10,6 +10,7 @@ import math
 import pandas as pd
 
 from unlearn_bench import verdict
+from unlearn_bench.report.comparisons import FAMILIES, MIN_SEEDS_FOR_BEST, summary_line
 from unlearn_bench.report.formatting import cell, section_title
 from unlearn_bench.report.pools import POOL_LEGEND, pool_pretty, pool_summary
 from unlearn_bench.report.records import COMPARISON_METRICS, GROUP, METRICS
@@ -27,11 +28,28 @@ def pretty(table: pd.DataFrame) -> pd.DataFrame:
             if m == "avg_gap":
                 shown["Avg Gap (gap of means)"] = [cell(a, math.nan) for a in table["avg_gap_of_means"]]
     if "p_vs_best" in table:
-        shown["p vs best"] = ["" if pd.isna(p) else f"{p:.3f}" for p in table["p_vs_best"]]
+        shown["p vs best (Holm)"] = ["" if pd.isna(p) else f"{p:.3f}" for p in table["p_vs_best_adj"]]
+        for column, label in (("vs_floor", "vs retrain floor"), ("vs_nothing", "vs doing nothing")):
+            if column in table:
+                shown[label] = table[column].fillna("")
         shown["marks"] = table["marks"].fillna("")
     if "diverged" in table and table["diverged"].any():
         shown["diverged"] = table["diverged"]
     return shown
+
+
+def setting_text(stats: dict, part: pd.DataFrame) -> str:
+    """Under a setting's table: the best or why none is named, the power, δ, and the rank stability."""
+    first, second = stats["tau_halves"]
+    if pd.isna(stats["tau"]):
+        tau = (f"not computed (needs {MIN_SEEDS_FOR_BEST} seeds in each half and 2 methods; here {first} and "
+               f"{second} seeds)")
+    else:
+        tau = f"{stats['tau']:.2f} ({first} and {second} seeds)"
+    left_out = stats.get("tau_left_out")
+    return (summary_line(stats, int(part["n"].max())) + " Rank stability: Kendall τ between the rankings on two "
+            f"disjoint halves of the seeds = {tau}"
+            + (f"; left out of τ, missing one of those seeds: {', '.join(left_out)}" if left_out else "") + ".")
 
 
 def bold_rows(table: pd.DataFrame) -> list[bool]:
@@ -66,33 +84,29 @@ def markdown(table: pd.DataFrame, facts: dict, args: argparse.Namespace, warning
         lines += [shown.to_markdown(index=False), ""]
         if args.task == "pool":
             lines += [pool_summary(stats), ""]
-        elif stats.get("best"):
-            first, second = stats["tau_halves"]
-            tau = "n/a (fewer than 2 seeds or methods)" if pd.isna(stats["tau"]) else f"{stats['tau']:.2f}"
-            lines += [f"Best: **{stats['best']}**; bold: the best and the methods tied with it "
-                      f"({verdict.PAIRED_TEST}). Rank stability: Kendall τ between the rankings on two disjoint "
-                      f"halves of the seeds ({first} and {second} seeds) = {tau}"
-                      + (f"; left out of τ, missing one of those seeds: {', '.join(stats['tau_left_out'])}"
-                         if stats.get("tau_left_out") else "") + ".", ""]
+        elif "margin" in stats:  # a classification setting with an Avg Gap
+            lines += [setting_text(stats, part), ""]
     return "\n".join(lines)
 
 
 LEGEND = ("Lower Avg Gap is better. Every value is the mean ± the half-width of the 95 % Student-t interval over "
-          "the n seeds (a seed draws the forget set, trains the reference models and runs the method). Avg Gap = "
-          "mean |metric − retrain| over UA, RA, TA, MIA, by two estimators: **per-seed** (the gap of each seed, "
-          "then the mean; ranks and tests use it) and **gap of means** (each metric averaged over seeds first, "
-          "the papers' estimator). Reference rows: `retrain` (the reference), `retrain floor` (a second retrain "
-          "model on the same D_r with another training seed: the gap between two retrains is the noise of "
-          "retraining), `original` (doing nothing). Bold: the best method and those tied with it by a paired "
-          f"two-sided t-test over seeds (p ≥ {verdict.ALPHA}). Marks: *not below doing nothing* (the 95 % interval "
-          "of the paired gap difference to the original does not lie below 0), *inside the retrain floor* (the upper "
-          "end of the method's 95 % interval lies at or below that of the retrain floor: its gap stays within the "
-          "noise of retraining itself, indistinguishable from retraining at this scale). RTE in seconds; "
-          "relearn_FA = forget accuracy after the relearning attack; MIA_latent (where present) = the published "
-          "ManiF-SMC attack, an MLP probe on the latent fitted on the original model (share of D_f called "
-          "non-member). A value without ± rests on one seed and has no interval. *Tied* means not "
-          "distinguishable at this n, not equal. *k of n runs diverged (kept in the mean)*: runs whose loss "
-          "became non-finite, scored as they stopped.")
+          "the n seeds (a seed draws the forget set, trains the reference models and runs the method); a value "
+          "without ± rests on one seed and has no interval. Avg Gap = mean |metric − retrain| over UA, RA, TA, MIA, "
+          "by two estimators: **per-seed** (the gap of each seed, then the mean; ranks and tests use it) and "
+          "**gap of means** (each metric averaged over seeds first, the papers' estimator). Reference rows: "
+          "`retrain` (the reference), `retrain floor` (a second retrain model on the same D_r with another training "
+          "seed: the gap between two retrains is the noise of retraining), `original` (doing nothing). "
+          "Families of comparisons, each corrected by Holm's step-down method over the setting's methods: "
+          + "; ".join(FAMILIES) + ". Every test is paired over seeds on the per-seed Avg Gap, at α = "
+          f"{verdict.ALPHA}. *vs retrain floor* and *vs doing nothing*: *below* / *above* (the difference test "
+          "rejects), *equivalent* (the two one-sided tests reject a difference of δ or more; δ is stated under each "
+          "table), or *undecided at n* (neither: the data cannot tell). *Not distinguishable from the best* means "
+          "the test could not tell them apart at this n, not that they are equal; the smallest difference it "
+          f"could have seen is stated. No best is named from fewer than {MIN_SEEDS_FOR_BEST} seeds, nor where the "
+          "lowest gap is not below doing nothing. *k of n runs diverged (kept in the mean)*: runs whose loss became "
+          "non-finite, scored as they stopped. RTE in seconds; relearn_FA = forget accuracy after the relearning "
+          "attack; MIA_latent (where present) = the published ManiF-SMC attack, an MLP probe on the latent fitted "
+          "on the original model (share of D_f called non-member).")
 
 
 def html_page(table: pd.DataFrame, facts: dict, args: argparse.Namespace, warnings_seen: list[str]) -> str:
@@ -126,12 +140,8 @@ def html_page(table: pd.DataFrame, facts: dict, args: argparse.Namespace, warnin
         out.append("</table>")
         if args.task == "pool":
             out.append(f"<p>{html.escape(pool_summary(stats).replace('**', ''))}</p>")
-        elif stats.get("best"):
-            tau = "n/a" if pd.isna(stats["tau"]) else f"{stats['tau']:.2f}"
-            out.append(f"<p>Best: <b>{html.escape(stats['best'])}</b>; bold = tied with the best "
-                       f"({html.escape(verdict.PAIRED_TEST)}). Kendall τ between two halves of the seeds: {tau}"
-                       + (f" (left out, missing a seed: {html.escape(', '.join(stats['tau_left_out']))})"
-                          if stats.get("tau_left_out") else "") + ".</p>")
+        elif "margin" in stats:  # a classification setting with an Avg Gap
+            out.append(f"<p>{html.escape(setting_text(stats, part).replace('**', ''))}</p>")
     out.append("</body></html>")
     return "\n".join(out)
 

@@ -10,6 +10,7 @@ import math
 import pandas as pd
 
 from unlearn_bench import verdict
+from unlearn_bench.report.comparisons import MIN_SEEDS_FOR_BEST, compare_methods
 from unlearn_bench.report.records import FLOOR, METRICS, ORIGINAL, RETRAIN
 
 
@@ -28,26 +29,6 @@ def paired(method: pd.DataFrame, other: pd.DataFrame) -> tuple[list[float], list
     a, b = method.set_index("seed")["avg_gap"], other.set_index("seed")["avg_gap"]
     seeds = sorted(set(a.index) & set(b.index))
     return [float(a[s]) for s in seeds], [float(b[s]) for s in seeds]
-
-
-def mark_best_and_ties(table: pd.DataFrame, by_method: dict, best: str, p_value, skip) -> dict[int, list[str]]:
-    """Set `p_vs_best` and `tied_with_best` (p ≥ α; reference rows get a p but are never bold) for every row
-    `skip` leaves; returns each such row's marks so far ("best" / "tied with best")."""
-    marks: dict[int, list[str]] = {}
-    for i, row in table.iterrows():
-        if skip(row):
-            continue
-        marks[i] = []
-        if row["method"] == best:
-            table.loc[i, "tied_with_best"] = True
-            marks[i].append("best")
-            continue
-        p = p_value(by_method[row["method"]], by_method[best])
-        table.loc[i, "p_vs_best"] = p
-        if p >= verdict.ALPHA and not row["reference"]:
-            table.loc[i, "tied_with_best"] = True
-            marks[i].append("tied with best")
-    return marks
 
 
 def gaps_by_seed(rows: pd.DataFrame, rename: dict[str, str] | None = None) -> dict[str, dict[int, float]]:
@@ -84,26 +65,15 @@ def setting_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     if "avg_gap_mean" not in table:
         return table, stats
     by_method = {m: g for m, g in part.groupby("method", sort=False)}
-    candidates = table[~table["reference"]].dropna(subset=["avg_gap_mean"])
-    table["p_vs_best"], table["tied_with_best"], table["marks"] = math.nan, False, ""
-    if not candidates.empty:
-        best = candidates.sort_values("avg_gap_mean").iloc[0]["method"]
-        stats["best"] = best
-        all_marks = mark_best_and_ties(table, by_method, best, lambda a, b: verdict.paired_p(*paired(a, b)),
-                                       skip=lambda row: row["reference"])
-        for i, marks in all_marks.items():
-            row = table.loc[i]
-            if ORIGINAL in by_method:  # not significantly below doing nothing
-                diff = paired_difference(by_method[row["method"]], by_method[ORIGINAL])
-                if diff["n"] and diff["difference"] + (diff["difference_ci"] if diff["n"] > 1 else 0.0) >= 0:
-                    marks.append("not below doing nothing")
-            if FLOOR in by_method and verdict.inside_floor(*paired(by_method[row["method"]], by_method[FLOOR])):
-                marks.append("inside the retrain floor")
-            if row["diverged"]:  # the declared rule: kept in the mean, flagged in every format
-                marks.append(f"{int(row['diverged'])} of {int(row['n'])} runs diverged (kept in the mean)")
-            table.loc[i, "marks"] = "; ".join(marks)
-        tau, first, second, left_out = verdict.kendall_halves(gaps_by_seed(part[~part["reference"]]))
-        stats.update(tau=tau, tau_halves=(first, second), tau_left_out=left_out)
+    table["p_vs_best"] = table["p_vs_best_adj"] = table["detectable_vs_best"] = math.nan
+    stats.update(compare_methods(table, by_method, (FLOOR, ORIGINAL)))
+    for i in table.index[table["diverged"] > 0]:  # the declared rule: kept in the mean, flagged in every format
+        note = f"{int(table.loc[i, 'diverged'])} of {int(table.loc[i, 'n'])} runs diverged (kept in the mean)"
+        table.loc[i, "marks"] = "; ".join(filter(None, [table.loc[i, "marks"], note]))
+    tau, first, second, left_out = verdict.kendall_halves(gaps_by_seed(part[~part["reference"]]))
+    if min(first, second) < MIN_SEEDS_FOR_BEST:  # a ranking from fewer seeds is noise, not a ranking
+        tau = math.nan
+    stats.update(tau=tau, tau_halves=(first, second), tau_left_out=left_out)
     order = {RETRAIN: 0, FLOOR: 1}
     table["rank"] = [order.get(m, 2) for m in table["method"]]
     table = table.sort_values(["rank", "avg_gap_mean"]).reset_index(drop=True)

@@ -21,6 +21,8 @@ def paired_t(differences: Sequence[float]) -> dict[str, float]:
     if n < 2:
         return {"n": n, "mean": float(d.mean()) if n else math.nan, "half": math.nan, "p": math.nan, "sd": math.nan}
     sd = float(d.std(ddof=1))
+    if sd <= 1e-12 * max(1.0, float(np.abs(d).max())):  # equal up to rounding: a constant difference
+        sd = 0.0
     half = float(stats.t.ppf(1 - ALPHA / 2, n - 1) * sd / math.sqrt(n))
     if sd == 0:
         p = 1.0 if d.mean() == 0 else 0.0
@@ -51,7 +53,7 @@ def tost(differences: Sequence[float], margin: float) -> float:
     if n < 2 or not margin > 0:
         return math.nan
     sd = float(d.std(ddof=1))
-    if sd == 0:
+    if sd <= 1e-12 * max(1.0, float(np.abs(d).max())):  # a constant difference: inside the margin or not
         return 0.0 if abs(d.mean()) < margin else 1.0
     se = sd / math.sqrt(n)
     lower = stats.t.sf((d.mean() + margin) / se, n - 1)   # H0: mean <= -margin
@@ -69,7 +71,10 @@ def detectable_difference(sd: float, n: int, alpha: float = ALPHA, power: float 
 
     def shortfall(effect: float) -> float:
         nc = effect * math.sqrt(n) / sd
-        return stats.nct.sf(critical, df, nc) + stats.nct.cdf(-critical, df, nc) - power
+        found = stats.nct.sf(critical, df, nc) + stats.nct.cdf(-critical, df, nc)
+        if not math.isfinite(found):  # scipy's noncentral t gives NaN far in the tail, where power is ~1
+            found = stats.norm.sf(critical - nc) + stats.norm.cdf(-critical - nc)
+        return found - power
 
     high = 2 * (critical + stats.norm.ppf(power)) * sd / math.sqrt(n)  # twice the normal approximation
     while shortfall(high) < 0:

@@ -12,6 +12,7 @@ from unlearn_bench import verdict
 from unlearn_bench.report.formatting import cell, number, p_text, section_title
 from unlearn_bench.report.records import GROUP
 from unlearn_bench.report.settings import gaps_by_seed, paired, paired_difference
+from unlearn_bench.report.stats import holm
 
 TUNED_LABEL = re.compile(r"^(?P<base>.+) \(tuned, (?P<track>[a-z]+)\)$")  # the label unlearn-bench-tune writes
 
@@ -30,14 +31,23 @@ def difference_verdict(p: float, difference: float, closer: str, farther: str) -
 
 
 def track_best(rows: dict[str, pd.DataFrame], labels: list[str]) -> tuple[str, list[str]]:
-    """Among one track's tuned rows: the lowest mean per-seed Avg Gap and the rows tied with it (paired
-    two-sided t-test, p ≥ α), so a track's own verdict does not hinge on the other track's best row."""
+    """Among one track's tuned rows: the lowest mean per-seed Avg Gap and the rows not distinguishable from it
+    (paired two-sided t-tests, Holm over the track's other rows, adjusted p ≥ α), so a track's own verdict does
+    not hinge on the other track's best row."""
     if not labels:
         return "", []
     best = min(labels, key=lambda label: rows[label]["avg_gap"].astype(float).mean())
-    tied = [label for label in labels
-            if label != best and verdict.paired_p(*paired(rows[label], rows[best])) >= verdict.ALPHA]
-    return best, tied
+    others = [label for label in labels if label != best]
+    adjusted = holm([verdict.paired_p(*paired(rows[label], rows[best])) for label in others])
+    return best, [label for label, p in zip(others, adjusted) if not p < verdict.ALPHA]
+
+
+def with_holm(table: pd.DataFrame, family: list[str]) -> pd.DataFrame:
+    """Holm-adjusted p (`p_holm`) within each family of rows (the rows sharing the `family` columns)."""
+    if table.empty:
+        return table
+    table["p_holm"] = table.groupby(family, sort=False)["p"].transform(lambda p: holm(p.to_numpy()))
+    return table
 
 
 def tuning_comparison(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -69,7 +79,7 @@ def tuning_comparison(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             rankings.append({**dict(zip(GROUP, keys)), "track": track, "tau": found["tau"], "tau_low": found["low"],
                              "tau_high": found["high"], "methods": found["methods"], "seeds": found["seeds"],
                              "best": best, "tied_with_best": "; ".join(tied)})
-    return pd.DataFrame(pairs), pd.DataFrame(rankings)
+    return with_holm(pd.DataFrame(pairs), [*GROUP, "track"]), pd.DataFrame(rankings)
 
 
 def track_comparison(frame: pd.DataFrame) -> pd.DataFrame:
@@ -102,7 +112,7 @@ def track_comparison(frame: pd.DataFrame) -> pd.DataFrame:
                 rows_out.append({**head, "method": "(ranking)", "n": found["seeds"], "first_gap": math.nan,
                                  "second_gap": math.nan, "difference": math.nan, "difference_ci": math.nan,
                                  "p": math.nan, "tau": found["tau"], "tau_low": found["low"], "tau_high": found["high"]})
-    return pd.DataFrame(rows_out)
+    return with_holm(pd.DataFrame(rows_out), [*GROUP, "first", "second"])
 
 
 def track_markdown(tracks: pd.DataFrame) -> str:
@@ -115,8 +125,8 @@ def track_markdown(tracks: pd.DataFrame) -> str:
         "tracks": [f"{a} → {b}" for a, b in zip(methods["first"], methods["second"])],
         "first": [number(v) for v in methods["first_gap"]], "second": [number(v) for v in methods["second_gap"]],
         "first − second": [cell(m, h) for m, h in zip(methods["difference"], methods["difference_ci"])],
-        "p": [p_text(p) for p in methods["p"]],
-        "verdict": [difference_verdict(r.p, r.difference, f"{r.first} closer", f"{r.second} closer")
+        "p": [p_text(p) for p in methods["p"]], "p (Holm)": [p_text(p) for p in methods["p_holm"]],
+        "verdict": [difference_verdict(r.p_holm, r.difference, f"{r.first} closer", f"{r.second} closer")
                     for r in methods.itertuples()]})
     ranked = pd.DataFrame({
         "setting": [section_title(keys) for keys in ranking[GROUP].itertuples(index=False)],
@@ -128,7 +138,9 @@ def track_markdown(tracks: pd.DataFrame) -> str:
         "", "## Tuning track against tuning track", "",
         "Per method tuned on both tracks: the mean per-seed Avg Gap with each track's values on the seeds both rows "
         "have, and their paired difference (mean ± 95 % t-interval; negative = the first track's values are closer "
-        f"to retrain) with the paired two-sided t-test (verdict at p < {verdict.ALPHA}); then Kendall τ between the "
+        "to retrain) with the paired two-sided t-test; family: every method of a setting and pair of tracks, "
+        f"Holm-adjusted (verdict at adjusted p < {verdict.ALPHA}; *no difference* means not distinguishable at "
+        "this n, not equal); then Kendall τ between the "
         "two tracks' rankings of those methods, 95 % BCa bootstrap interval over seeds.", "",
         shown.to_markdown(index=False), "", ranked.to_markdown(index=False), ""])
 
@@ -139,23 +151,26 @@ def tuning_markdown(pairs: pd.DataFrame, rankings: pd.DataFrame) -> str:
         "method": pairs["method"], "track": pairs["track"], "n": pairs["n"],
         "default": [number(v) for v in pairs["default_gap"]], "tuned": [number(v) for v in pairs["tuned_gap"]],
         "tuned − default": [cell(m, h) for m, h in zip(pairs["difference"], pairs["difference_ci"])],
-        "p": [p_text(p) for p in pairs["p"]],
-        "verdict": [difference_verdict(r.p, r.difference, "tuned closer", "tuned farther")
+        "p": [p_text(p) for p in pairs["p"]], "p (Holm)": [p_text(p) for p in pairs["p_holm"]],
+        "verdict": [difference_verdict(r.p_holm, r.difference, "tuned closer", "tuned farther")
                     for r in pairs.itertuples()]})
     ranked = pd.DataFrame({
         "setting": [section_title(keys) for keys in rankings[GROUP].itertuples(index=False)],
         "track": rankings["track"], "τ (default vs tuned)": [number(t) for t in rankings["tau"]],
         "95 % interval": [f"[{number(lo)}, {number(hi)}]" for lo, hi in zip(rankings["tau_low"], rankings["tau_high"])],
         "methods": rankings["methods"], "seeds": rankings["seeds"],
-        "best tuned row": rankings["best"], "tied with it": rankings["tied_with_best"].fillna("")})
+        "best tuned row": rankings["best"], "not distinguishable from it": rankings["tied_with_best"].fillna("")})
     return "\n".join([
         "", "## Tuned against default", "",
         "Per method and tuning track: the mean per-seed Avg Gap with the default and with the tuned values on the "
         "seeds both rows have, and their paired difference (mean ± 95 % t-interval; negative = tuning brought it "
-        f"closer to retrain) with the paired two-sided t-test (verdict at p < {verdict.ALPHA}).", "",
+        "closer to retrain) with the paired two-sided t-test; family: every tuned row of a setting and track "
+        f"against its default, Holm-adjusted (verdict at adjusted p < {verdict.ALPHA}; *no difference* means not "
+        "distinguishable at this n, not equal).", "",
         shown.to_markdown(index=False), "",
         "Does tuning change the ranking? Kendall τ between the methods' ranking (mean per-seed Avg Gap) with their "
         "defaults and with their tuned values, 95 % BCa bootstrap interval over seeds (a seed is resampled in both "
-        "rankings at once); and the track's best tuned row with the track's rows tied with it (paired t-test, "
-        f"p ≥ {verdict.ALPHA}).", "", ranked.to_markdown(index=False), ""])
+        "rankings at once); and the track's best tuned row with the track's rows not distinguishable from it "
+        f"(paired t-tests against it, Holm over the track's rows, adjusted p ≥ {verdict.ALPHA}).", "",
+        ranked.to_markdown(index=False), ""])
 
