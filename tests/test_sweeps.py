@@ -206,13 +206,16 @@ def test_the_augmentation_sweep_expands_to_the_multiruns_cells(workdirs):
         multirun = {tuple(sorted(f"{k}={v}" for k, v in zip(grid, values)))
                     for values in itertools.product(*(str(grid[k]).split(",") for k in grid))}
         assert {tuple(sorted(run)) for run in runs} == multirun and len(runs) == 490
+        # every run of one seed composes and validates (the other seeds differ from them in `seed` alone)
         ids = set()
-        for run in runs:
+        first_seed = [run for run in runs if "seed=0" in run]
+        for run in first_seed:
             cfg = compose("config", overrides=[*fixed, *workdirs, "logger=none", *run])
             validate(cfg)
             assert cfg.dataset.train_size == 1000 and cfg.train.epochs == 300
             ids.add(cell_id(cfg))
-    assert len(ids) == 490  # every run its own cell
+    assert len(first_seed) == 98 and len(ids) == 98  # every run its own cell
+    assert sweep["parameters"]["seed"]["values"] == [0, 1, 2, 3, 4]
 
 
 def test_a_bad_job_stops_the_multirun_before_the_first_trains(tmp_path):
