@@ -21,9 +21,9 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 
 from unlearn_bench.cache import ModelCache
+from unlearn_bench.evaluation.pool import load_logits, member_key
 from unlearn_bench.metrics.core import model_outputs
 from unlearn_bench.metrics.pool import logit_scaled_confidence
-from unlearn_bench.pool_eval import load_logits, member_key
 from unlearn_bench.protocol import prepare, reference_models
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")

@@ -308,7 +308,7 @@ def test_the_probe_draws_non_members_from_the_whole_test_split_and_never_from_d(
         seen["members"], seen["non_members"] = members, non_members
         return fit(original, members, non_members, ctx, cfg, seed)
 
-    import unlearn_bench.classification as classification
+    import unlearn_bench.evaluation.cell as classification
 
     monkeypatch.setattr(classification, "fit_latent_probe", recording)
     cfg = make_cfg("method=ga", "dataset.test_size=100",

@@ -5,6 +5,7 @@ import pytest
 from unlearn_bench.data import DATASETS
 from unlearn_bench.data.augment import AUGMENTATIONS
 from unlearn_bench.errors import ConfigError
+from unlearn_bench.evaluation import EVALUATIONS
 from unlearn_bench.methods import METHODS
 from unlearn_bench.metrics import METRICS
 from unlearn_bench.models import MODELS
@@ -40,6 +41,16 @@ def test_every_yaml_has_an_entry_and_every_entry_a_yaml(group, registry, make_cf
     assert set(names.values()) == set(registry.names())
 
 
+def test_every_evaluation_mode_is_an_entry_and_every_entry_reachable(make_cfg):
+    """The `eval` group's choices are entries of EVALUATIONS, and the generation task's cell is the one entry
+    selected by the task instead."""
+    from unlearn_bench.evaluation import evaluation_mode
+
+    modes = {evaluation_mode(make_cfg(f"eval={path.stem}", tiny=False)) for path in sorted((CONF / "eval").glob("*.yaml"))}
+    modes.add(evaluation_mode(make_cfg("task=generation", "method=salun_gen", tiny=False)))
+    assert modes == set(EVALUATIONS.names()) == {"cell", "pool", "blind", "generation"}
+
+
 def test_metric_names_in_config_are_registered(make_cfg):
     cfg = make_cfg()
     assert set(cfg.metrics.names) <= set(METRICS.names())
@@ -63,7 +74,13 @@ def test_layers_do_not_reach_back_to_the_entry_point():
             if folder not in path.parents:
                 assert not re.search(rf"unlearn_bench\.{folder.name}\b", text), f"{path} imports {folder.name}"
     protocol = (package / "protocol.py").read_text()
-    assert not re.search(r"unlearn_bench\.(classification|generation)", protocol)
+    assert not re.search(r"unlearn_bench\.(evaluation|generation)", protocol)
+    # the evaluation modes lie above the protocol and the tasks' building blocks: only the runner and the
+    # drivers above it import them (the benchmark measures the pool's own code)
+    for path in package.rglob("*.py"):
+        if package / "evaluation" not in path.parents and path.name != "run.py" \
+                and not ({package / "tuning", package / "bench"} & set(path.parents)):
+            assert "unlearn_bench.evaluation" not in path.read_text(), f"{path} imports an evaluation mode"
 
 
 # What the report layer may import from below it: plain arithmetic that the runner shares, no torch.

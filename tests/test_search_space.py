@@ -174,9 +174,9 @@ def test_the_validation_split_never_overlaps_t_and_is_refused_when_t_leaves_none
 
     import torch
 
-    from unlearn_bench.blind_eval import validation_split
     from unlearn_bench.data import load_dataset
     from unlearn_bench.errors import UserError
+    from unlearn_bench.evaluation.blind import validation_split
 
     cfg = make_cfg("eval=blind", "dataset.test_size=200", "eval.validation_size=100")
     dataset = load_dataset(cfg.dataset, P(cfg.paths.data_root), tmp_path)
@@ -193,7 +193,7 @@ def test_the_blind_objective_on_known_cases():
     below the original's accuracies is charged point for point; the objective is the sum of its parts."""
     from omegaconf import OmegaConf
 
-    from unlearn_bench.blind_eval import PARTS, blind_parts
+    from unlearn_bench.evaluation.blind import PARTS, blind_parts
 
     mia = OmegaConf.create({"C": 3, "gamma": "auto", "kernel": "rbf"})
     import torch

@@ -6,6 +6,7 @@ task and no entry point.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import os
@@ -90,6 +91,27 @@ def timed(fn, *args):
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return result, time.perf_counter() - start
+
+
+@dataclass
+class Unlearned:
+    """One run of a method: the model, its run-time efficiency (the update's wall seconds plus what the method
+    charges for work it did outside them) and whether it diverged (a non-finite loss or weight)."""
+
+    model: nn.Module
+    seconds: float
+    diverged: bool
+
+
+def unlearn_once(method_fn, original: nn.Module, splits: Splits, method_cfg: DictConfig, ctx, seed: int) -> Unlearned:
+    """The method once from a copy of θ_o on its own seed stage, timed and checked: what every evaluation
+    mode runs (a pool runs it N times with N seeds)."""
+    seed_stage(seed, "unlearn")
+    model, seconds = timed(method_fn, copy.deepcopy(original), splits, method_cfg, ctx)
+    extras = getattr(ctx, "extras", None) or {}
+    charged = extras.get("charged_seconds", 0.0) + getattr(ctx, "charged_seconds", 0.0)
+    diverged = bool(extras.get("diverged")) or not all(torch.isfinite(p).all() for p in model.parameters())
+    return Unlearned(model, seconds + charged, diverged)
 
 
 @dataclass

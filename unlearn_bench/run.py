@@ -37,26 +37,14 @@ def run(cfg: DictConfig) -> dict:
     if not cfg.force and (existing := tracking.read_record(record_file)) is not None:
         print(f"skip: cell {existing['cell_id']} already has a record ({record_file}); force=true redoes it")
         if existing.get("task", "classification") == "classification" and existing.get("regime"):
-            from unlearn_bench.classification import print_cell
+            from unlearn_bench.evaluation.cell import print_cell
 
             print_cell(existing, list(cfg.metrics.names), record_file)
         return existing
     ensure_writable(records_dir, "paths.records_dir")
-    if cfg.eval.name == "blind":
-        from unlearn_bench.blind_eval import run_blind
+    from unlearn_bench.evaluation import EVALUATIONS, evaluation_mode
 
-        return run_blind(cfg, record_file)
-    if cfg.eval.name == "pool":
-        from unlearn_bench.pool_eval import run_pool
-
-        return run_pool(cfg, record_file)
-    if cfg.task.name == "generation":
-        from unlearn_bench.generation.runner import run_generation
-
-        return run_generation(cfg, record_file)
-    from unlearn_bench.classification import run_classification
-
-    return run_classification(cfg, record_file)
+    return EVALUATIONS.get(evaluation_mode(cfg))(cfg, record_file)
 
 
 def repeated_key(argv: list[str]) -> str | None:

@@ -86,6 +86,21 @@ def write_record(path: Path, record: dict) -> None:
     atomic_write_json(path, {"record_version": RECORD_VERSION, **record})
 
 
+def save_record(cfg: DictConfig, record_file: Path, body: dict, ctx, wandb_extra: dict | None = None) -> dict:
+    """The one record writer of every evaluation mode: the cell's identity, `body`, and one provenance schema
+    (commit, package versions, device, timings, when it finished). W&B first: a process that dies between the
+    two leaves no record, so the rerun logs the cell again instead of skipping a cell whose run was never
+    logged. `wandb_extra` adds keys to the logged copy only."""
+    import time
+
+    record = {"cell_id": cell_id(cfg), "config": cell_config(cfg), "method": cfg.method.name, **body,
+              "git_commit": git_commit(), "packages": package_versions(), "device": str(ctx.device),
+              "perf": ctx.perf.as_dict(), "finished": time.time()}
+    log_to_wandb(cfg, {**record, **(wandb_extra or {})}, Path(cfg.paths.output_dir))
+    write_record(record_file, record)
+    return record
+
+
 def sweep_tag() -> str | None:
     """`sweep:<multirun folder>` inside a Hydra multirun, so one sweep's runs can be told from another's
     in a shared group; None outside one."""

@@ -24,7 +24,7 @@ def pool_figure(n: int, overrides: list[str], data_root: str) -> dict:
 
     from hydra import compose, initialize_config_dir
 
-    from unlearn_bench.pool_eval import available_cores, run_members
+    from unlearn_bench.evaluation.pool import available_cores, run_members
 
     cores = available_cores()
 

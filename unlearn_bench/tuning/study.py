@@ -6,7 +6,7 @@ that the runner selects with `method=tuned/<scale>/<track>/<method>`.
 
 Every method gets the same number of Optuna TPE trials (sampler seeded), each scored over the tuning seeds
 by the track's objective: `oracle`, the mean Avg Gap to the retrain model (how the papers tune); `blind`,
-the mean blind objective of unlearn_bench/blind_eval.py (no retrain model, a validation split of test
+the mean blind objective of unlearn_bench/evaluation/blind.py (no retrain model, a validation split of test
 images outside T; needs a `dataset.test_size` that leaves them, as scale=cpu does). Tuning seeds must be disjoint from the evaluation seeds
 (--evaluation-seeds, default 0-4): a method is never tuned on the forget sets it is scored on. Trial
 records go to --trial-records (default outputs/trial_records), never into the leaderboard's records.

@@ -7,7 +7,7 @@ trials' unlearning took (the sum of their RTE), so a budget and its cost can be 
 Writes studies.csv and studies.md into --out. A trial is one configuration of a method, scored over every
 tuning seed it has a record for; a trial missing a seed that other trials of its study have is counted as
 unfinished and left out of the best. The objective is the track's: the mean Avg Gap to the tuning seed's
-retrain model (oracle) or the mean blind objective (blind; unlearn_bench/blind_eval.py).
+retrain model (oracle) or the mean blind objective (blind; unlearn_bench/evaluation/blind.py).
 """
 
 from __future__ import annotations

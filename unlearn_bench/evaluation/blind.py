@@ -16,8 +16,6 @@ the attack is never scored on the images it was fitted on. The cell's own metric
 
 from __future__ import annotations
 
-import copy
-import time
 from pathlib import Path
 
 import torch
@@ -27,11 +25,11 @@ from unlearn_bench import tracking
 from unlearn_bench.cache import ModelCache
 from unlearn_bench.data import ImageData
 from unlearn_bench.errors import UserError
+from unlearn_bench.evaluation._common import EVALUATIONS
 from unlearn_bench.methods import check_method
 from unlearn_bench.metrics.core import accuracy, confidence, confidence_attack, logits_on, non_member_share
-from unlearn_bench.protocol import method_extras, prepare, reference_models, timed
+from unlearn_bench.protocol import method_extras, prepare, reference_models, unlearn_once
 from unlearn_bench.tracking import summary_table
-from unlearn_bench.train import seed_stage
 
 PARTS = ("forget_gap", "mia_gap", "retain_loss", "validation_loss")
 
@@ -66,6 +64,7 @@ def blind_parts(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]
     return values
 
 
+@EVALUATIONS.register("blind")
 def run_blind(cfg: DictConfig, record_file: Path) -> dict:
     """The method once, scored by the blind objective; a record for the tuner (`task: blind`)."""
     method_fn = check_method(cfg.method)
@@ -75,8 +74,8 @@ def run_blind(cfg: DictConfig, record_file: Path) -> dict:
     models, metas = reference_models(cell, cache, stages=("original",))
     splits, ctx = cell.splits, cell.ctx
     ctx.extras.update(method_extras(metas))
-    seed_stage(cfg.seed, "unlearn")
-    unlearned, seconds = timed(method_fn, copy.deepcopy(models["original"]), splits, cfg.method, ctx)
+    run = unlearn_once(method_fn, models["original"], splits, cfg.method, ctx, cfg.seed)
+    unlearned, seconds = run.model, run.seconds
     sets = {"forget": splits.forget, "retain": splits.retain, "validation": validation}
     labels = {name: data.labels.cpu() for name, data in sets.items()}
 
@@ -86,15 +85,13 @@ def run_blind(cfg: DictConfig, record_file: Path) -> dict:
 
     original = score(models["original"], {})
     method = {**score(unlearned, original), "RTE": seconds}
-    record = {"cell_id": tracking.cell_id(cfg), "config": tracking.cell_config(cfg), "method": cfg.method.name,
-              "task": "blind", "metrics": method, "original_metrics": original,
-              "diverged": bool(ctx.extras.get("diverged")), "forget_size": len(splits.forget),
-              "validation_size": len(validation),
-              "models": {"original": {"key": metas["original"]["key"], "train_seconds": metas["original"]["train_seconds"]}},
-              "git_commit": tracking.git_commit(), "packages": tracking.package_versions(),
-              "device": str(ctx.device), "perf": ctx.perf.as_dict(), "finished": time.time()}
-    tracking.log_to_wandb(cfg, {**record, "retrain_metrics": None}, Path(cfg.paths.output_dir))
-    tracking.write_record(record_file, record)
+    record = tracking.save_record(cfg, record_file, {
+        "task": "blind", "metrics": method, "original_metrics": original,
+        "diverged": run.diverged, "forget_size": len(splits.forget),
+        "validation_size": len(validation),
+        "models": {"original": {"key": metas["original"]["key"],
+                                "train_seconds": metas["original"]["train_seconds"]}}},
+        ctx, wandb_extra={"retrain_metrics": None})
     columns = ["blind_objective", *PARTS, "acc_forget", "acc_validation", "RA", "MIA_forget", "MIA_validation"]
     print(summary_table({cfg.method.name: method, "original": original}, columns))
     print(f"blind objective (no retrain model; V = {len(validation)} test images outside T): "

@@ -3,27 +3,24 @@ against the retrain model beside the retrain floor and doing nothing, and writte
 
 from __future__ import annotations
 
-import copy
 import logging
-import time
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from unlearn_bench import tracking
 from unlearn_bench.cache import ModelCache
 from unlearn_bench.data import ImageData
+from unlearn_bench.evaluation._common import EVALUATIONS
 from unlearn_bench.methods import check_method
 from unlearn_bench.metrics import avg_gap, evaluate
 from unlearn_bench.metrics.compare import compare_to_retrain
 from unlearn_bench.metrics.core import logits_on
 from unlearn_bench.metrics.latent_probe import fit_latent_probe, latent_probe_mia
 from unlearn_bench.metrics.relearn import check_relearn, relearn_forget_accuracy
-from unlearn_bench.protocol import data_digest, method_extras, prepare, reference_models, timed
+from unlearn_bench.protocol import data_digest, method_extras, prepare, reference_models, unlearn_once
 from unlearn_bench.tracking import summary_table
-from unlearn_bench.train import seed_stage
 from unlearn_bench.verdict import bar_misses, floor2, regime, verdict_line
 
 log = logging.getLogger(__name__)
@@ -39,6 +36,7 @@ def regime_line(values: dict) -> str:
             + ("meets the bar" if not misses else "MISSES the bar: " + "; ".join(misses)))
 
 
+@EVALUATIONS.register("cell")
 def run_classification(cfg: DictConfig, record_file: Path) -> dict:
     """One classification cell: reference models, the method, the scores, the record and the printed rows."""
     method_fn = check_method(cfg.method)  # a bad name or switch fails before any training
@@ -51,11 +49,8 @@ def run_classification(cfg: DictConfig, record_file: Path) -> dict:
 
     ctx.extras["retrain"] = (models["retrain"], metas["retrain"])
     ctx.extras.update(method_extras(metas))
-    seed_stage(cfg.seed, "unlearn")
-    unlearned, seconds = timed(method_fn, copy.deepcopy(models["original"]), splits, cfg.method, ctx)
-    rte = seconds + ctx.extras.get("charged_seconds", 0.0)
-    diverged = bool(ctx.extras.get("diverged")) or not all(
-        torch.isfinite(p).all() for p in unlearned.parameters())
+    run = unlearn_once(method_fn, models["original"], splits, cfg.method, ctx, cfg.seed)
+    unlearned, rte, diverged = run.model, run.seconds, run.diverged
     if diverged:
         log.warning("method %s diverged (non-finite loss or weights); its metrics are recorded as they are",
                     cfg.method.name)
@@ -92,19 +87,13 @@ def run_classification(cfg: DictConfig, record_file: Path) -> dict:
     floor = results["retrain2"]["avg_gap"]  # the gap between two retrains: the noise of retraining itself
     cell_regime = regime(results["original"], results["retrain"], floor)
 
-    record = {"cell_id": tracking.cell_id(cfg), "config": tracking.cell_config(cfg), "method": cfg.method.name,
-              "metrics": results["method"], "retrain_metrics": results["retrain"],
-              "original_metrics": results["original"], "retrain2_metrics": results["retrain2"],
-              "regime": cell_regime, "diverged": diverged,
-              "forget_size": len(splits.forget), "retain_size": len(splits.retain), "test_size": len(splits.test),
-              "models": {stage: {"key": metas[stage]["key"], "train_seconds": metas[stage]["train_seconds"],
-                                 "loss_curve": metas[stage].get("loss_curve")} for stage in metas},
-              "git_commit": tracking.git_commit(), "packages": tracking.package_versions(),
-              "device": str(ctx.device), "perf": ctx.perf.as_dict(), "finished": time.time()}
-    # W&B first: a process that dies between the two leaves no record, so the rerun logs the cell again
-    # instead of skipping a cell whose run was never logged.
-    tracking.log_to_wandb(cfg, record, Path(cfg.paths.output_dir))
-    tracking.write_record(record_file, record)
+    record = tracking.save_record(cfg, record_file, {
+        "metrics": results["method"], "retrain_metrics": results["retrain"],
+        "original_metrics": results["original"], "retrain2_metrics": results["retrain2"],
+        "regime": cell_regime, "diverged": diverged,
+        "forget_size": len(splits.forget), "retain_size": len(splits.retain), "test_size": len(splits.test),
+        "models": {stage: {"key": metas[stage]["key"], "train_seconds": metas[stage]["train_seconds"],
+                           "loss_curve": metas[stage].get("loss_curve")} for stage in metas}}, ctx)
 
     print_cell(record, list(cfg.metrics.names), record_file)
     return record

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from unlearn_bench import tracking
 from unlearn_bench.cache import ModelCache, atomic_write_bytes, stable_hash
 from unlearn_bench.errors import UserError
+from unlearn_bench.evaluation._common import EVALUATIONS
 from unlearn_bench.methods import check_method
 from unlearn_bench.metrics import Outputs, avg_gap, model_outputs
 from unlearn_bench.metrics.core import metrics_of
@@ -45,9 +46,9 @@ from unlearn_bench.protocol import (
     reference_key_parts,
     reference_models,
     stop_with_parent,
+    unlearn_once,
 )
 from unlearn_bench.tracking import summary_table
-from unlearn_bench.train import seed_stage
 
 SETS = ("forget", "retain", "test", "forget_test")
 # Pool roles: the stage whose model a member is, and the row it becomes.
@@ -135,12 +136,9 @@ def pool_member(config: dict, role: str, index: int, threads: int | None) -> dic
             models, metas = reference_models(cell, cache, stages=("original",), announce=False)
             run_ctx = copy.copy(ctx)
             run_ctx.extras, run_ctx.seed = method_extras(metas), index  # run i: its own data order, labels, samples
-            seed_stage(index, "unlearn")
-            start = time.perf_counter()
-            unlearned = method_fn(copy.deepcopy(models["original"]), splits, cfg.method, run_ctx)
-            seconds = time.perf_counter() - start + run_ctx.extras.get("charged_seconds", 0.0)
-            save_logits(folder, model_outputs(unlearned, splits, ctx))
-            return {"seconds": seconds, "diverged": bool(run_ctx.extras.get("diverged"))}
+            run = unlearn_once(method_fn, models["original"], splits, cfg.method, run_ctx, index)
+            save_logits(folder, model_outputs(run.model, splits, ctx))
+            return {"seconds": run.seconds, "diverged": run.diverged}
     result, folder, hit = cache.get_or_compute(f"pool-{role}", key, compute)
     return {"role": role, "index": index, "hit": hit, **result, "logits": load_logits(folder)}
 
@@ -252,6 +250,7 @@ SCORE_COLUMNS = ["forgetting_quality", "final_score", "klom_forget", "klom_retai
                  "lira_auc", "lira_tpr_at_1fpr"]
 
 
+@EVALUATIONS.register("pool")
 def run_pool(cfg: DictConfig, record_file: Path) -> dict:
     """The pool evaluation of one method on one forget set, its record and the printed rows."""
     start = time.perf_counter()
@@ -303,20 +302,16 @@ def run_pool(cfg: DictConfig, record_file: Path) -> dict:
     results["retrain"]["RTE"] = float(np.mean(timing["retrain"]["seconds"]))
     wall = time.perf_counter() - start
 
-    record = {"cell_id": tracking.cell_id(cfg), "config": tracking.cell_config(cfg), "method": cfg.method.name,
-              "task": "pool", "metrics": results["method"], "retrain_metrics": results["retrain"],
-              "retrain2_metrics": results["held_out"], "original_metrics": results["original"],
-              "diverged": timing["method"]["diverged"] > 0, "pool_size": n, "retain_sample": len(sample),
-              "example_points": {"method": points["method"], "retrain2": points["held_out"],
-                                 "original": points["original"]},
-              "forget_size": len(splits.forget), "retain_size": len(splits.retain), "test_size": len(splits.test),
-              "pool": {"workers": workers, "wall_seconds": wall, **timing},
-              "models": {"original": {"key": metas["original"]["key"],
-                                      "train_seconds": metas["original"]["train_seconds"]}},
-              "git_commit": tracking.git_commit(), "packages": tracking.package_versions(),
-              "device": str(cell.ctx.device), "perf": cell.ctx.perf.as_dict(), "finished": time.time()}
-    tracking.log_to_wandb(cfg, record, Path(cfg.paths.output_dir))
-    tracking.write_record(record_file, record)
+    record = tracking.save_record(cfg, record_file, {
+        "task": "pool", "metrics": results["method"], "retrain_metrics": results["retrain"],
+        "retrain2_metrics": results["held_out"], "original_metrics": results["original"],
+        "diverged": timing["method"]["diverged"] > 0, "pool_size": n, "retain_sample": len(sample),
+        "example_points": {"method": points["method"], "retrain2": points["held_out"],
+                           "original": points["original"]},
+        "forget_size": len(splits.forget), "retain_size": len(splits.retain), "test_size": len(splits.test),
+        "pool": {"workers": workers, "wall_seconds": wall, **timing},
+        "models": {"original": {"key": metas["original"]["key"],
+                                "train_seconds": metas["original"]["train_seconds"]}}}, cell.ctx)
 
     rows = {cfg.method.name: results["method"], ROWS["held_out"]: results["held_out"],
             ROWS["original"]: results["original"]}

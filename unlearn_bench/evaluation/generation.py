@@ -3,10 +3,8 @@ unlearning method, the evaluation classifier's scores, and the DiMRA attack on t
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import shutil
-import time
 from pathlib import Path
 
 import torch
@@ -16,6 +14,7 @@ from torch import nn
 from unlearn_bench import tracking
 from unlearn_bench.cache import ModelCache
 from unlearn_bench.errors import ConfigError
+from unlearn_bench.evaluation._common import EVALUATIONS
 from unlearn_bench.generation.common import GenContext
 from unlearn_bench.generation.diffusion import Diffusion, image_batches, optimise, to_uint8
 from unlearn_bench.generation.dimra import check_dimra, dimra
@@ -91,9 +90,10 @@ def save_grid(images: torch.Tensor, per_class: int, path: Path, columns: int = 1
     save_image(rows, str(path), nrow=min(columns, per_class), padding=2)
 
 
+@EVALUATIONS.register("generation")
 def run_generation(cfg: DictConfig, record_file: Path) -> dict:
     from unlearn_bench.methods import check_method
-    from unlearn_bench.protocol import prepare, reference_models, timed
+    from unlearn_bench.protocol import prepare, reference_models, unlearn_once
 
     if cfg.forget_rate.mode != "class":
         raise ConfigError("forget_rate", cfg.forget_rate.mode, "class (task=generation forgets one class)")
@@ -115,8 +115,8 @@ def run_generation(cfg: DictConfig, record_file: Path) -> dict:
                                                 "schedule": diffusion.describe()})
     classifier, classifier_key = evaluation_classifier(cell, cache)
     gctx = GenContext(cell.ctx, diffusion, int(cfg.forget_rate.class_id), retrain=(models["retrain"], metas["retrain"]))
-    seed_stage(cfg.seed, "unlearn")
-    unlearned, seconds = timed(method_fn, copy.deepcopy(models["original"]), cell.splits, cfg.method, gctx)
+    run = unlearn_once(method_fn, models["original"], cell.splits, cfg.method, gctx, cfg.seed)
+    unlearned = run.model
 
     output_dir = Path(cfg.paths.output_dir) / "generation" / tracking.cell_id(cfg)
     # real reference images: the whole test set (the forgotten class is excluded inside the metric)
@@ -157,21 +157,17 @@ def run_generation(cfg: DictConfig, record_file: Path) -> dict:
             shutil.copyfile(png, output_dir / stage / png.name)
     grids = {f"{name}{suffix}": output_dir / name / f"{file}.png" for name in ("method", "retrain", "original")
              for suffix, file in (("", "samples"), ("_dimra", "dimra")) if (output_dir / name / f"{file}.png").is_file()}
-    results["method"]["RTE"] = seconds + gctx.charged_seconds
+    results["method"]["RTE"] = run.seconds
     results["retrain"]["RTE"] = metas["retrain"]["train_seconds"]
 
-    record = {"cell_id": tracking.cell_id(cfg), "config": tracking.cell_config(cfg), "method": cfg.method.name,
-              "task": "generation", "metrics": results["method"], "retrain_metrics": results["retrain"],
-              "original_metrics": results["original"], "diverged": False,
-              "classifier_test_acc": classifier_test_acc,
-              **({"method_steps": cell.ctx.extras["method_steps"]} if "method_steps" in cell.ctx.extras else {}),
-              "grids": {k: str(v) for k, v in grids.items()},
-              "models": {stage: {"key": metas[stage]["key"], "train_seconds": metas[stage]["train_seconds"]}
-                         for stage in metas},
-              "git_commit": tracking.git_commit(), "packages": tracking.package_versions(),
-              "device": str(cell.ctx.device), "perf": cell.ctx.perf.as_dict(), "finished": time.time()}
-    tracking.log_to_wandb(cfg, record, Path(cfg.paths.output_dir))  # before the record: see run.run
-    tracking.write_record(record_file, record)
+    record = tracking.save_record(cfg, record_file, {
+        "task": "generation", "metrics": results["method"], "retrain_metrics": results["retrain"],
+        "original_metrics": results["original"], "diverged": run.diverged,
+        "classifier_test_acc": classifier_test_acc,
+        **({"method_steps": cell.ctx.extras["method_steps"]} if "method_steps" in cell.ctx.extras else {}),
+        "grids": {k: str(v) for k, v in grids.items()},
+        "models": {stage: {"key": metas[stage]["key"], "train_seconds": metas[stage]["train_seconds"]}
+                   for stage in metas}}, cell.ctx)
     from unlearn_bench.tracking import summary_table
 
     rows = {cfg.method.name: results["method"], "retrain_gen": results["retrain"], "original": results["original"]}
