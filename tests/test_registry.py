@@ -118,3 +118,32 @@ def test_no_module_or_script_is_over_400_lines():
     files = [*(root / "unlearn_bench").rglob("*.py"), *(root / "scripts").glob("*")]
     long = {str(p.relative_to(root)): n for p in files if p.is_file() and (n := len(p.read_text().splitlines())) > 400}
     assert not long, long
+
+
+def test_method_knowledge_stays_in_the_methods_own_module_and_yaml():
+    """No method's name (but the reference rows, retrain and retrain_gen) appears in the runner, the protocol,
+    the validator or an evaluation mode (a method's
+    needs are declared where it registers); the Makefile's zoo is the SalUn table's methods, each with a search
+    space; the CLI's help lists every method config."""
+    import re
+
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    names = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
+    package = root / "unlearn_bench"
+    for path in [package / "run.py", package / "protocol.py", package / "validate.py",
+                 *(package / "evaluation").glob("*.py")]:
+        quoted = [n for n in names if n not in ("retrain", "retrain_gen") and re.search(rf"[\"']{n}[\"']", path.read_text())]
+        assert not quoted, f"{path.name} names {quoted}"
+    zoo = re.search(r"^ZOO := (.+)$", (root / "Makefile").read_text(), flags=re.M).group(1).split(",")
+    table = yaml.safe_load((CONF / "experiment" / "salun_table.yaml").read_text())
+    grid = table["hydra"]["sweeper"]["params"]["method"].split(",")
+    assert zoo == [m for m in grid if m != "retrain"]  # the zoo is the SalUn table's methods
+    assert re.search(rf"^zoo={','.join(zoo)}$", (root / "scripts" / "tables.sh").read_text(), flags=re.M)
+    for name in zoo:  # every one of them can be tuned
+        assert (yaml.safe_load((CONF / "method" / f"{name}.yaml").read_text()) or {}).get("search"), name
+    help_text = yaml.safe_load((CONF / "config.yaml").read_text())["hydra"]["help"]["template"]
+    listed = set(re.findall(r"[a-z_0-9]+(?:/[a-z_]+)?", help_text.split("method:", 1)[1].split("augmentation:", 1)[0]))
+    variants = {f"{p.parent.name}/{p.stem}" for p in (CONF / "method").glob("*/*.yaml") if p.parent.name != "tuned"}
+    assert set(names) | variants <= listed, sorted(set(names) | variants - listed)

@@ -279,11 +279,13 @@ def reference_key_parts(cell: Cell, stage: str, seed: int, key_extra: dict | Non
 
 
 def records_confidence(cfg: DictConfig) -> bool:
-    """The original of a memorisation-stratum cell, or of a RUM cell, records its per-example confidence
-    while it trains (docs/difficulty.md's proxy score)."""
+    """The original of a memorisation-stratum cell, or of a cell whose method reads it (its registry entry
+    says so), records its per-example confidence while it trains (docs/difficulty.md's proxy score)."""
+    from unlearn_bench.methods import METHODS
+
     proxy_stratum = cfg.forget_rate.get("mode") == "memorization" and cfg.forget_rate.get("score") != "feldman"
     return cfg.get("task", {}).get("name", "classification") == "classification" and (
-        proxy_stratum or cfg.method.get("name") == "rum")
+        proxy_stratum or "example_confidence" in METHODS.uses(cfg.method.get("name")))
 
 
 def method_extras(metas: dict[str, dict]) -> dict:

@@ -18,10 +18,16 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._checks: dict[str, Check] = {}
+        self._cell_checks: dict[str, Check] = {}
+        self._uses: dict[str, tuple[str, ...]] = {}
 
-    def register(self, name: str, check: Check | None = None) -> Callable[[T], T]:
+    def register(self, name: str, check: Check | None = None, check_cell: Check | None = None,
+                 uses: tuple[str, ...] = ()) -> Callable[[T], T]:
         """`check(cfg)` validates the entry's config group before any work starts (a bad switch then fails
-        in a second, not after the reference models have trained); it raises ConfigError."""
+        in a second, not after the reference models have trained); `check_cell(cfg)` validates the entry
+        against the whole config (the forget set, the model, the data it needs); both raise ConfigError.
+        `uses` names what the entry reads from the reference models besides their weights (the protocol
+        records it only for entries that use it), so no entry's name appears outside its own module."""
         def decorator(fn: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice "
@@ -29,9 +35,20 @@ class Registry(Generic[T]):
             self._entries[name] = fn
             if check is not None:
                 self._checks[name] = check
+            if check_cell is not None:
+                self._cell_checks[name] = check_cell
+            self._uses[name] = tuple(uses)
             return fn
 
         return decorator
+
+    def check_cell(self, name: str, cfg: Any) -> None:
+        """Run the entry's check against the whole config, where it has one (unknown names are get()'s)."""
+        if name in self._cell_checks:
+            self._cell_checks[name](cfg)
+
+    def uses(self, name: str) -> tuple[str, ...]:
+        return self._uses.get(name, ())
 
     def check(self, name: str, cfg: Any) -> T:
         """The entry, after its config passed the entry's check."""

@@ -107,9 +107,6 @@ KEY_CHECKS: dict[str, Check] = {
 METHOD_CHECKS: dict[str, Check] = {"epochs": integer(1), "steps": integer(1), **SGD}
 
 
-CLASS_WISE_ONLY = ("unsir",)
-
-
 def check_combinations(cfg: DictConfig) -> None:
     """Settings that are each valid but cannot all hold: one is never silently dropped for the other."""
     forget = cfg.forget_rate
@@ -176,30 +173,8 @@ def check_combinations(cfg: DictConfig) -> None:
             raise ConfigError(f"forget_rate.{key}", forget[key], f"null outside forget_rate={owner}")
     if forget.get("class_id") is not None and forget.mode in ("class", "subpopulation"):
         integer(0, cfg.dataset.num_classes - 1)("forget_rate.class_id", forget.class_id)
-    if cfg.method.name in CLASS_WISE_ONLY and forget.mode != "class":
-        raise ConfigError("method", cfg.method.name, f"forget_rate=class ({cfg.method.name} unlearns a whole "
-                          "class; it has no form for random forgetting)")
     if cfg.model.name == "resnet18":
         boolean("model.zero_init_last", cfg.model.get("zero_init_last"))
-    if cfg.method.name == "scar":  # its surrogate: another dataset, whose file exists before anything trains
-        from pathlib import Path
-
-        from unlearn_bench.data.datasets import check_available, dataset_config
-        from unlearn_bench.methods.scar import check_scar
-
-        check_scar(cfg.method)
-        if cfg.method.surrogate == cfg.dataset.name:
-            raise ConfigError("method.surrogate", cfg.method.surrogate, f"a dataset other than the cell's "
-                              f"(dataset={cfg.dataset.name}): the surrogate stands for data from elsewhere")
-        if cfg.method.surrogate != "gaussian_noise":
-            check_available(dataset_config(cfg.method.surrogate), Path(cfg.paths.data_root))
-    if cfg.method.name in ("cf_k", "eu_k"):  # k must leave blocks to freeze in this model: known before training
-        from unlearn_bench.methods.last_k import last_k
-        from unlearn_bench.models import build_model
-
-        integer(1)("method.k", cfg.method.k)
-        last_k(build_model(cfg.model, cfg.dataset.channels, cfg.dataset.num_classes, cfg.dataset.image_size),
-               cfg.method.k)
     gamma = cfg.metrics.mia.gamma
     if gamma not in ("auto", "scale"):
         number(0.0, low_open=True)("metrics.mia.gamma", gamma)
@@ -345,3 +320,11 @@ def validate(cfg: DictConfig) -> None:
     if method_task != cfg.task.name:
         raise ConfigError("method", cfg.method.name, f"a method of task={cfg.task.name} "
                           f"(this one is for task={method_task}); see conf/method/*.yaml")
+    if cfg.task.name == "classification":
+        from unlearn_bench.methods import (  # here: the methods import this module's checks
+            METHODS,
+            check_method,
+        )
+
+        check_method(cfg.method)  # its name and its own switches
+        METHODS.check_cell(cfg.method.name, cfg)  # the method against the whole cell (forget set, model, data)

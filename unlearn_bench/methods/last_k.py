@@ -85,11 +85,19 @@ def finetune_last_k(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Cont
             p.requires_grad_(True)
 
 
-@METHODS.register("cf_k", check=check)
+def check_cell(cfg: DictConfig) -> None:
+    """k must leave blocks to freeze in this model: known before anything trains."""
+    from unlearn_bench.models import build_model
+
+    last_k(build_model(cfg.model, cfg.dataset.channels, cfg.dataset.num_classes, cfg.dataset.image_size),
+           cfg.method.k)
+
+
+@METHODS.register("cf_k", check=check, check_cell=check_cell)
 def cf_k(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
     return finetune_last_k(model, splits, cfg, ctx, reset=False)
 
 
-@METHODS.register("eu_k", check=check)
+@METHODS.register("eu_k", check=check, check_cell=check_cell)
 def eu_k(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
     return finetune_last_k(model, splits, cfg, ctx, reset=True)

@@ -50,7 +50,7 @@ def stratum_splits(splits: Splits, positions: torch.Tensor) -> Splits:
                   num_classes=splits.num_classes, forget_true_labels=None)
 
 
-@METHODS.register("rum", check=check)
+@METHODS.register("rum", check=check, uses=("example_confidence",))
 def rum(model, splits: Splits, cfg: DictConfig, ctx: Context):
     confidence = ctx.extras.get("example_confidence")
     if confidence is None:

@@ -123,7 +123,20 @@ def surrogate_images(cfg: DictConfig, ctx: Context, shape: tuple[int, int, int])
     return images.round().clamp(0, 255).to(torch.uint8)
 
 
-@METHODS.register("scar", check=check_scar)
+def check_cell(cfg: DictConfig) -> None:
+    """Its surrogate is another dataset, whose file exists before anything trains."""
+    from pathlib import Path
+
+    from unlearn_bench.data.datasets import check_available, dataset_config
+
+    if cfg.method.surrogate == cfg.dataset.name:
+        raise ConfigError("method.surrogate", cfg.method.surrogate, f"a dataset other than the cell's "
+                          f"(dataset={cfg.dataset.name}): the surrogate stands for data from elsewhere")
+    if cfg.method.surrogate != "gaussian_noise":
+        check_available(dataset_config(cfg.method.surrogate), Path(cfg.paths.data_root))
+
+
+@METHODS.register("scar", check=check_scar, check_cell=check_cell)
 def scar(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
     check_scar(cfg)
     device = splits.forget.labels.device

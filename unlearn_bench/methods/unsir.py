@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.data import Splits
+from unlearn_bench.errors import ConfigError
 from unlearn_bench.methods._common import METHODS, check_bn
 from unlearn_bench.train import Context, batch_indices, check_choices, check_positive, derive_seed
 
@@ -53,7 +54,13 @@ def one_epoch(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batc
     return True
 
 
-@METHODS.register("unsir", check=check)
+def check_cell(cfg: DictConfig) -> None:
+    if cfg.forget_rate.mode != "class":
+        raise ConfigError("method", cfg.method.name, "forget_rate=class (unsir unlearns a whole class; it has no "
+                          "form for random forgetting)")
+
+
+@METHODS.register("unsir", check=check, check_cell=check_cell)
 def unsir(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
     check(cfg)
     forget_class = int(splits.forget.labels[0])
