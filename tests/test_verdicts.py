@@ -223,7 +223,7 @@ def test_baseline_rows_marks_and_three_outcomes(tmp_path):
     assert "δ (equivalence margin against the floor and doing nothing) = the retrain floor's mean gap, 0.60" in md
     assert "Kendall τ between the rankings on two disjoint halves of the seeds = not computed" in md  # 3 + 2 seeds
     html = (tmp_path / "board" / "leaderboard.html").read_text()
-    assert "<title>" in html and "<b>iu</b>" in html and "lower" in html.lower()
+    assert "<title>" in html and "<strong>iu</strong>" in html and "lower" in html.lower()
     assert "Ranking across forget settings" not in md  # one forget setting: nothing to compare
 
 

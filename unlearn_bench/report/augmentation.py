@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from unlearn_bench.report.page import html_page
 from unlearn_bench.report.stats import ALPHA, detectable_difference, holm, kendall_interval, paired_t, tost
 
 PIPELINES = ("none", "default", "randaugment", "autoaugment", "random_erasing", "trivialaug", "augmix")
@@ -225,6 +226,7 @@ def write(frame: pd.DataFrame, out: Path) -> str:
              claim.to_markdown(index=False, floatfmt=".1f") if not claim.empty else "No TrivialAug row yet.", ""]
     markdown = "\n".join(text)
     (out / "pipeline_effects.md").write_text(markdown)
+    (out / "pipeline_effects.html").write_text(html_page(markdown, "Augmentation study: pipeline effects"))
     return markdown
 
 
@@ -232,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=Path, required=True, help="folder of the study's JSON records")
-    parser.add_argument("--out", type=Path, required=True, help="folder for pipeline_effects.md and the CSVs")
+    parser.add_argument("--out", type=Path, required=True, help="folder for pipeline_effects.md / .html and the CSVs")
     args = parser.parse_args(argv)
     if not args.records.is_dir():
         print(f"error: --records={str(args.records)!r} is not a folder; accepted: a folder of JSON records",

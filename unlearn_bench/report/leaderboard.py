@@ -52,6 +52,7 @@ from pathlib import Path
 import pandas as pd
 
 from unlearn_bench.report.formatting import section_title
+from unlearn_bench.report.page import html_page
 from unlearn_bench.report.plots import (
     grid_figures,
     missing_grids,
@@ -68,7 +69,7 @@ from unlearn_bench.report.records import (
     load_records,
     select,
 )
-from unlearn_bench.report.render import html_page, markdown, pretty
+from unlearn_bench.report.render import markdown, pretty
 from unlearn_bench.report.tables import aggregate, agreement_markdown, rank_agreement
 from unlearn_bench.report.tuning_tables import (
     track_comparison,
@@ -139,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {message}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "leaderboard.csv", index=False)
-    (args.out / "leaderboard.html").write_text(html_page(table, facts, args, noted))
     text = markdown(table, facts, args, noted)
     if args.relative_to:
         relative = relative_gaps(table, args.relative_to)
@@ -164,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         figures = grid_figures(frame, args.out)
         text += "\n".join(["## Sample grids", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""])
     (args.out / "leaderboard.md").write_text(text)
-    {"generation": plot_generation, "pool": plot_pool}.get(args.task, plot)(table, args.out / "leaderboard.png", args.title)
+    figure = args.out / "leaderboard.png"
+    {"generation": plot_generation, "pool": plot_pool}.get(args.task, plot)(table, figure, args.title)
+    (args.out / "leaderboard.html").write_text(html_page(text, args.title, figure))
     if args.wandb:
         log_wandb(table, args.title, args.out)
     shown = (pool_pretty if args.task == "pool" else pretty)(table)

@@ -1,10 +1,9 @@
-"""The leaderboard as Markdown and as an HTML page: the table, its legend, per setting the regime line, the
-best row and what is tied with it."""
+"""The leaderboard as Markdown: the table, its legend, per setting the regime line, the best row and the rows not
+distinguishable from it (page.py renders the same text as the HTML page)."""
 
 from __future__ import annotations
 
 import argparse
-import html
 import math
 
 import pandas as pd
@@ -107,41 +106,3 @@ LEGEND = ("Lower Avg Gap is better. Every value is the mean ± the half-width of
           "non-finite, scored as they stopped. RTE in seconds; relearn_FA = forget accuracy after the relearning "
           "attack; MIA_latent (where present) = the published ManiF-SMC attack, an MLP probe on the latent fitted "
           "on the original model (share of D_f called non-member).")
-
-
-def html_page(table: pd.DataFrame, facts: dict, args: argparse.Namespace, warnings_seen: list[str]) -> str:
-    """A standalone page: title, legend, one section per setting with its regime line, bold best and ties."""
-    out = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{html.escape(args.title)}</title>",
-           "<style>body{font-family:sans-serif;max-width:1400px;margin:auto}table{border-collapse:collapse}"
-           "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
-           "tr.ref{background:#f3f3f3}.warn{color:#a00}</style></head><body>",
-           f"<h1>{html.escape(args.title)}</h1>"]
-    if args.command:
-        out.append(f"<p>Made by: <code>{html.escape(args.command)}</code></p>")
-    legend = {"generation": "Mean ± 95 % Student-t interval over n seeds.", "pool": POOL_LEGEND}.get(args.task, LEGEND)
-    out.append(f"<p>{html.escape(legend.replace('**', '').replace('*', ''))}</p>")
-    for w in warnings_seen:
-        out.append(f"<p class='warn'>Warning: {html.escape(w)}</p>")
-    for keys, part in table.groupby(GROUP, sort=False):
-        stats = facts.get(keys, {})
-        out.append(f"<h2>{html.escape(section_title(keys))}</h2>")
-        if "regime" in stats:
-            text = regime_text(stats["regime"]).replace("**", "")
-            klass = " class='warn'" if stats["regime"]["misses"] else ""
-            out.append(f"<p{klass}>{html.escape(text)}</p>")
-        shown = (pool_pretty if args.task == "pool" else pretty)(part.reset_index(drop=True))
-        bold = bold_rows(part)
-        references = list(part["reference"]) if "reference" in part else [False] * len(part)
-        out.append("<table><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns) + "</tr>")
-        for (_, row), strong, ref in zip(shown.iterrows(), bold, references):
-            cells = "".join(f"<td>{'<b>' if strong else ''}{html.escape(str(v))}{'</b>' if strong else ''}</td>"
-                            for v in row)
-            out.append(f"<tr{' class=ref' if ref else ''}>{cells}</tr>")
-        out.append("</table>")
-        if args.task == "pool":
-            out.append(f"<p>{html.escape(pool_summary(stats).replace('**', ''))}</p>")
-        elif "margin" in stats:  # a classification setting with an Avg Gap
-            out.append(f"<p>{html.escape(setting_text(stats, part).replace('**', ''))}</p>")
-    out.append("</body></html>")
-    return "\n".join(out)
-
