@@ -165,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         text += "\n".join(["## Sample grids", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""])
     (args.out / "leaderboard.md").write_text(text)
     figure = args.out / "leaderboard.png"
-    {"generation": plot_generation, "pool": plot_pool}.get(args.task, plot)(table, figure, args.title)
+    if args.task == "classification":
+        plot(table, figure, args.title, facts)
+    else:
+        {"generation": plot_generation, "pool": plot_pool}[args.task](table, figure, args.title)
     (args.out / "leaderboard.html").write_text(html_page(text, args.title, figure))
     if args.wandb:
         log_wandb(table, args.title, args.out)

@@ -38,7 +38,7 @@ def panel_grid(count: int, width: float = 6.0, height: float = 4.5, columns: int
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ncols = max(1, min(columns, count))
+    ncols = max(1, min(columns, count, 2 if count == 4 else columns))  # 4 panels: 2 x 2, no empty slot
     nrows = max(1, -(-count // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
     for ax in axes.flat[count:]:
@@ -46,30 +46,54 @@ def panel_grid(count: int, width: float = 6.0, height: float = 4.5, columns: int
     return plt, fig, list(axes.flat)
 
 
-def plot(table: pd.DataFrame, path: Path, title: str) -> None:
-    """Avg Gap per method (with the do-nothing and floor rows), one panel per forget setting, bars per
-    augmentation, error bars = 95 % t-interval; a bar far off the scale is clipped and labelled."""
-    import numpy as np
+def method_order(data: pd.DataFrame) -> list[str]:
+    """One order for every panel: the retrain floor first, then the methods by their rank in the first
+    setting that has them (the verdict's order), doing nothing last."""
+    order: list[str] = []
+    for _, part in data.groupby(["dataset", "model", "forget", "variant"], sort=False):
+        first = part[part["augmentation"] == min(part["augmentation"], key=lambda a: (a not in AUG_ORDER, AUG_ORDER.index(a)
+                                                                              if a in AUG_ORDER else 0, a))]
+        ranked = [*first.sort_values("rank")["method"], *part.sort_values("rank")["method"]]
+        order += [m for m in dict.fromkeys(ranked) if m not in order]
+    return ([FLOOR] if FLOOR in order else []) + [m for m in order if m not in (FLOOR, ORIGINAL)] + (
+        [ORIGINAL] if ORIGINAL in order else [])
 
+
+def plot(table: pd.DataFrame, path: Path, title: str, facts: dict | None = None):
+    """Avg Gap per method (with the do-nothing and floor rows), one panel per forget setting, bars per
+    augmentation, error bars = 95 % t-interval cut at 0; the methods in one order across panels (the first
+    setting's ranking), the best and the rows not distinguishable from it outlined, a setting that misses
+    the regime bar titled in red, a bar far off the scale clipped and labelled inside it. Many methods and
+    one pipeline: horizontal bars, so every label has its own line."""
+    import numpy as np
+    from matplotlib.patches import Patch
+
+    facts = facts or {}
     data = table[table["method"] != RETRAIN]
     panels = sorted(data.groupby(["dataset", "model", "forget", "variant"], sort=False),
                     key=lambda kv: (kv[0][0], kv[0][1], forget_order(kv[0][2]), kv[0][3]))
-    bars = max((part["method"].nunique() * part["augmentation"].nunique() for _, part in panels), default=1)
-    plt, fig, axes = panel_grid(len(panels), width=max(7.0, 0.28 * bars))  # labels stay apart at any size
+    order = method_order(data)
+    augs_all = [a for a in AUG_ORDER if a in set(data["augmentation"])] + sorted(set(data["augmentation"]) - set(AUG_ORDER))
+    horizontal = len(order) > 25 and len(augs_all) == 1
+    if horizontal:
+        plt, fig, axes = panel_grid(len(panels), width=9.0, height=max(4.5, 0.24 * len(order)), columns=2)
+    else:
+        bars = len(order) * len(augs_all)
+        plt, fig, axes = panel_grid(len(panels), width=max(7.0, 0.3 * bars))  # labels stay apart at any size
     n_max = int(data["n"].max()) if len(data) else 0
     for ax, ((dataset, model, forget, variant), part) in zip(axes, panels):
-        methods = list(dict.fromkeys(part.sort_values("rank")["method"]))
-        augs = [a for a in AUG_ORDER if a in set(part["augmentation"])] + sorted(
-            set(part["augmentation"]) - set(AUG_ORDER))
+        methods = [m for m in order if m in set(part["method"])]
+        augs = [a for a in augs_all if a in set(part["augmentation"])]
         means = part.pivot_table(index="method", columns="augmentation", values="avg_gap_mean").reindex(
             index=methods, columns=augs)
         halves = part.pivot_table(index="method", columns="augmentation", values="avg_gap_ci").reindex(
             index=methods, columns=augs).fillna(0.0)
+        bold = part.assign(tied=part["tied_with_best"].fillna(False).astype(bool)).pivot_table(
+            index="method", columns="augmentation", values="tied", aggfunc="max").reindex(
+            index=methods, columns=augs).fillna(False).astype(bool)
         tops = (means + halves).to_numpy().ravel()
         tops = tops[np.isfinite(tops)]
-        cap = None
-        if len(tops) > 2 and tops.max() > 3 * np.median(tops):
-            cap = 3 * float(np.median(tops))
+        cap = 3 * float(np.median(tops)) if len(tops) > 2 and tops.max() > 3 * np.median(tops) else None
         width = 0.8 / max(1, len(augs))
         x = np.arange(len(methods))
         for j, aug in enumerate(augs):
@@ -78,39 +102,70 @@ def plot(table: pd.DataFrame, path: Path, title: str) -> None:
             shown = np.minimum(values, cap) if cap else values
             upper = np.where(values > (cap or np.inf), 0, errors)
             lower = np.minimum(upper, np.nan_to_num(shown))  # a gap is never negative: the bar stops at 0
-            ax.bar(x + (j - (len(augs) - 1) / 2) * width, shown, width, yerr=[lower, upper], capsize=2,
-                   label="none (no augmentation)" if aug == "none" else aug)
+            position = x + (j - (len(augs) - 1) / 2) * width
+            edges = ["black" if b else "none" for b in bold[aug]]
+            label = "none (no augmentation)" if aug == "none" else aug
+            if horizontal:
+                ax.barh(position, shown, width, xerr=[lower, upper], capsize=2, label=label, edgecolor=edges,
+                        linewidth=1.5)
+            else:
+                ax.bar(position, shown, width, yerr=[lower, upper], capsize=2, label=label, edgecolor=edges,
+                       linewidth=1.5)
             if cap:
                 for k, value in enumerate(values):
-                    if np.isfinite(value) and value > cap:
-                        ax.annotate(f"{value:.1f} ↑", (x[k] + (j - (len(augs) - 1) / 2) * width, cap),
-                                    ha="center", va="bottom", fontsize=7, rotation=90)
-        if cap:
-            ax.set_ylim(0, cap * 1.15)
+                    if np.isfinite(value) and value > cap:  # inside the clipped bar: nothing to collide with
+                        where = (cap * 0.97, position[k]) if horizontal else (position[k], cap * 0.97)
+                        ax.annotate(f"{value:.1f} ↑", where, ha="right" if horizontal else "center",
+                                    va="center" if horizontal else "top", fontsize=7, color="white",
+                                    rotation=0 if horizontal else 90)
+        (ax.set_xlim if horizontal else ax.set_ylim)(0, (cap or max(tops, default=1.0)) * 1.08)
         if len(augs) == 1:  # one pipeline: the two baselines as lines across the panel too
             for name, style in ((ORIGINAL, ":"), (FLOOR, "--")):
                 if name in means.index and pd.notna(means.loc[name, augs[0]]):
-                    ax.axhline(min(means.loc[name, augs[0]], cap or math.inf), color="grey", linestyle=style,
-                               linewidth=1, label=name)
-            ax.legend(fontsize=7)
-        crowded = len(methods) > 25  # upright labels cannot collide, however long
-        ax.set_xticks(x, methods, rotation=90 if crowded else 35, ha="center" if crowded else "right", fontsize=8)
-        for label in ax.get_xticklabels():  # the reference rows read as references, not as methods
+                    level = min(means.loc[name, augs[0]], cap or math.inf)
+                    (ax.axvline if horizontal else ax.axhline)(level, color="grey", linestyle=style, linewidth=1,
+                                                               label=name)
+        handles, labels = ax.get_legend_handles_labels()
+        handles.append(Patch(facecolor="white", edgecolor="black", linewidth=1.5))
+        labels.append("outlined: best, or not distinguishable from it")
+        if len(augs) > 1:  # the pipelines' legend beside the panel, off the bars
+            ax.legend(handles, labels, fontsize=7, title="augmentation", title_fontsize=7, loc="upper left",
+                      bbox_to_anchor=(1.0, 1.0))
+        elif ax is axes[0]:  # one pipeline: one legend for the figure, under it
+            fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(labels), frameon=False)
+        if horizontal:
+            ax.set_yticks(x, methods, fontsize=8)
+            ax.invert_yaxis()
+            ax.set_xlabel("Avg Gap to retrain (per-seed), lower is better", fontsize=8)
+            ticks = ax.get_yticklabels()
+        else:
+            crowded = len(methods) * len(augs) > 25  # upright labels cannot collide, however long
+            ax.set_xticks(x, methods, rotation=90 if crowded else 35, ha="center" if crowded else "right",
+                          fontsize=8)
+            ax.set_ylabel("Avg Gap to retrain (per-seed), lower is better", fontsize=8)
+            ticks = ax.get_xticklabels()
+        for label in ticks:  # the reference rows read as references, not as methods
             if label.get_text() in REFERENCE_ROWS:
                 label.set_color("grey")
                 label.set_style("italic")
-        ax.set_title(f"{dataset} / {model} / {forget}" + (f"\n[{variant}]" if variant else ""), fontsize=9)
-        ax.set_ylabel("Avg Gap to retrain (per-seed), lower is better", fontsize=8)
-        if len(augs) > 1:
-            ax.legend(fontsize=7, title="augmentation", title_fontsize=7)
+        stats = facts.get((dataset, model, forget, augs[0] if len(augs) == 1 else None, variant), {})
+        misses = [f for keys, f in facts.items() if keys[:3] == (dataset, model, forget) and keys[4] == variant
+                  and keys[3] in augs and f.get("regime", {}).get("misses")]
+        heading = f"{dataset} / {model} / {forget}" + (f" [{variant}]" if variant else "")
+        if misses or stats.get("regime", {}).get("misses"):
+            ax.set_title(heading + f"\nmisses the regime bar ({len(misses)} of {len(augs)} pipelines)", fontsize=9,
+                         color="#a00")
+        else:
+            ax.set_title(heading, fontsize=9)
     fig.suptitle(f"{title}\nerror bars: 95 % Student-t interval over n ≤ {n_max} seeds, cut at 0 (a gap is never negative)\n"
                  "original = doing nothing; retrain floor = the gap between two retrains", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04 if len(augs_all) == 1 else 0, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
 
 
-def plot_generation(table: pd.DataFrame, path: Path, title: str) -> None:
+def plot_generation(table: pd.DataFrame, path: Path, title: str):
     """UA before and after DiMRA per method: what the attack brings back."""
     panels = list(table.groupby(["dataset", "model", "forget"]))
     plt, fig, axes = panel_grid(len(panels))
@@ -135,9 +190,10 @@ def plot_generation(table: pd.DataFrame, path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
-def plot_pool(table: pd.DataFrame, path: Path, title: str) -> None:
+def plot_pool(table: pd.DataFrame, path: Path, title: str):
     """Final score and F per row (the reference rows in grey), one panel per forget setting."""
     import numpy as np
 
@@ -162,6 +218,7 @@ def plot_pool(table: pd.DataFrame, path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
 
 
 def missing_grids(frame: pd.DataFrame) -> list[str]:
