@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from unlearn_bench.data import ImageData
 from unlearn_bench.methods import METHODS
 from unlearn_bench.methods.bad_teacher import incompetent_teacher
 from unlearn_bench.methods.fisher import fisher_diagonal
@@ -39,7 +40,7 @@ def test_neggrad_plus_with_alpha_one_is_fine_tuning(cell_and_models):
     seed_stage(cell.cfg.seed, "unlearn")
     ft = METHODS.get("ft")(copy.deepcopy(models["original"]), cell.splits, cell.cfg.method, cell.ctx)
     cfg = copy.deepcopy(cell.cfg.method)
-    cfg_plus = {**cfg, "name": "neggrad_plus", "alpha": 1.0, "init_l2": 0.0, "bn": "train"}
+    cfg_plus = {**cfg, "name": "neggrad_plus", "alpha": 1.0, "init_l2": 0.0, "bn": "train", "forget_order": "cached"}
     from omegaconf import OmegaConf
 
     seed_stage(cell.cfg.seed, "unlearn")
@@ -56,6 +57,29 @@ def test_neggrad_plus_below_one_raises_the_forget_loss(cell_and_models):
     seed_stage(cell.cfg.seed, "unlearn")
     unlearned = METHODS.get("neggrad_plus")(copy.deepcopy(models["original"]), cell.splits, cell.cfg.method, cell.ctx)
     assert forget_loss(unlearned, cell) > forget_loss(models["original"], cell)
+
+
+def test_neggrad_plus_forget_order_cached_repeats_one_pass_as_the_reference_does(cell_and_models):
+    """forget_order: cached (the reference's itertools.cycle over its loader) repeats one shuffled pass of
+    D_f within an epoch; reshuffled draws a new order each pass. With D_f in one batch the two coincide
+    (eval-mode batch norm: the order inside a batch does not matter); with several batches they differ."""
+    from omegaconf import OmegaConf
+
+    cell, models = cell_and_models("method=neggrad_plus", "method.alpha=0.9", "method.epochs=2", "method.lr=0.005")
+    assert cell.cfg.method.forget_order == "cached"
+
+    def run(order: str, batch_size: int):
+        cfg = OmegaConf.merge(cell.cfg.method, {"forget_order": order, "batch_size": batch_size})
+        seed_stage(cell.cfg.seed, "unlearn")
+        return METHODS.get("neggrad_plus")(copy.deepcopy(models["original"]), cell.splits, cfg, cell.ctx)
+
+    whole = len(cell.splits.forget)
+    same = [torch.allclose(a, b, atol=1e-4) for a, b in zip(run("cached", whole).parameters(),
+                                                             run("reshuffled", whole).parameters())]
+    assert all(same)
+    small = max(1, whole // 4)
+    assert not all(torch.equal(a, b) for a, b in zip(run("cached", small).parameters(),
+                                                      run("reshuffled", small).parameters()))
 
 
 def test_scrub_max_steps_raise_the_forget_kl_and_min_steps_lower_the_retain_kl(cell_and_models):
@@ -95,7 +119,11 @@ def test_ssd_trains_nothing_and_dampens_only_the_selected_weights(cell_and_model
     cfg, ctx, splits = cell.cfg.method, cell.ctx, cell.splits
     original = models["original"]
     imp_forget = importances(copy.deepcopy(original), splits.forget, cfg.batch_size, ctx)
-    imp_all = importances(copy.deepcopy(original), splits.train, cfg.batch_size, ctx)
+    assert cfg.full_order == "retain_then_forget"  # the reference's loader: D_r, then D_f in its own batches
+    in_order = ImageData.concat(splits.retain, splits.forget)
+    imp_all = importances(copy.deepcopy(original), in_order, cfg.batch_size, ctx)
+    by_index = importances(copy.deepcopy(original), splits.train, cfg.batch_size, ctx)
+    assert not all(torch.allclose(imp_all[k], by_index[k]) for k in imp_all)  # the order matters: a switch
     unlearned = METHODS.get("ssd")(copy.deepcopy(original), splits, cfg, ctx)
     assert ctx.extras["ssd_selected"] > 0
     before, after = dict(original.named_parameters()), dict(unlearned.named_parameters())
@@ -238,10 +266,20 @@ def test_unsir_noise_maximises_the_forgotten_class_loss_and_is_copied_as_the_ref
     cfg, model = cell.cfg.method, copy.deepcopy(models["original"]).eval()
     shape = (cfg.noise_batch_size, 1, 8, 8)
     start = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    noise = error_maximising_noise(model, 0, shape, cfg, torch.Generator().manual_seed(0), torch.device("cpu"))
+    eval_cfg = OmegaConf.merge(cfg, {"noise_bn": "eval"})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    noise = error_maximising_noise(model, 0, shape, eval_cfg, torch.Generator().manual_seed(0), torch.device("cpu"))
     labels = torch.zeros(shape[0], dtype=torch.long)
     with torch.no_grad():
         assert nn.functional.cross_entropy(model(noise), labels) > nn.functional.cross_entropy(model(start), labels)
+    assert not model.training
+    # noise_bn: the reference (train) optimises against batch statistics and moves the running statistics;
+    # eval leaves the model untouched and learns another noise
+    assert cfg.noise_bn == "train"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # eval: nothing moved
+    in_train = error_maximising_noise(model, 0, shape, cfg, torch.Generator().manual_seed(0), torch.device("cpu"))
+    moved = [k for k, v in model.state_dict().items() if "running_mean" in k and not torch.equal(before[k], v)]
+    assert moved and not torch.allclose(in_train, noise)
     counts = {}
     for copies in ("reference", "all"):
         trained = METHODS.get("unsir")(copy.deepcopy(models["original"]), cell.splits,

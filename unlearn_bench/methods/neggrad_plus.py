@@ -4,6 +4,8 @@ munl/unlearning/neggradplus.py, after meghdadk/SCRUB's notebook)."""
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from omegaconf import DictConfig
 from torch import nn
@@ -17,13 +19,14 @@ from unlearn_bench.methods._common import (
     run_epochs,
     stream_generator,
 )
-from unlearn_bench.train import Context, batches
+from unlearn_bench.train import Context, batches, check_choices
 from unlearn_bench.validate import number
 
 
 def check(cfg: DictConfig) -> None:
     check_bn(cfg)
     check_fraction(cfg, "alpha")
+    check_choices(cfg, "method", {"forget_order": ("cached", "reshuffled")})
     number(0.0)("method.init_l2", cfg.init_l2)
 
 
@@ -31,9 +34,14 @@ def check(cfg: DictConfig) -> None:
 def neggrad_plus(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
     alpha = float(cfg.alpha)
     start = [p.detach().clone() for p in model.parameters()]
-    forget = cycle_batches(splits.forget, cfg.batch_size, ctx, stream_generator(ctx, "neggrad_plus-forget"))
+    generator = stream_generator(ctx, "neggrad_plus-forget")
+    forget = cycle_batches(splits.forget, cfg.batch_size, ctx, generator)
 
     def epoch_batches(epoch: int):
+        nonlocal forget
+        if cfg.forget_order == "cached":  # the reference's itertools.cycle: one shuffled pass, repeated
+            forget = itertools.cycle(list(itertools.islice(
+                cycle_batches(splits.forget, cfg.batch_size, ctx, generator), -(-len(splits.forget) // cfg.batch_size))))
         for x_r, y_r in batches(splits.retain, cfg.batch_size, ctx):
             # With α = 1 the forget term has no weight: its batch is not drawn, nor seen by batch norm.
             yield (x_r, y_r), (next(forget) if alpha < 1 else None)

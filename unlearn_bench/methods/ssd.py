@@ -12,11 +12,12 @@ from torch import nn
 
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.methods._common import METHODS
-from unlearn_bench.train import Context, batches, check_positive
+from unlearn_bench.train import Context, batches, check_choices, check_positive
 
 
 def check(cfg: DictConfig) -> None:
     check_positive(cfg, "method", ("alpha", "dampening", "exponent", "batch_size"))
+    check_choices(cfg, "method", {"full_order": ("retain_then_forget", "index")})
 
 
 def importances(model: nn.Module, data: ImageData, batch_size: int, ctx: Context) -> dict[str, torch.Tensor]:
@@ -52,6 +53,9 @@ def dampen(model: nn.Module, imp_all: dict[str, torch.Tensor], imp_forget: dict[
 def ssd(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
     check(cfg)
     imp_forget = importances(model, splits.forget, cfg.batch_size, ctx)
-    imp_all = importances(model, splits.train, cfg.batch_size, ctx)
+    # The reference's full-train loader is D_r then D_f, unshuffled: D_f fills its own final batches, and a
+    # batch's squared mean gradient is not the sum of its examples', so the order changes imp_D.
+    full = ImageData.concat(splits.retain, splits.forget) if cfg.full_order == "retain_then_forget" else splits.train
+    imp_all = importances(model, full, cfg.batch_size, ctx)
     ctx.extras["ssd_selected"] = dampen(model, imp_all, imp_forget, cfg.alpha, cfg.dampening, cfg.exponent)
     return model.eval()

@@ -19,17 +19,20 @@ def check(cfg: DictConfig) -> None:
     check_bn(cfg)
     check_positive(cfg, "method", ("noise_batch_size", "noise_steps", "noise_lr", "noise_batches",
                                    "samples_per_class", "lr", "batch_size", "repair_batch_size"))
-    check_choices(cfg, "method", {"noise_copies": ("reference", "all")})
+    check_choices(cfg, "method", {"noise_copies": ("reference", "all"), "noise_bn": ("train", "eval")})
 
 
 def error_maximising_noise(model: nn.Module, forget_class: int, shape: tuple[int, ...], cfg: DictConfig,
                            generator: torch.Generator, device: torch.device) -> torch.Tensor:
     """A batch of model inputs that maximises the cross-entropy of `forget_class`, with an L2 penalty
-    (0.1 × mean squared norm), by Adam (the reference's UNSIR_noise_train)."""
+    (0.1 × mean squared norm), by Adam (the reference's UNSIR_noise_train), the model in the mode
+    `noise_bn` names."""
     noise = torch.randn(shape, generator=generator).to(device).requires_grad_(True)
     optimizer = torch.optim.Adam([noise], lr=cfg.noise_lr)
     labels = torch.full((shape[0],), forget_class, dtype=torch.long, device=device)
-    model.eval()
+    # The reference never calls .eval(): its noise passes use the batch's statistics and move BatchNorm's
+    # running statistics (noise_bn: train); eval keeps the original's statistics fixed.
+    model.train(cfg.noise_bn == "train")
     for _ in range(cfg.noise_steps):
         loss = -nn.functional.cross_entropy(model(noise), labels) + 0.1 * noise.pow(2).sum(dim=(1, 2, 3)).mean()
         optimizer.zero_grad(set_to_none=True)
