@@ -20,8 +20,9 @@ from hydra import compose, initialize_config_dir
 
 from unlearn_bench.metrics.core import accuracy, logits_on
 from unlearn_bench.protocol import prepare
+from unlearn_bench.rng import seed_stage
 from unlearn_bench.run import CONFIG_DIR
-from unlearn_bench.train import fit, seed_stage
+from unlearn_bench.train import fit
 
 
 def main(overrides: list[str]) -> dict:

@@ -19,8 +19,8 @@ from unlearn_bench.methods.fisher import fisher_diagonal
 from unlearn_bench.methods.last_k import last_k
 from unlearn_bench.methods.scrub import distill_kl, distill_pass
 from unlearn_bench.methods.ssd import importances
+from unlearn_bench.rng import seed_stage
 from unlearn_bench.run import run
-from unlearn_bench.train import seed_stage
 
 NEW_METHODS = ("neggrad_plus", "scrub", "bad_teacher", "ssd", "cf_k", "eu_k", "fisher", "scar", "msg", "ct")
 CLASS_WISE_ONLY = ("unsir",)

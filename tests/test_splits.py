@@ -181,7 +181,7 @@ def test_rum_splits_d_f_into_ordered_thirds_and_applies_each_strata_method_in_tu
 
     from unlearn_bench.methods import METHODS
     from unlearn_bench.methods.rum import memorisation_thirds, stratum_splits
-    from unlearn_bench.train import seed_stage
+    from unlearn_bench.rng import seed_stage
 
     scores = torch.tensor([5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0])
     thirds = memorisation_thirds(scores)

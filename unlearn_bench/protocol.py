@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from unlearn_bench.cache import ModelCache
+from unlearn_bench.context import Context
 from unlearn_bench.data import ImageData, Splits, dataset_config, load_dataset, make_splits
 from unlearn_bench.data.augment import build_augment
 from unlearn_bench.data.splits import (
@@ -33,7 +34,8 @@ from unlearn_bench.errors import ConfigError, UserError
 from unlearn_bench.models import build_model
 from unlearn_bench.perf import prepare_model
 from unlearn_bench.perf import resolve as resolve_perf
-from unlearn_bench.train import Context, derive_seed, fit, seed_stage
+from unlearn_bench.rng import derive_seed, seed_stage
+from unlearn_bench.train import fit
 
 DEVICES = "auto, cpu, cuda, cuda:N"
 

@@ -82,6 +82,22 @@ def fractions(key: str, value: object) -> None:
 SGD = {"lr": positive, "momentum": number(0.0, 1.0, high_open=True), "weight_decay": number(0.0),
        "batch_size": integer(1)}
 
+COUNT_KEYS = ("epochs", "steps", "batch_size", "samples")  # counted, so integers
+
+
+def check_positive(cfg: DictConfig, prefix: str, keys: tuple[str, ...]) -> None:
+    """Budgets and learning rates, with the kinds the runner's validation uses: counts are integers >= 1,
+    the rest finite numbers > 0. Functions called without the runner (tests, scripts) check here."""
+    for key in keys:
+        (integer(1) if key in COUNT_KEYS else positive)(f"{prefix}.{key}", cfg.get(key))
+
+
+def check_choices(cfg: DictConfig, prefix: str, choices: dict[str, tuple]) -> None:
+    for key, accepted in choices.items():
+        if cfg.get(key) not in accepted:
+            raise ConfigError(f"{prefix}.{key}", cfg.get(key), accepted)
+
+
 KEY_CHECKS: dict[str, Check] = {
     "seed": integer(0),
     "progress": boolean, "force": boolean, "deterministic": boolean,

@@ -20,7 +20,8 @@ from unlearn_bench.generation.diffusion import Diffusion, image_batches, optimis
 from unlearn_bench.generation.dimra import check_dimra, dimra
 from unlearn_bench.generation.evaluate import classify, generation_metrics
 from unlearn_bench.models import build_model
-from unlearn_bench.train import fit, seed_stage
+from unlearn_bench.rng import seed_stage
+from unlearn_bench.train import fit
 
 COLUMNS = ["UA", "acc_retained", "FD", "UA_dimra", "RTE"]
 

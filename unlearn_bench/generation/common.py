@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from unlearn_bench.context import Context
 from unlearn_bench.data import ImageData
 from unlearn_bench.generation.diffusion import Diffusion, to_unit
 from unlearn_bench.masks import top_ratio_mask
-from unlearn_bench.train import Context
 
 
 @dataclass

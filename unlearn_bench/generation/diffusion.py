@@ -14,9 +14,9 @@ from omegaconf import DictConfig
 from torch import nn
 from tqdm.auto import tqdm
 
+from unlearn_bench.batching import step_indices
 from unlearn_bench.data import ImageData
 from unlearn_bench.errors import ConfigError
-from unlearn_bench.train import step_indices
 
 SCHEDULES = ("linear", "squaredcos_cap_v2")
 LINEAR_BETAS_AT_1000 = (1e-4, 0.02)  # DDPM's linear schedule, defined for 1,000 steps

@@ -11,7 +11,7 @@ from torch import nn
 
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.generation.diffusion import Diffusion, image_batches, optimise
-from unlearn_bench.train import check_choices, check_positive
+from unlearn_bench.validate import check_choices, check_positive
 
 AUX_SETS = ("retain", "sample")
 

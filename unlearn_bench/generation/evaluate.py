@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unlearn_bench.train import Context
+from unlearn_bench.context import Context
 
 
 @torch.inference_mode()

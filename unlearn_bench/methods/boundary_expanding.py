@@ -7,10 +7,11 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from unlearn_bench.batching import batches
+from unlearn_bench.context import Context
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.methods._common import METHODS, check_bn, run_epochs
 from unlearn_bench.models import classifier_name
-from unlearn_bench.train import Context, batches
 
 
 def resize_classifier(model: nn.Module, num_outputs: int) -> None:

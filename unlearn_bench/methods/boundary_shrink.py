@@ -9,9 +9,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from unlearn_bench.batching import batch_indices
+from unlearn_bench.context import Context
 from unlearn_bench.data import Splits
 from unlearn_bench.methods._common import METHODS, check_bn, run_epochs
-from unlearn_bench.train import Context, batch_indices
 from unlearn_bench.validate import boolean
 
 

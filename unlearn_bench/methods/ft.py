@@ -5,9 +5,10 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch import nn
 
+from unlearn_bench.batching import batches
+from unlearn_bench.context import Context
 from unlearn_bench.data import Splits
 from unlearn_bench.methods._common import METHODS, run_epochs
-from unlearn_bench.train import Context, batches
 
 
 @METHODS.register("ft")

@@ -6,9 +6,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from unlearn_bench.batching import batches
+from unlearn_bench.context import Context
 from unlearn_bench.data import Splits
 from unlearn_bench.methods._common import METHODS, check_bn, run_epochs
-from unlearn_bench.train import Context, batches
 
 
 def negative_cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:

@@ -7,9 +7,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from unlearn_bench.batching import batches
+from unlearn_bench.context import Context
 from unlearn_bench.data import Splits
 from unlearn_bench.methods._common import METHODS, run_epochs
-from unlearn_bench.train import Context, batches
 
 
 def l1_norm(model: nn.Module) -> torch.Tensor:

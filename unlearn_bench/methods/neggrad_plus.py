@@ -10,6 +10,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from unlearn_bench.batching import batches
+from unlearn_bench.context import Context
 from unlearn_bench.data import Splits
 from unlearn_bench.methods._common import (
     METHODS,
@@ -19,8 +21,7 @@ from unlearn_bench.methods._common import (
     run_epochs,
     stream_generator,
 )
-from unlearn_bench.train import Context, batches, check_choices
-from unlearn_bench.validate import number
+from unlearn_bench.validate import check_choices, number
 
 
 def check(cfg: DictConfig) -> None:

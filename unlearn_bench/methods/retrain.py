@@ -7,9 +7,9 @@ import copy
 from omegaconf import DictConfig
 from torch import nn
 
+from unlearn_bench.context import Context
 from unlearn_bench.data import Splits
 from unlearn_bench.methods._common import METHODS
-from unlearn_bench.train import Context
 
 
 @METHODS.register("retrain")

@@ -12,10 +12,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from unlearn_bench.context import Context
 from unlearn_bench.data import Splits
 from unlearn_bench.errors import ConfigError, UserError
 from unlearn_bench.methods._common import METHODS, check_method
-from unlearn_bench.train import Context, seed_stage
+from unlearn_bench.rng import seed_stage
 
 STRATA = ("low", "mid", "high")
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch import nn
 
+from unlearn_bench.batching import batches
+from unlearn_bench.context import Context
 from unlearn_bench.data import Splits
 from unlearn_bench.masks import check_mask_ratio, top_ratio_mask
 from unlearn_bench.methods._common import METHODS, Mask
 from unlearn_bench.methods.rl import check_rl, random_label_unlearning
-from unlearn_bench.train import Context, batches
 
 
 def saliency_mask(model: nn.Module, splits: Splits, ratio: float, batch_size: int, ctx: Context) -> Mask:

@@ -19,8 +19,7 @@ from unlearn_bench.generation.common import GenContext, diffusion_saliency_mask
 from unlearn_bench.generation.diffusion import image_batches, optimise
 from unlearn_bench.masks import check_mask_ratio
 from unlearn_bench.methods._common import METHODS
-from unlearn_bench.train import check_choices
-from unlearn_bench.validate import number, optional
+from unlearn_bench.validate import check_choices, number, optional
 
 TARGETS = ("current_fixed", "frozen_random")
 

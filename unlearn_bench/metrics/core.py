@@ -14,10 +14,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from unlearn_bench.context import Context
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.models import penultimate_features
 from unlearn_bench.registry import Registry
-from unlearn_bench.train import Context
 
 METRICS: Registry = Registry("metric")
 

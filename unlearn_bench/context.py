@@ -1,0 +1,41 @@
+"""The training context: what every training stage needs besides its own hyperparameters (device, augmentation,
+normalisation, seed, the model factory) and the place where a method reads the reference models' extras."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from unlearn_bench.data.augment import Augment
+from unlearn_bench.perf import Perf, prepare_inputs
+
+
+@dataclass
+class Context:
+    """What every training stage needs besides its own hyperparameters."""
+
+    device: torch.device
+    augment: Augment
+    mean: torch.Tensor  # (1, C, 1, 1) float, on device
+    std: torch.Tensor
+    num_classes: int
+    seed: int
+    progress: bool = True
+    eval_batch_size: int = 1024
+    new_model: Callable[..., nn.Module] | None = None  # new_model(stage="fresh"): a freshly initialised model
+    load_dataset: Callable[[str], object] | None = None  # another dataset by its conf/dataset name (SCAR's surrogate)
+    extras: dict = field(default_factory=dict)
+    perf: Perf = field(default_factory=Perf)
+
+    def inputs(self, images: torch.Tensor, augment: bool = True) -> torch.Tensor:
+        """uint8 batch -> normalised float batch; augmentation only where asked (never in evaluation)."""
+        if augment:
+            images = self.augment(images)
+        return prepare_inputs(self.normalize(images.float().div_(255.0)), self.perf)
+
+    def normalize(self, unit_images: torch.Tensor) -> torch.Tensor:
+        """[0, 1] float images -> model inputs (attacks perturb in [0, 1] space, then normalise)."""
+        return (unit_images - self.mean) / self.std
