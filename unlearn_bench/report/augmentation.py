@@ -84,6 +84,8 @@ def regime(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def outcome(row: dict) -> str:
+    if row["n"] < 2:
+        return "one seed: untested"
     if row["p_holm"] < ALPHA:
         return "closer" if row["difference"] < 0 else "farther"
     if row["tost_p_holm"] < ALPHA:
@@ -125,7 +127,8 @@ def effects(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
         table[f"{column}_holm"] = holm(table[column].to_numpy())
     table["outcome"] = [outcome(r) for r in table.to_dict("records")]
     table["normalised_outcome"] = [
-        ("lower" if r["normalised_difference"] < 0 else "higher") if r["normalised_p_holm"] < ALPHA else "undecided at n"
+        ("lower" if r["normalised_difference"] < 0 else "higher") if r["normalised_p_holm"] < ALPHA else
+        "one seed: untested" if r["n"] < 2 else "undecided at n"
         for r in table.to_dict("records")]
     return table
 
@@ -166,6 +169,8 @@ def verdicts(against_default: pd.DataFrame) -> pd.DataFrame:
         elif row["outcome"] in ("farther", "equivalent within δ"):
             verdict, why = "refuted", f"{row['outcome']} (δ = {row['margin']:.2f})" if row["outcome"] != "farther" \
                 else "farther from retrain (Holm-adjusted)"
+        elif row["n"] < 2:
+            verdict, why = "not settled", f"{row['n']} seed: no test"
         else:
             verdict, why = "not settled", (f"undecided at n = {row['n']}: a difference below "
                                            f"{row['detectable']:.2f} would go unseen")
