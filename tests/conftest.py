@@ -45,7 +45,7 @@ def cell_and_models(make_cfg, tmp_path):
         cache = ModelCache(tmp_path / "cache")
         cell = prepare(cfg, cache.root)
         models, metas = reference_models(cell, cache)
-        cell.ctx.extras["retrain"] = (models["retrain"], metas["retrain"])
+        cell.ctx.references.retrain = (models["retrain"], metas["retrain"])
         return cell, models
     return _make
 

@@ -125,7 +125,7 @@ def test_ssd_trains_nothing_and_dampens_only_the_selected_weights(cell_and_model
     by_index = importances(copy.deepcopy(original), splits.train, cfg.batch_size, ctx)
     assert not all(torch.allclose(imp_all[k], by_index[k]) for k in imp_all)  # the order matters: a switch
     unlearned = METHODS.get("ssd")(copy.deepcopy(original), splits, cfg, ctx)
-    assert ctx.extras["ssd_selected"] > 0
+    assert ctx.report.diagnostics["ssd_selected"] > 0
     before, after = dict(original.named_parameters()), dict(unlearned.named_parameters())
     for name in before:
         selected = imp_forget[name] > cfg.alpha * imp_all[name]

@@ -68,9 +68,9 @@ def per_sample(base, smc: str, direction: str = "away", **keys):
 
 
 def run_manif(cell, original, cfg):
-    cell.ctx.extras.clear()
+    cell.ctx.report.diagnostics.clear()
     model = METHODS.get("manif_smc")(copy.deepcopy(original), cell.splits, cfg, cell.ctx)
-    return model, cell.ctx.extras["margins"]
+    return model, cell.ctx.report.diagnostics["margins"]
 
 
 def test_smc_switch_changes_the_margins(manif_cell):

@@ -24,7 +24,7 @@ def test_salun_masked_out_weights_stay_bit_identical(cell_and_models):
     mask = saliency_mask(copy.deepcopy(original), cell.splits, cell.cfg.method.mask_ratio,
                          cell.cfg.method.batch_size, cell.ctx)
     unlearned = METHODS.get("salun")(copy.deepcopy(original), cell.splits, cell.cfg.method, cell.ctx)
-    assert all(torch.equal(mask[k], cell.ctx.extras["saliency_mask"][k]) for k in mask)  # mask is deterministic
+    assert all(torch.equal(mask[k], cell.ctx.report.diagnostics["saliency_mask"][k]) for k in mask)  # mask is deterministic
     before, after = dict(original.named_parameters()), dict(unlearned.named_parameters())
     moved_in_mask = 0
     for name, m in mask.items():
@@ -60,7 +60,7 @@ def test_retrain_method_returns_the_retrain_model(cell_and_models):
     cell, models = cell_and_models("method=retrain")
     out = METHODS.get("retrain")(copy.deepcopy(models["original"]), cell.splits, cell.cfg.method, cell.ctx)
     assert all(torch.equal(a, b) for a, b in zip(out.state_dict().values(), models["retrain"].state_dict().values()))
-    assert cell.ctx.extras["charged_seconds"] > 0
+    assert cell.ctx.report.charged_seconds > 0
 
 
 @pytest.mark.parametrize("mode", ["any", "wrong"])
@@ -126,7 +126,7 @@ def test_boundary_expanding_ends_with_the_original_outputs(cell_and_models):
 def test_boundary_shrink_relabels_to_other_classes(cell_and_models):
     cell, models = cell_and_models("method=boundary_shrink", "method.epsilon=0.3")
     METHODS.get("boundary_shrink")(copy.deepcopy(models["original"]), cell.splits, cell.cfg.method, cell.ctx)
-    counts = cell.ctx.extras["relabel_counts"]
+    counts = cell.ctx.report.diagnostics["relabel_counts"]
     assert counts["total"] == len(cell.splits.forget)
     assert counts["changed"] / counts["total"] > 0.5
 

@@ -190,7 +190,7 @@ def test_rum_splits_d_f_into_ordered_thirds_and_applies_each_strata_method_in_tu
 
     cell, models = cell_and_models("method=rum")
     ctx, splits = cell.ctx, cell.splits
-    ctx.extras["example_confidence"] = torch.rand(len(splits.train), generator=torch.Generator().manual_seed(1)).tolist()
+    ctx.references.example_confidence = torch.rand(len(splits.train), generator=torch.Generator().manual_seed(1)).tolist()
     nothing = OmegaConf.merge(cell.cfg.method, {"mid": None, "high": None})
     unchanged = METHODS.get("rum")(copy.deepcopy(models["original"]), splits, nothing, ctx)
     assert all(torch.equal(a, b) for a, b in zip(unchanged.state_dict().values(), models["original"].state_dict().values()))
@@ -200,9 +200,9 @@ def test_rum_splits_d_f_into_ordered_thirds_and_applies_each_strata_method_in_tu
     only_high = OmegaConf.create({**OmegaConf.to_container(cell.cfg.method, resolve=True), "mid": None,
                                   "high": OmegaConf.to_container(ga_cfg)})
     via_rum = METHODS.get("rum")(copy.deepcopy(models["original"]), splits, only_high, ctx)
-    scores = 1.0 - torch.tensor(ctx.extras["example_confidence"], dtype=torch.float64)[splits.forget_index.cpu()]
+    scores = 1.0 - torch.tensor(ctx.references.example_confidence, dtype=torch.float64)[splits.forget_index.cpu()]
     seed_stage(ctx.seed, "rum-high")
     direct = METHODS.get("ga")(copy.deepcopy(models["original"]), stratum_splits(splits, memorisation_thirds(scores)["high"]),
                                ga_cfg, ctx)
     assert all(torch.equal(a, b) for a, b in zip(via_rum.state_dict().values(), direct.state_dict().values()))
-    assert ctx.extras["rum_steps"] == {"high": "ga"}
+    assert ctx.report.diagnostics["rum_steps"] == {"high": "ga"}

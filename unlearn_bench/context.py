@@ -1,5 +1,6 @@
 """The training context: what every training stage needs besides its own hyperparameters (device, augmentation,
-normalisation, seed, the model factory) and the place where a method reads the reference models' extras."""
+normalisation, seed, the model factory), what a method may read from the reference models (`References`) and
+what it reports back besides its model (`MethodReport`): typed, so a method and the runner agree on names."""
 
 from __future__ import annotations
 
@@ -11,6 +12,25 @@ from torch import nn
 
 from unlearn_bench.data.augment import Augment
 from unlearn_bench.perf import Perf, prepare_inputs
+
+
+@dataclass
+class References:
+    """What a method may read from the reference models besides θ_o's weights."""
+
+    retrain: tuple[nn.Module, dict] | None = None  # the retrain model and its metadata (method=retrain returns it)
+    example_confidence: list[float] | None = None  # the original's per-example confidence while it trained (RUM)
+
+
+@dataclass
+class MethodReport:
+    """What a method reports besides its model: whether it diverged (a non-finite loss), seconds of work it
+    did outside its timed update (the retrain model's training, for method=retrain), and diagnostics of its
+    own (how many weights SSD dampened, RUM's steps per stratum, SalUn's mask, ...) that tests and records read."""
+
+    diverged: bool = False
+    charged_seconds: float = 0.0
+    diagnostics: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -27,7 +47,8 @@ class Context:
     eval_batch_size: int = 1024
     new_model: Callable[..., nn.Module] | None = None  # new_model(stage="fresh"): a freshly initialised model
     load_dataset: Callable[[str], object] | None = None  # another dataset by its conf/dataset name (SCAR's surrogate)
-    extras: dict = field(default_factory=dict)
+    references: References = field(default_factory=References)
+    report: MethodReport = field(default_factory=MethodReport)
     perf: Perf = field(default_factory=Perf)
 
     def inputs(self, images: torch.Tensor, augment: bool = True) -> torch.Tensor:

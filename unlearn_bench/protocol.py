@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from unlearn_bench.cache import ModelCache
-from unlearn_bench.context import Context
+from unlearn_bench.context import Context, MethodReport, References
 from unlearn_bench.data import ImageData, Splits, dataset_config, load_dataset, make_splits
 from unlearn_bench.data.augment import build_augment
 from unlearn_bench.data.splits import (
@@ -108,11 +108,13 @@ class Unlearned:
 def unlearn_once(method_fn, original: nn.Module, splits: Splits, method_cfg: DictConfig, ctx, seed: int) -> Unlearned:
     """The method once from a copy of θ_o on its own seed stage, timed and checked: what every evaluation
     mode runs (a pool runs it N times with N seeds)."""
+    holder = ctx if hasattr(ctx, "report") else ctx.ctx  # a generation method's context wraps a Context
+    holder.report = MethodReport()  # this run's own report, whatever ran in the context before
     seed_stage(seed, "unlearn")
     model, seconds = timed(method_fn, copy.deepcopy(original), splits, method_cfg, ctx)
-    extras = getattr(ctx, "extras", None) or {}
-    charged = extras.get("charged_seconds", 0.0) + getattr(ctx, "charged_seconds", 0.0)
-    diverged = bool(extras.get("diverged")) or not all(torch.isfinite(p).all() for p in model.parameters())
+    report = holder.report
+    charged = report.charged_seconds + getattr(ctx, "charged_seconds", 0.0)
+    diverged = report.diverged or not all(torch.isfinite(p).all() for p in model.parameters())
     return Unlearned(model, seconds + charged, diverged)
 
 
@@ -290,11 +292,11 @@ def records_confidence(cfg: DictConfig) -> bool:
         proxy_stratum or "example_confidence" in METHODS.uses(cfg.method.get("name")))
 
 
-def method_extras(metas: dict[str, dict]) -> dict:
-    """What a method may read from the reference models besides their weights (RUM: the original's
-    per-example confidence)."""
-    confidence = metas.get("original", {}).get("example_confidence")
-    return {} if confidence is None else {"example_confidence": confidence}
+def method_references(metas: dict[str, dict], models: dict | None = None) -> References:
+    """What a method may read from the reference models besides θ_o's weights: the retrain model where the
+    cell has one, the original's per-example confidence where it recorded it (RUM)."""
+    retrain = (models["retrain"], metas["retrain"]) if models and "retrain" in models else None
+    return References(retrain=retrain, example_confidence=metas.get("original", {}).get("example_confidence"))
 
 
 def reference_models(cell: Cell, cache: ModelCache, fit_fn=None, key_extra: dict | None = None,

@@ -28,7 +28,7 @@ from unlearn_bench.errors import UserError
 from unlearn_bench.evaluation._common import EVALUATIONS
 from unlearn_bench.methods import check_method
 from unlearn_bench.metrics.core import accuracy, confidence, confidence_attack, logits_on, non_member_share
-from unlearn_bench.protocol import method_extras, prepare, reference_models, unlearn_once
+from unlearn_bench.protocol import method_references, prepare, reference_models, unlearn_once
 from unlearn_bench.tracking import summary_table
 
 PARTS = ("forget_gap", "mia_gap", "retain_loss", "validation_loss")
@@ -73,7 +73,7 @@ def run_blind(cfg: DictConfig, record_file: Path) -> dict:
     validation = validation_split(cfg, cell.unused_test, cell.ctx.device)
     models, metas = reference_models(cell, cache, stages=("original",))
     splits, ctx = cell.splits, cell.ctx
-    ctx.extras.update(method_extras(metas))
+    ctx.references = method_references(metas)
     run = unlearn_once(method_fn, models["original"], splits, cfg.method, ctx, cfg.seed)
     unlearned, seconds = run.model, run.seconds
     sets = {"forget": splits.forget, "retain": splits.retain, "validation": validation}

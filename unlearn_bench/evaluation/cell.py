@@ -19,7 +19,7 @@ from unlearn_bench.metrics.compare import compare_to_retrain
 from unlearn_bench.metrics.core import logits_on
 from unlearn_bench.metrics.latent_probe import fit_latent_probe, latent_probe_mia
 from unlearn_bench.metrics.relearn import check_relearn, relearn_forget_accuracy
-from unlearn_bench.protocol import data_digest, method_extras, prepare, reference_models, unlearn_once
+from unlearn_bench.protocol import data_digest, method_references, prepare, reference_models, unlearn_once
 from unlearn_bench.tracking import summary_table
 from unlearn_bench.verdict import bar_misses, floor2, regime, verdict_line
 
@@ -47,8 +47,7 @@ def run_classification(cfg: DictConfig, record_file: Path) -> dict:
     models, metas = reference_models(cell, cache)
     splits, ctx = cell.splits, cell.ctx
 
-    ctx.extras["retrain"] = (models["retrain"], metas["retrain"])
-    ctx.extras.update(method_extras(metas))
+    ctx.references = method_references(metas, models)
     run = unlearn_once(method_fn, models["original"], splits, cfg.method, ctx, cfg.seed)
     unlearned, rte, diverged = run.model, run.seconds, run.diverged
     if diverged:

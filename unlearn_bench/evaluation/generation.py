@@ -165,7 +165,8 @@ def run_generation(cfg: DictConfig, record_file: Path) -> dict:
         "task": "generation", "metrics": results["method"], "retrain_metrics": results["retrain"],
         "original_metrics": results["original"], "diverged": run.diverged,
         "classifier_test_acc": classifier_test_acc,
-        **({"method_steps": cell.ctx.extras["method_steps"]} if "method_steps" in cell.ctx.extras else {}),
+        **({"method_steps": cell.ctx.report.diagnostics["method_steps"]}
+           if "method_steps" in cell.ctx.report.diagnostics else {}),
         "grids": {k: str(v) for k, v in grids.items()},
         "models": {stage: {"key": metas[stage]["key"], "train_seconds": metas[stage]["train_seconds"]}
                    for stage in metas}}, cell.ctx)

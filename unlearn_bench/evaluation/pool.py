@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from unlearn_bench import tracking
 from unlearn_bench.cache import ModelCache, atomic_write_bytes, stable_hash
+from unlearn_bench.context import MethodReport
 from unlearn_bench.errors import UserError
 from unlearn_bench.evaluation._common import EVALUATIONS
 from unlearn_bench.methods import check_method
@@ -41,7 +42,7 @@ from unlearn_bench.metrics.pool import (
 from unlearn_bench.protocol import (
     Cell,
     data_digest,
-    method_extras,
+    method_references,
     prepare,
     reference_key_parts,
     reference_models,
@@ -135,7 +136,8 @@ def pool_member(config: dict, role: str, index: int, threads: int | None) -> dic
         def compute(folder: Path) -> dict:
             models, metas = reference_models(cell, cache, stages=("original",), announce=False)
             run_ctx = copy.copy(ctx)
-            run_ctx.extras, run_ctx.seed = method_extras(metas), index  # run i: its own data order, labels, samples
+            # run i: its own data order, labels, samples, and its own report
+            run_ctx.references, run_ctx.report, run_ctx.seed = method_references(metas), MethodReport(), index
             run = unlearn_once(method_fn, models["original"], splits, cfg.method, run_ctx, index)
             save_logits(folder, model_outputs(run.model, splits, ctx))
             return {"seconds": run.seconds, "diverged": run.diverged}

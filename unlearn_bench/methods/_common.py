@@ -62,7 +62,7 @@ def run_epochs(model: nn.Module, cfg: DictConfig, ctx: Context, desc: str, epoch
         for x, y in epoch_batches(epoch):
             loss = loss_fn(model, x, y, epoch)
             if not math.isfinite(loss.item()):
-                ctx.extras["diverged"] = True
+                ctx.report.diverged = True
                 model.eval()
                 return model
             optimizer.zero_grad(set_to_none=True)

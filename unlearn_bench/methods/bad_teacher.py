@@ -66,7 +66,7 @@ def bad_teacher(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context)
             loss = unlearner_loss(model(x), is_forget[index], full_logits, bad_logits, cfg.temperature,
                                   cfg.kl_reduction)
             if not torch.isfinite(loss):
-                ctx.extras["diverged"] = True
+                ctx.report.diverged = True
                 return model.eval()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

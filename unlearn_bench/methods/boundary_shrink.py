@@ -39,7 +39,7 @@ def check_boundary_shrink(cfg: DictConfig) -> None:
 def boundary_shrink(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
     frozen = copy.deepcopy(model).eval().requires_grad_(False)
     forget = splits.forget
-    changed = ctx.extras.setdefault("relabel_counts", {"changed": 0, "total": 0})
+    changed = ctx.report.diagnostics.setdefault("relabel_counts", {"changed": 0, "total": 0})
 
     def epoch_batches(epoch: int):
         for index in batch_indices(len(forget), cfg.batch_size, ctx.device):

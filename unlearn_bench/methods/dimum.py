@@ -68,7 +68,7 @@ def dimum(model: nn.Module, splits: Splits, cfg: DictConfig, gctx: GenContext) -
     stop = (lambda: plateaued(alt_losses, cfg.window, cfg.rel_tol)) if cfg.until == "converged" else None
     optimise(model, cfg.steps, cfg.lr, image_batches(alt, cfg.batch_size, cfg.steps, device), loss_fn, "dimum",
              gctx.ctx.progress, stop=stop)
-    gctx.ctx.extras["method_steps"] = len(alt_losses)
+    gctx.ctx.report.diagnostics["method_steps"] = len(alt_losses)
     return model
 
 

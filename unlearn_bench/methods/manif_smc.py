@@ -241,7 +241,7 @@ def manif_published(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Cont
             loss.backward()
             optimizer.step()
             alphas.append(alpha.detach())
-    ctx.extras["margins"] = torch.stack(alphas) if alphas else torch.zeros(0)
+    ctx.report.diagnostics["margins"] = torch.stack(alphas) if alphas else torch.zeros(0)
     model.eval()
     return model
 
@@ -254,7 +254,7 @@ def manif_per_sample(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Con
     pick = torch.randint(cfg.k, (len(neighbour_index),), generator=generator).to(neighbour_index.device)
     positives = neighbour_index.gather(1, pick[:, None]).squeeze(1)
     alpha = margins(copy.deepcopy(theta_o), theta_o, splits, anchors, positives, neighbour_index, cfg, ctx)
-    ctx.extras["margins"] = alpha
+    ctx.report.diagnostics["margins"] = alpha
 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     for _ in tqdm(range(cfg.epochs), desc="manif_smc", disable=not ctx.progress, leave=False):

@@ -14,6 +14,6 @@ from unlearn_bench.methods._common import METHODS
 
 @METHODS.register("retrain")
 def retrain(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
-    retrained, meta = ctx.extras["retrain"]
-    ctx.extras["charged_seconds"] = meta["train_seconds"]
+    retrained, meta = ctx.references.retrain
+    ctx.report.charged_seconds = meta["train_seconds"]
     return copy.deepcopy(retrained)

@@ -53,7 +53,7 @@ def stratum_splits(splits: Splits, positions: torch.Tensor) -> Splits:
 
 @METHODS.register("rum", check=check, uses=("example_confidence",))
 def rum(model, splits: Splits, cfg: DictConfig, ctx: Context):
-    confidence = ctx.extras.get("example_confidence")
+    confidence = ctx.references.example_confidence
     if confidence is None:
         raise UserError("method=rum needs the original model's per-example confidence, which the original records "
                         "while it trains for a rum cell; this evaluation mode does not provide it")
@@ -67,5 +67,5 @@ def rum(model, splits: Splits, cfg: DictConfig, ctx: Context):
         seed_stage(ctx.seed, f"rum-{stratum}")
         model = METHODS.get(sub.name)(model, stratum_splits(splits, thirds[stratum]), sub, ctx)
         done[stratum] = sub.name
-    ctx.extras["rum_steps"] = done
+    ctx.report.diagnostics["rum_steps"] = done
     return model

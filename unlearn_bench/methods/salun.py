@@ -37,5 +37,5 @@ def check_salun(cfg: DictConfig) -> None:
 @METHODS.register("salun", check=check_salun)
 def salun(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
     mask = saliency_mask(model, splits, cfg.mask_ratio, cfg.batch_size, ctx)
-    ctx.extras["saliency_mask"] = mask
+    ctx.report.diagnostics["saliency_mask"] = mask
     return random_label_unlearning(model, splits, cfg, ctx, "salun", mask=mask)

@@ -211,7 +211,7 @@ def scar(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.
         current, class_weights = forget_accuracy()
         model.train()
         if not torch.isfinite(loss):
-            ctx.extras["diverged"] = True
+            ctx.report.diverged = True
             break
         if current < target and epoch > 1:
             break

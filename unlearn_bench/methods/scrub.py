@@ -84,6 +84,6 @@ def scrub(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn
             losses.append(distill_pass(model, teacher, splits.forget, cfg.forget_batch_size, cfg, ctx, optimizer, "maximize"))
         losses.append(distill_pass(model, teacher, splits.retain, cfg.batch_size, cfg, ctx, optimizer, "minimize"))
         if any(loss != loss for loss in losses):
-            ctx.extras["diverged"] = True
+            ctx.report.diverged = True
             break
     return model.eval()

@@ -59,5 +59,5 @@ def ssd(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.M
     # batch's squared mean gradient is not the sum of its examples', so the order changes imp_D.
     full = ImageData.concat(splits.retain, splits.forget) if cfg.full_order == "retain_then_forget" else splits.train
     imp_all = importances(model, full, cfg.batch_size, ctx)
-    ctx.extras["ssd_selected"] = dampen(model, imp_all, imp_forget, cfg.alpha, cfg.dampening, cfg.exponent)
+    ctx.report.diagnostics["ssd_selected"] = dampen(model, imp_all, imp_forget, cfg.alpha, cfg.dampening, cfg.exponent)
     return model.eval()

@@ -88,5 +88,5 @@ def unsir(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn
     ok = one_epoch(model, impair_inputs, impair_labels, cfg.batch_size, cfg.lr, cfg.bn, ctx)
     ok = ok and one_epoch(model, retain_inputs, retain_labels, cfg.repair_batch_size, cfg.lr, cfg.bn, ctx)
     if not ok:
-        ctx.extras["diverged"] = True
+        ctx.report.diverged = True
     return model.eval()
