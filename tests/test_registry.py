@@ -147,3 +147,44 @@ def test_method_knowledge_stays_in_the_methods_own_module_and_yaml():
     listed = set(re.findall(r"[a-z_0-9]+(?:/[a-z_]+)?", help_text.split("method:", 1)[1].split("augmentation:", 1)[0]))
     variants = {f"{p.parent.name}/{p.stem}" for p in (CONF / "method").glob("*/*.yaml") if p.parent.name != "tuned"}
     assert set(names) | variants <= listed, sorted(set(names) | variants - listed)
+
+
+def test_the_package_has_no_import_circle():
+    """Every `unlearn_bench` import, at module level or inside a function, follows one direction: a module
+    never reaches itself again through what it imports (importing a.b.c also runs a.b's __init__)."""
+    import ast
+
+    package = Path(__file__).resolve().parent.parent / "unlearn_bench"
+    modules = {}
+    for path in package.rglob("*.py"):
+        name = ".".join(("unlearn_bench", *path.relative_to(package).with_suffix("").parts)).removesuffix(".__init__")
+        modules[name] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            found = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found += [f"{node.module}.{alias.name}" for alias in node.names]
+            if isinstance(node, ast.Import):
+                found += [alias.name for alias in node.names]
+            for target in found:
+                parts = target.split(".")
+                targets |= {".".join(parts[:i]) for i in range(2, len(parts) + 1)}
+        graph[name] = {t for t in targets if t in modules and t != name and not name.startswith(t + ".")}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(module: str) -> None:
+        state[module] = 1
+        stack.append(module)
+        for target in sorted(graph[module]):
+            assert state.get(target) != 1, " -> ".join(stack[stack.index(target):] + [target])
+            if not state.get(target):
+                visit(target)
+        stack.pop()
+        state[module] = 2
+
+    for module in sorted(graph):
+        if not state.get(module):
+            visit(module)

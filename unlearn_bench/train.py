@@ -13,12 +13,12 @@ from tqdm.auto import tqdm
 
 from unlearn_bench.batching import batch_indices
 from unlearn_bench.cache import atomic_write_bytes
+from unlearn_bench.checks import check_positive
 from unlearn_bench.context import Context
 from unlearn_bench.data import ImageData
 from unlearn_bench.optim import make_scheduler, sgd
 from unlearn_bench.perf import training_model
 from unlearn_bench.rng import rng_states, set_rng_states
-from unlearn_bench.validate import check_positive
 
 
 def fit(model: nn.Module, data: ImageData, cfg: DictConfig, ctx: Context, desc: str,

@@ -9,94 +9,25 @@ silently reinterpreted. Method switches are checked by the check each method reg
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+from omegaconf import DictConfig, OmegaConf
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
-
+from unlearn_bench.checks import (
+    Check,
+    boolean,
+    choice,
+    fractions,
+    integer,
+    number,
+    optional,
+    positive,
+)
 from unlearn_bench.errors import ConfigError, did_you_mean
-
-Check = Callable[[str, object], None]
-
-
-def integer(low: int | None = None, high: int | None = None) -> Check:
-    def check(key: str, value: object) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low) or (
-                high is not None and value > high):
-            bounds = "" if low is None and high is None else (
-                f" >= {low}" if high is None else f" in [{low if low is not None else '-inf'}, {high}]")
-            raise ConfigError(key, value, f"an integer{bounds}")
-    return check
-
-
-def number(low: float | None = None, high: float | None = None, *, low_open: bool = False,
-           high_open: bool = False) -> Check:
-    def check(key: str, value: object) -> None:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if ok and low is not None:
-            ok = value > low if low_open else value >= low
-        if ok and high is not None:
-            ok = value < high if high_open else value <= high
-        if not ok:
-            if high is None:
-                bounds = "" if low is None else f" {'>' if low_open else '>='} {low:g}"
-            else:
-                bounds = (f" in {'(' if low_open else '['}{low if low is not None else '-inf':g}, {high:g}"
-                          f"{')' if high_open else ']'}")
-            raise ConfigError(key, value, f"a finite number{bounds}")
-    return check
-
-
-def positive(key: str, value: object) -> None:
-    number(0.0, low_open=True)(key, value)
-
-
-def choice(*options: object) -> Check:
-    def check(key: str, value: object) -> None:
-        if isinstance(value, bool) and not any(isinstance(o, bool) for o in options) or value not in options:
-            raise ConfigError(key, value, options)
-    return check
-
-
-def boolean(key: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(key, value, "true or false")
-
-
-def optional(inner: Check) -> Check:
-    def check(key: str, value: object) -> None:
-        if value is not None:
-            inner(key, value)
-    return check
-
-
-def fractions(key: str, value: object) -> None:
-    """MultiStep milestones: increasing fractions of training in (0, 1)."""
-    items = list(value) if isinstance(value, (list, ListConfig)) else None
-    if (items is None or not items or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1
-                                          for v in items) or items != sorted(items)):
-        raise ConfigError(key, OmegaConf.to_container(value) if isinstance(value, ListConfig) else value,
-                          "a non-empty increasing list of fractions of training in (0, 1)")
-
+from unlearn_bench.methods import METHODS, check_method  # validation lies above what it checks
+from unlearn_bench.metrics import METRICS
+from unlearn_bench.metrics.latent_probe import check_latent_probe
 
 SGD = {"lr": positive, "momentum": number(0.0, 1.0, high_open=True), "weight_decay": number(0.0),
        "batch_size": integer(1)}
-
-COUNT_KEYS = ("epochs", "steps", "batch_size", "samples")  # counted, so integers
-
-
-def check_positive(cfg: DictConfig, prefix: str, keys: tuple[str, ...]) -> None:
-    """Budgets and learning rates, with the kinds the runner's validation uses: counts are integers >= 1,
-    the rest finite numbers > 0. Functions called without the runner (tests, scripts) check here."""
-    for key in keys:
-        (integer(1) if key in COUNT_KEYS else positive)(f"{prefix}.{key}", cfg.get(key))
-
-
-def check_choices(cfg: DictConfig, prefix: str, choices: dict[str, tuple]) -> None:
-    for key, accepted in choices.items():
-        if cfg.get(key) not in accepted:
-            raise ConfigError(f"{prefix}.{key}", cfg.get(key), accepted)
-
 
 KEY_CHECKS: dict[str, Check] = {
     "seed": integer(0),
@@ -174,8 +105,6 @@ def check_combinations(cfg: DictConfig) -> None:
     if cfg.train.get("scheduler") == "multistep":
         fractions("train.milestones", cfg.train.milestones)
     names = list(cfg.metrics.names)
-    from unlearn_bench.metrics import METRICS
-
     for name in names:
         METRICS.get(name)
     missing = [k for k in cfg.metrics.gap_over if k not in names]
@@ -194,8 +123,6 @@ def check_combinations(cfg: DictConfig) -> None:
     gamma = cfg.metrics.mia.gamma
     if gamma not in ("auto", "scale"):
         number(0.0, low_open=True)("metrics.mia.gamma", gamma)
-    from unlearn_bench.metrics.latent_probe import check_latent_probe
-
     check_latent_probe(cfg)
 
 
@@ -337,10 +264,5 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("method", cfg.method.name, f"a method of task={cfg.task.name} "
                           f"(this one is for task={method_task}); see conf/method/*.yaml")
     if cfg.task.name == "classification":
-        from unlearn_bench.methods import (  # here: the methods import this module's checks
-            METHODS,
-            check_method,
-        )
-
         check_method(cfg.method)  # its name and its own switches
         METHODS.check_cell(cfg.method.name, cfg)  # the method against the whole cell (forget set, model, data)

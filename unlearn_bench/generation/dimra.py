@@ -9,9 +9,9 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from unlearn_bench.checks import check_choices, check_positive
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.generation.diffusion import Diffusion, image_batches, optimise
-from unlearn_bench.validate import check_choices, check_positive
 
 AUX_SETS = ("retain", "sample")
 

@@ -10,12 +10,12 @@ from omegaconf import DictConfig
 from torch import nn
 from tqdm.auto import tqdm
 
+from unlearn_bench.checks import check_choices, check_positive, number
 from unlearn_bench.context import Context
 from unlearn_bench.masks import Mask
 from unlearn_bench.optim import sgd
 from unlearn_bench.registry import Registry
 from unlearn_bench.rng import derive_seed
-from unlearn_bench.validate import check_choices, check_positive, number
 
 METHODS: Registry = Registry("method")
 

@@ -11,11 +11,11 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.batching import batch_indices
+from unlearn_bench.checks import check_choices, check_positive
 from unlearn_bench.context import Context
 from unlearn_bench.data import Splits
 from unlearn_bench.methods._common import METHODS, check_bn, check_fraction, stream_generator
 from unlearn_bench.rng import derive_seed, seed_stage
-from unlearn_bench.validate import check_choices, check_positive
 
 
 def check(cfg: DictConfig) -> None:

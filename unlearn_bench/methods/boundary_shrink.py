@@ -10,10 +10,10 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.batching import batch_indices
+from unlearn_bench.checks import boolean
 from unlearn_bench.context import Context
 from unlearn_bench.data import Splits
 from unlearn_bench.methods._common import METHODS, check_bn, run_epochs
-from unlearn_bench.validate import boolean
 
 
 def fgsm_neighbour_labels(frozen: nn.Module, unit_images: torch.Tensor, labels: torch.Tensor, epsilon: float,

@@ -13,12 +13,12 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from unlearn_bench.checks import check_choices, check_positive
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.errors import ConfigError
 from unlearn_bench.generation.common import GenContext
 from unlearn_bench.generation.diffusion import image_batches, optimise, plateaued, to_uint8
 from unlearn_bench.methods._common import METHODS
-from unlearn_bench.validate import check_choices, check_positive
 
 ALT_DATA = ("class", "generated", "noise")
 UNTIL = ("converged", "steps")

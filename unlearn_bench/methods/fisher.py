@@ -13,10 +13,10 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from unlearn_bench.batching import batches
+from unlearn_bench.checks import check_positive
 from unlearn_bench.context import Context
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.methods._common import METHODS
-from unlearn_bench.validate import check_positive
 
 
 def check(cfg: DictConfig) -> None:

@@ -14,11 +14,11 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.batching import batches
+from unlearn_bench.checks import check_choices
 from unlearn_bench.context import Context
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.errors import ConfigError
 from unlearn_bench.methods._common import METHODS
-from unlearn_bench.validate import check_choices
 
 RECURSIONS = ("reference", "exact")
 V_SCALES = ("reference", "none")

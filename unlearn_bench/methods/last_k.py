@@ -10,12 +10,12 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.batching import batches
+from unlearn_bench.checks import integer, number
 from unlearn_bench.context import Context
 from unlearn_bench.data import Splits
 from unlearn_bench.methods._common import METHODS, check_bn, run_epochs
 from unlearn_bench.models.factory import model_blocks
 from unlearn_bench.rng import seed_stage
-from unlearn_bench.validate import integer, number
 
 
 def check(cfg: DictConfig) -> None:

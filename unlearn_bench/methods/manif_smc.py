@@ -42,6 +42,7 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from unlearn_bench.batching import batch_indices
+from unlearn_bench.checks import check_choices, check_positive, number, positive
 from unlearn_bench.context import Context
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.errors import ConfigError
@@ -49,7 +50,6 @@ from unlearn_bench.methods._common import METHODS
 from unlearn_bench.metrics.core import features_of
 from unlearn_bench.models import penultimate_features
 from unlearn_bench.rng import rng_aside
-from unlearn_bench.validate import check_choices, check_positive, number, positive
 
 DIRECTIONS = ("away", "toward")
 SMC_MODES = ("bezier", "blend", "fixed")

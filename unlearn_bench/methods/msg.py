@@ -13,12 +13,12 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.batching import batches
+from unlearn_bench.checks import check_positive, number
 from unlearn_bench.context import Context
 from unlearn_bench.data import Splits
 from unlearn_bench.methods._common import METHODS, check_bn, run_epochs
 from unlearn_bench.optim import sgd
 from unlearn_bench.rng import derive_seed
-from unlearn_bench.validate import check_positive, number
 
 
 def check_msg(cfg: DictConfig) -> None:

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.batching import batches
+from unlearn_bench.checks import check_choices, number
 from unlearn_bench.context import Context
 from unlearn_bench.data import Splits
 from unlearn_bench.methods._common import (
@@ -21,7 +22,6 @@ from unlearn_bench.methods._common import (
     run_epochs,
     stream_generator,
 )
-from unlearn_bench.validate import check_choices, number
 
 
 def check(cfg: DictConfig) -> None:

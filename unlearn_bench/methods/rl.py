@@ -14,11 +14,11 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.batching import batch_indices, batches
+from unlearn_bench.checks import check_choices
 from unlearn_bench.context import Context
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.errors import ConfigError
 from unlearn_bench.methods._common import METHODS, Mask, run_epochs
-from unlearn_bench.validate import check_choices
 
 LABEL_MODES = ("any", "wrong")
 SCHEDULES = ("mixed", "sequential")

@@ -14,12 +14,12 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from unlearn_bench.checks import check_choices, number, optional
 from unlearn_bench.data import Splits
 from unlearn_bench.generation.common import GenContext, diffusion_saliency_mask
 from unlearn_bench.generation.diffusion import image_batches, optimise
 from unlearn_bench.masks import check_mask_ratio
 from unlearn_bench.methods._common import METHODS
-from unlearn_bench.validate import check_choices, number, optional
 
 TARGETS = ("current_fixed", "frozen_random")
 

@@ -28,6 +28,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from unlearn_bench.checks import check_positive, number
 from unlearn_bench.context import Context
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.errors import ConfigError
@@ -35,7 +36,6 @@ from unlearn_bench.methods._common import METHODS
 from unlearn_bench.metrics.core import accuracy, features_of, logits_on
 from unlearn_bench.models import penultimate_features
 from unlearn_bench.rng import derive_seed
-from unlearn_bench.validate import check_positive, number
 
 SURROGATES = ("fashion_mnist", "mnist", "cifar10", "digits", "gaussian_noise")
 

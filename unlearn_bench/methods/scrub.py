@@ -12,11 +12,11 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.batching import batches
+from unlearn_bench.checks import check_choices, check_positive, integer, number
 from unlearn_bench.context import Context
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.errors import ConfigError
 from unlearn_bench.methods._common import METHODS, check_bn
-from unlearn_bench.validate import check_choices, check_positive, integer, number
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

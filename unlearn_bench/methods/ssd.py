@@ -11,10 +11,10 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.batching import batches
+from unlearn_bench.checks import check_choices, check_positive
 from unlearn_bench.context import Context
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.methods._common import METHODS
-from unlearn_bench.validate import check_choices, check_positive
 
 
 def check(cfg: DictConfig) -> None:

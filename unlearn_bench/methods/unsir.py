@@ -10,12 +10,12 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.batching import batch_indices
+from unlearn_bench.checks import check_choices, check_positive
 from unlearn_bench.context import Context
 from unlearn_bench.data import Splits
 from unlearn_bench.errors import ConfigError
 from unlearn_bench.methods._common import METHODS, check_bn
 from unlearn_bench.rng import derive_seed
-from unlearn_bench.validate import check_choices, check_positive
 
 
 def check(cfg: DictConfig) -> None:

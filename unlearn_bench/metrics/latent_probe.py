@@ -22,12 +22,12 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.batching import batch_indices
+from unlearn_bench.checks import integer, positive
 from unlearn_bench.context import Context
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.errors import ConfigError
 from unlearn_bench.metrics.core import features_of
 from unlearn_bench.rng import derive_seed
-from unlearn_bench.validate import integer, positive
 
 PROBE_KEYS = {"samples": integer(1), "hidden": integer(1), "epochs": integer(1), "lr": positive,
               "batch_size": integer(1)}

@@ -10,12 +10,12 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.batching import step_indices
+from unlearn_bench.checks import check_positive
 from unlearn_bench.context import Context
 from unlearn_bench.data import Splits
 from unlearn_bench.metrics.core import accuracy, logits_on
 from unlearn_bench.optim import sgd
 from unlearn_bench.rng import seed_stage
-from unlearn_bench.validate import check_positive
 
 
 def relearn_sample(splits: Splits, samples: int, seed: int) -> torch.Tensor:

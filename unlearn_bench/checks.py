@@ -1,0 +1,91 @@
+"""The kinds a config value can be checked as (an integer in a range, a finite number in a range, one of a set,
+a boolean, optional, increasing fractions), each failing the same way: one line naming the key, the value
+and what is accepted (ConfigError). The lowest layer of validation: methods, metrics and the training loop
+check their own switches with these; validate.py, above them, checks whole configurations."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from unlearn_bench.errors import ConfigError
+
+Check = Callable[[str, object], None]
+
+
+def integer(low: int | None = None, high: int | None = None) -> Check:
+    def check(key: str, value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low) or (
+                high is not None and value > high):
+            bounds = "" if low is None and high is None else (
+                f" >= {low}" if high is None else f" in [{low if low is not None else '-inf'}, {high}]")
+            raise ConfigError(key, value, f"an integer{bounds}")
+    return check
+
+
+def number(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+           high_open: bool = False) -> Check:
+    def check(key: str, value: object) -> None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if ok and low is not None:
+            ok = value > low if low_open else value >= low
+        if ok and high is not None:
+            ok = value < high if high_open else value <= high
+        if not ok:
+            if high is None:
+                bounds = "" if low is None else f" {'>' if low_open else '>='} {low:g}"
+            else:
+                bounds = (f" in {'(' if low_open else '['}{low if low is not None else '-inf':g}, {high:g}"
+                          f"{')' if high_open else ']'}")
+            raise ConfigError(key, value, f"a finite number{bounds}")
+    return check
+
+
+def positive(key: str, value: object) -> None:
+    number(0.0, low_open=True)(key, value)
+
+
+def choice(*options: object) -> Check:
+    def check(key: str, value: object) -> None:
+        if isinstance(value, bool) and not any(isinstance(o, bool) for o in options) or value not in options:
+            raise ConfigError(key, value, options)
+    return check
+
+
+def boolean(key: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "true or false")
+
+
+def optional(inner: Check) -> Check:
+    def check(key: str, value: object) -> None:
+        if value is not None:
+            inner(key, value)
+    return check
+
+
+def fractions(key: str, value: object) -> None:
+    """MultiStep milestones: increasing fractions of training in (0, 1)."""
+    items = list(value) if isinstance(value, (list, ListConfig)) else None
+    if (items is None or not items or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1
+                                          for v in items) or items != sorted(items)):
+        raise ConfigError(key, OmegaConf.to_container(value) if isinstance(value, ListConfig) else value,
+                          "a non-empty increasing list of fractions of training in (0, 1)")
+
+
+COUNT_KEYS = ("epochs", "steps", "batch_size", "samples")  # counted, so integers
+
+
+def check_positive(cfg: DictConfig, prefix: str, keys: tuple[str, ...]) -> None:
+    """Budgets and learning rates, with the kinds the runner's validation uses: counts are integers >= 1,
+    the rest finite numbers > 0. Functions called without the runner (tests, scripts) check here."""
+    for key in keys:
+        (integer(1) if key in COUNT_KEYS else positive)(f"{prefix}.{key}", cfg.get(key))
+
+
+def check_choices(cfg: DictConfig, prefix: str, choices: dict[str, tuple]) -> None:
+    for key, accepted in choices.items():
+        if cfg.get(key) not in accepted:
+            raise ConfigError(f"{prefix}.{key}", cfg.get(key), accepted)
