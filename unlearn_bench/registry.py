@@ -47,6 +47,10 @@ class Registry(Generic[T]):
         if name in self._cell_checks:
             self._cell_checks[name](cfg)
 
+    def declared_check(self, name: str) -> Check | None:
+        """The entry's own check, where it registered one (tests read what it declares)."""
+        return self._checks.get(name)
+
     def uses(self, name: str) -> tuple[str, ...]:
         return self._uses.get(name, ())
 

@@ -21,16 +21,18 @@ from unlearn_bench.checks import (
     optional,
     positive,
 )
+from unlearn_bench.data.augment import AUGMENTATIONS
 from unlearn_bench.errors import ConfigError, did_you_mean
 from unlearn_bench.methods import METHODS, check_method  # validation lies above what it checks
 from unlearn_bench.metrics import METRICS
 from unlearn_bench.metrics.latent_probe import check_latent_probe
+from unlearn_bench.models import MODELS
 
 SGD = {"lr": positive, "momentum": number(0.0, 1.0, high_open=True), "weight_decay": number(0.0),
        "batch_size": integer(1)}
 
 KEY_CHECKS: dict[str, Check] = {
-    "seed": integer(0),
+    "seed": integer(0, 2**32 - 1),  # NumPy's legacy seeding takes 32 bits
     "progress": boolean, "force": boolean, "deterministic": boolean,
     "num_threads": optional(integer(1)),
     "train.epochs": integer(1), **{f"train.{k}": v for k, v in SGD.items()},
@@ -124,6 +126,8 @@ def check_combinations(cfg: DictConfig) -> None:
     if gamma not in ("auto", "scale"):
         number(0.0, low_open=True)("metrics.mia.gamma", gamma)
     check_latent_probe(cfg)
+    AUGMENTATIONS.check(cfg.augmentation.name, cfg.augmentation)  # every key of the pipeline and of the model
+    MODELS.check(cfg.model.name, cfg.model)
 
 
 NOT_TUNABLE = ("name", "label", "task", "search")

@@ -56,7 +56,7 @@ def none(cfg: DictConfig, image_size: int, channels: int) -> Augment:
     return lambda images: images
 
 
-@AUGMENTATIONS.register("default")
+@AUGMENTATIONS.register("default", check=policies.check_policy("default"))
 def default(cfg: DictConfig, image_size: int, channels: int) -> Augment:
     return crop_flip(cfg, image_size)
 
@@ -74,7 +74,7 @@ def _policy_pipeline(policy_fn) -> Callable[[DictConfig, int, int], Augment]:
 for _name, _policy in {"randaugment": policies.rand_augment, "autoaugment": policies.auto_augment,
                        "trivialaug": policies.trivial_augment, "augmix": policies.aug_mix,
                        "random_erasing": policies.random_erasing}.items():
-    AUGMENTATIONS.register(_name)(_policy_pipeline(_policy))
+    AUGMENTATIONS.register(_name, check=policies.check_policy(_name))(_policy_pipeline(_policy))
 
 
 def build_augment(cfg: DictConfig, image_size: int, channels: int) -> Augment:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import math
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2._utils import _get_fill
 from torchvision.transforms.v2.functional import _color as tv_color
 from torchvision.transforms.v2.functional import _geometry as tv_geometry
 
+from unlearn_bench.checks import boolean, choice, integer, number
 from unlearn_bench.errors import ConfigError
 
 INTERPOLATIONS = {"nearest": InterpolationMode.NEAREST, "bilinear": InterpolationMode.BILINEAR}
@@ -327,3 +328,44 @@ def random_erasing(cfg: DictConfig, height: int, width: int, attempts: int = 10)
     return augment
 
 
+
+
+def interval(low: float, high: float, *, positive_only: bool = False):
+    """A pair [a, b] with low <= a <= b <= high (a > 0 where asked): RandomErasing's scale and ratio."""
+    def check(key: str, value: object) -> None:
+        items = list(value) if isinstance(value, (list, tuple, ListConfig)) else None
+        ok = items is not None and len(items) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in items)
+        ok = ok and low <= items[0] <= items[1] <= high and (items[0] > 0 or not positive_only)
+        if not ok:
+            shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+            raise ConfigError(key, shown, f"[a, b] with {low:g} {'<' if positive_only else '<='} a <= b <= {high:g}")
+    return check
+
+
+# The keys of each policy, checked before any image is augmented (the crop + flip they all start with too).
+INTERPOLATION = choice(*INTERPOLATIONS)
+CROP_FLIP = {"crop_padding": integer(0), "hflip_p": number(0.0, 1.0)}
+POLICY_KEYS = {
+    "randaugment": {"num_ops": integer(0), "magnitude": integer(0), "num_magnitude_bins": integer(2),
+                    "interpolation": INTERPOLATION},
+    "autoaugment": {"policy": choice("cifar10", "imagenet", "svhn"), "interpolation": INTERPOLATION},
+    "trivialaug": {"num_magnitude_bins": integer(2), "interpolation": INTERPOLATION},
+    "augmix": {"severity": integer(1, 10), "mixture_width": integer(1), "chain_depth": integer(-1),
+               "alpha": number(0.0, low_open=True), "all_ops": boolean, "interpolation": INTERPOLATION},
+    "random_erasing": {"p": number(0.0, 1.0), "scale": interval(0.0, 1.0, positive_only=True),
+                       "ratio": interval(0.0, math.inf, positive_only=True), "value": number(0.0, 255.0)},
+}
+
+
+def check_policy(name: str):
+    """The check an augmentation registers: crop + flip's keys, then its own, each in one line."""
+    def check(cfg: DictConfig) -> None:
+        for key, kind in {**CROP_FLIP, **POLICY_KEYS.get(name, {})}.items():
+            kind(f"augmentation.{key}", cfg.get(key))
+        if name == "augmix" and cfg.chain_depth == 0:
+            raise ConfigError("augmentation.chain_depth", 0, "-1 (a random depth of 1 to 3) or an integer >= 1")
+        if name == "randaugment" and not cfg.magnitude < cfg.num_magnitude_bins:
+            raise ConfigError("augmentation.magnitude", cfg.magnitude, f"an integer in [0, {cfg.num_magnitude_bins - 1}]")
+    check.keys = (*CROP_FLIP, *POLICY_KEYS.get(name, {}))  # the declared keys: a test matches them to the YAMLs
+    return check

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
+from unlearn_bench.checks import boolean, integer, number
 from unlearn_bench.errors import ConfigError
 from unlearn_bench.registry import Registry
 
@@ -47,7 +48,43 @@ class SmallCNN(nn.Module):
         return self.fc
 
 
-@MODELS.register("small_cnn")
+def integers(low: int):
+    """A non-empty list of integers >= low (widths, channels per level)."""
+    def check(key: str, value: object) -> None:
+        items = list(value) if isinstance(value, (list, tuple, ListConfig)) else None
+        if not items or any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in items):
+            shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+            raise ConfigError(key, shown, f"a non-empty list of integers >= {low}")
+    return check
+
+
+def keys_check(kinds: dict):
+    """The check a model registers: each of its keys in one line, before anything is built."""
+    def check(cfg: DictConfig) -> None:
+        for key, kind in kinds.items():
+            kind(f"model.{key}", cfg.get(key))
+    check.keys = tuple(kinds)  # the declared keys: a test matches them against conf/model/*.yaml
+    return check
+
+
+def mapping(key: str, value: object) -> None:
+    if not isinstance(value, (dict, DictConfig)):
+        raise ConfigError(key, value, "a mapping of timm.create_model keyword arguments ({} for none)")
+
+
+def timm_arch(key: str, value: object) -> None:
+    """A model name timm knows (checked before anything is built, with the closest names)."""
+    import timm
+
+    if not isinstance(value, str) or not timm.is_model(value):
+        close = timm.list_models(f"*{str(value)[:4]}*")[:5] if isinstance(value, str) and value else []
+        raise ConfigError(key, value, "a timm model name (timm.list_models())" + (f"; close: {', '.join(close)}"
+                                                                                 if close else ""))
+
+
+
+@MODELS.register("small_cnn", check=keys_check({"widths": integers(1), "dropout": number(0.0, 1.0, high_open=True),
+                                                     "head_pool": integer(1)}))
 def small_cnn(cfg: DictConfig, in_chans: int, num_classes: int, image_size: int) -> nn.Module:
     pools = len(cfg.widths) - 1
     if image_size < 2**pools:
@@ -103,7 +140,7 @@ def _pretrained(timm, arch: str, num_classes: int, in_chans: int, kwargs: dict) 
                           f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
 
 
-@MODELS.register("resnet18")
+@MODELS.register("resnet18", check=keys_check({"cifar_stem": boolean, "zero_init_last": boolean}))
 def resnet18(cfg: DictConfig, in_chans: int, num_classes: int, image_size: int) -> nn.Module:
     """timm's ResNet-18 with the CIFAR stem of the papers: 3x3 stride-1 first conv, no max-pool; the last BN
     of each block initialised as the reference's (`zero_init_last` false) or zeroed (timm's default)."""
@@ -114,12 +151,13 @@ def resnet18(cfg: DictConfig, in_chans: int, num_classes: int, image_size: int) 
     return model
 
 
-@MODELS.register("timm")
+@MODELS.register("timm", check=keys_check({"arch": timm_arch, "pretrained": boolean, "kwargs": mapping}))
 def timm_model(cfg: DictConfig, in_chans: int, num_classes: int, image_size: int) -> nn.Module:
     return _timm(cfg.arch, in_chans, num_classes, bool(cfg.pretrained), dict(cfg.get("kwargs") or {}))
 
 
-@MODELS.register("ddpm_unet")
+@MODELS.register("ddpm_unet", check=keys_check({"block_out_channels": integers(1), "layers_per_block": integer(1),
+                                                     "norm_num_groups": integer(1)}))
 def ddpm_unet(cfg: DictConfig, in_chans: int, num_classes: int, image_size: int) -> nn.Module:
     from diffusers import UNet2DModel
 
