@@ -90,3 +90,27 @@ def test_reference_evaluations_are_cached_and_a_corrupt_entry_is_recomputed(make
     for record in (second, fresh):
         assert record["retrain_metrics"] | {"RTE": 0} == first["retrain_metrics"] | {"RTE": 0}
         assert record["original_metrics"] == first["original_metrics"]
+
+
+def test_a_key_of_a_stage_that_is_off_is_refused_not_silently_added_to_the_cell_id(make_cfg):
+    """relearn.lr with relearn.enabled=false would only change the cell id: refused in one line naming the key
+    and the switch; the same key with the stage on, and the switch itself, pass."""
+    from unlearn_bench.errors import ConfigError
+    from unlearn_bench.validate import check_overrides
+
+    off = make_cfg("relearn.enabled=false", "relearn.lr=0.5")
+    with pytest.raises(ConfigError, match=r"^relearn\.lr=0\.5 is not valid; accepted: no value while relearn\.enabled=false"):
+        check_overrides(off, ["relearn.enabled=false", "relearn.lr=0.5"])
+    check_overrides(make_cfg("relearn.enabled=true", "relearn.lr=0.5"), ["relearn.enabled=true", "relearn.lr=0.5"])
+    check_overrides(off, ["relearn.enabled=false", "method=ft"])
+
+
+def test_the_cli_refuses_a_stage_off_key_with_exit_code_2(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "unlearn_bench.run", "relearn.lr=0.5", "logger=none",
+                           f"paths.records_dir={tmp_path}/records", f"paths.cache_dir={tmp_path}/cache",
+                           f"paths.output_dir={tmp_path}/out"], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: relearn.lr=0.5")
+    assert not (tmp_path / "cache").exists()  # refused before any model was built

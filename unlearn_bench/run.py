@@ -22,7 +22,7 @@ from unlearn_bench.cache import ensure_writable
 from unlearn_bench.errors import UserError, did_you_mean
 from unlearn_bench.protocol import pick_device, stop_with_parent
 from unlearn_bench.sweep_check import check_multirun, first_sweep_value
-from unlearn_bench.validate import validate
+from unlearn_bench.validate import check_overrides, validate
 
 CONFIG_DIR = str(config.CONFIG_DIR)
 
@@ -91,6 +91,9 @@ def _hydra_main(cfg: DictConfig) -> float:
     if note := single_cell_of_a_grid(cfg):
         print(note, file=sys.stderr)
     try:
+        from hydra.core.hydra_config import HydraConfig
+
+        check_overrides(cfg, list(HydraConfig.get().overrides.task))  # this job's own overrides
         record = run(cfg)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -71,10 +71,11 @@ def sweep_jobs(argv: list[str], config_dir: str) -> list[list[str]] | None:
 def check_job(overrides: list[str]) -> None:
     """The checks a run makes before any work, on one job's composed config (inside initialize_config_dir)."""
     from unlearn_bench.methods import check_method
-    from unlearn_bench.validate import validate
+    from unlearn_bench.validate import check_overrides, validate
 
     cfg = compose("config", overrides=overrides)
     validate(cfg)
+    check_overrides(cfg, overrides)
     if cfg.method.get("task", "classification") == "classification":
         check_method(cfg.method)
 

@@ -270,3 +270,20 @@ def validate(cfg: DictConfig) -> None:
     if cfg.task.name == "classification":
         check_method(cfg.method)  # its name and its own switches
         METHODS.check_cell(cfg.method.name, cfg)  # the method against the whole cell (forget set, model, data)
+
+
+# Stages a run can switch off, and the switch that does: a key of a stage that ends up off is never read.
+STAGE_SWITCHES = {"relearn": "relearn.enabled"}
+
+
+def check_overrides(cfg: DictConfig, overrides: list[str]) -> None:
+    """Refuse an override of a key that the composed run never reads because its stage is off (it would
+    change the cell id and nothing else): one line naming the key and the switch."""
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        stage = key.partition(".")[0]
+        switch = STAGE_SWITCHES.get(stage)
+        if switch and key != switch and "." in key and not OmegaConf.select(cfg, switch):
+            raise ConfigError(key, OmegaConf.select(cfg, key, default=value), f"no value while {switch}=false (the stage is off, so the key is never "
+                                          f"read and would only change the cell id; set {switch}=true to use it)")
+
