@@ -34,9 +34,11 @@ def test_bench_reports_all_paths_ratios_and_stacked_models(tmp_path, monkeypatch
     assert "(d) 2 models" in text and "graphs (float32): not measured: needs CUDA" in text
 
 
-def test_bench_refuses_an_unknown_multi_model_approach(capsys):
-    import pytest
-
-    with pytest.raises(SystemExit) as info:
-        bench.main(["--multi", "vmap,streams"])
-    assert info.value.code == 2 and "--multi=streams is not valid; accepted: processes, vmap, graphs" in capsys.readouterr().err
+def test_bench_refuses_a_bad_argument_in_one_line_before_any_work(capsys):
+    assert bench.main(["--multi", "vmap,streams"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --multi='streams' is not valid; accepted: processes, vmap, graphs"
+    for bad, key in ((["--steps", "0"], "--steps"), (["--augmentations", "none,bogus"], "--augmentations"),
+                     (["--widths", "16,x"], "--widths"), (["--models", "-1"], "--models")):
+        assert bench.main(bad) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {key}=") and "\n" not in err, err

@@ -459,3 +459,12 @@ def test_every_plot_kind_is_readable_and_shows_the_verdicts(tmp_path, kind):
     assert outlined  # the best of each setting at least
     # the records' original generalises only 9 points worse but misses doing nothing >= 3 x floor: a regime miss
     assert all(ax.title.get_color() == "#a00" and "misses the regime bar" in ax.get_title() for ax in panels)
+
+
+def test_relative_to_an_augmentation_the_records_lack_is_refused(tmp_path, capsys):
+    folder = tmp_path / "records"
+    write_record(folder, "ft-0", 0, 1.0)
+    assert leaderboard.main(["--records", str(folder), "--out", str(tmp_path / "board"), "--relative-to", "augmx"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: --relative-to='augmx' is not valid") and "(none)" in err
+    assert not (tmp_path / "board").exists()  # nothing was written

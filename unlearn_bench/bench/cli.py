@@ -38,8 +38,11 @@ from omegaconf import OmegaConf
 from unlearn_bench.bench.pool import POOL_SETTING, pool_main
 from unlearn_bench.bench.several import MULTI, several_models
 from unlearn_bench.bench.throughput import AUGMENTATIONS, bench_one, machine
+from unlearn_bench.checks import integer
 from unlearn_bench.config import CONFIG_DIR
 from unlearn_bench.data import load_dataset
+from unlearn_bench.data.augment import AUGMENTATIONS as PIPELINES
+from unlearn_bench.errors import ConfigError
 
 
 def full_cell_seconds(device_arg: str) -> float:
@@ -53,6 +56,21 @@ def full_cell_seconds(device_arg: str) -> float:
                         f"paths.records_dir={tmp}/records", f"paths.output_dir={tmp}/out"],
                        check=True, capture_output=True)
         return time.perf_counter() - start
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every argument before any work: one line naming it and what is accepted (ConfigError)."""
+    for name in ("train_size", "batch_size", "steps"):
+        integer(1)(f"--{name.replace('_', '-')}", getattr(args, name))
+    for name in ("models", "workers", "pool"):
+        integer(0)(f"--{name}", getattr(args, name))
+    widths = args.widths.split(",")
+    if not all(w.strip().isdigit() and int(w) >= 1 for w in widths):
+        raise ConfigError("--widths", args.widths, "comma-separated integers >= 1, e.g. 16,32,64")
+    if unknown := [a for a in args.augmentations.split(",") if a not in PIPELINES]:
+        raise ConfigError("--augmentations", ",".join(unknown), f"a comma list of {', '.join(PIPELINES)}")
+    if unknown := [a.strip() for a in args.multi.split(",") if a.strip() and a.strip() not in MULTI]:
+        raise ConfigError("--multi", ",".join(unknown), ", ".join(MULTI))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,11 +95,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="(e) only: the wall time of an N-model retrain pool (eval=pool) against N x one model's, "
                              f"at the setting of results/pool ({' '.join(POOL_SETTING)}); writes <out>/pool.{{md,json}}")
     args = parser.parse_args(argv)
+    try:
+        check_arguments(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.pool:
         return pool_main(args, argv)
     approaches = [a.strip() for a in args.multi.split(",") if a.strip()]
-    if unknown := [a for a in approaches if a not in MULTI]:
-        parser.error(f"--multi={','.join(unknown)} is not valid; accepted: {', '.join(MULTI)}")
 
     device = torch.device(args.device)
     cache = Path(os.environ.get("UNLEARN_BENCH_CACHE", Path.home() / ".cache" / "unlearn_bench"))

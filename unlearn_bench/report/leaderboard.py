@@ -132,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
               "rerun those cells (force=true) to draw them again, or leave out --grids; nothing was written",
               file=sys.stderr)
         return 2
+    if args.relative_to and args.relative_to not in set(frame["augmentation"]):
+        present = ", ".join(sorted(set(frame["augmentation"])))
+        print(f"error: --relative-to={args.relative_to!r} is not valid; accepted: an augmentation of the selected "
+              f"records ({present}); nothing was written", file=sys.stderr)
+        return 2
     table, facts = aggregate(frame)
     noted = [w for w in seen if not w.startswith("skipping")]
     for keys, stats in facts.items():
