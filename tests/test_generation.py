@@ -77,7 +77,7 @@ def test_generation_metrics_on_known_inputs(make_cfg):
     assert abs(metrics["FD"]) < 1e-6
 
 
-def test_generation_cells_share_references_and_make_a_table(make_cfg, tmp_path, capsys):
+def test_generation_cells_share_references_and_make_a_table(make_cfg, tmp_path, capsys, monkeypatch):
     """Two methods and two seeds with reference_seed=0: one original/retrain pair, their samples scored
     once per seed; the leaderboard's generation table has the original, retrain and both methods."""
     import json
@@ -108,6 +108,18 @@ def test_generation_cells_share_references_and_make_a_table(make_cfg, tmp_path, 
     assert list(table["method"]) == ["original", "retrain", "dimum", "esd"]
     assert (table["n"] == 2).all() and "UA_dimra_mean" in table
     assert (out / "grids_digits.png").is_file() and (out / "leaderboard.png").is_file()
+    # the sample grids name the class of each row (the record says how many rows its grids have)
+    import matplotlib.pyplot as plt
+
+    from unlearn_bench.report import plots
+    from unlearn_bench.report.records import load_records
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    (tmp_path / "grids").mkdir()
+    plots.grid_figures(load_records([tmp_path / "records"]), tmp_path / "grids")
+    first = figures[0].axes[0]
+    assert [t.get_text() for t in first.get_yticklabels()] == [f"class {i}" for i in range(10)]
     classification = tmp_path / "cls"
     assert leaderboard.main(["--records", str(tmp_path / "records"), "--out", str(classification)]) == 2
 

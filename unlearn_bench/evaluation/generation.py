@@ -167,7 +167,7 @@ def run_generation(cfg: DictConfig, record_file: Path) -> dict:
         "classifier_test_acc": classifier_test_acc,
         **({"method_steps": cell.ctx.report.diagnostics["method_steps"]}
            if "method_steps" in cell.ctx.report.diagnostics else {}),
-        "grids": {k: str(v) for k, v in grids.items()},
+        "grids": {k: str(v) for k, v in grids.items()}, "grid_classes": cell.ctx.num_classes,  # one row each
         "models": {stage: {"key": metas[stage]["key"], "train_seconds": metas[stage]["train_seconds"]}
                    for stage in metas}}, cell.ctx)
     from unlearn_bench.tracking import summary_table

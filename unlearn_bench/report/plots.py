@@ -252,14 +252,26 @@ def grid_figures(frame: pd.DataFrame, out: Path) -> list[Path]:
             prefix = row["method"] if row["method"] in REFERENCES else "method"  # the record's grid names
             panels.setdefault(row["method"], (row["grids"].get(prefix), row["grids"].get(f"{prefix}_dimra")))
         names = sorted(panels, key=lambda m: (reference_first(m), m))
+        classes = part["grid_classes"].dropna()
+        rows = int(classes.iloc[0]) if len(classes) else 0  # records made before it was stored: no row labels
         fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 7.6), squeeze=False)
         for column, name in enumerate(names):
             for line, (label, file) in enumerate(zip(("", " + DiMRA"), panels[name])):
                 ax = axes[line][column]
-                ax.axis("off")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
                 if file and Path(file).is_file():
-                    ax.imshow(mpimg.imread(file), cmap="gray")
+                    image = mpimg.imread(file)
+                    ax.imshow(image, cmap="gray")
                     ax.set_title(f"{name}{label}", fontsize=10)
+                    if rows and column == 0:  # the class of each row, on the first column
+                        height = image.shape[0]
+                        ax.set_yticks([(i + 0.5) * height / rows for i in range(rows)],
+                                      [f"class {i}" for i in range(rows)], fontsize=8)
+                else:
+                    ax.axis("off")
         fig.suptitle(f"{dataset} / {model} / forget {forget}: one row per class (seed {seed})")
         fig.tight_layout()
         path = out / f"grids_{dataset}.png"

@@ -114,6 +114,7 @@ def load_records(folders: list[Path]) -> pd.DataFrame:
                 method_cfg = {k: v for k, v in flat.items() if k.startswith("method.")}
                 task = record.get("task", "classification")
                 row = {"file": str(path), "task": task, "grids": record.get("grids", {}),
+                       "grid_classes": record.get("grid_classes"),
                        "dataset": cfg["dataset"]["name"], "model": model_label(cfg["model"]),
                        "augmentation": cfg["augmentation"]["name"], "forget": forget_label(cfg["forget_rate"]),
                        "method": cfg["method"].get("label") or record["method"], "seed": cfg["seed"],
