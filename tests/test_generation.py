@@ -120,6 +120,12 @@ def test_generation_cells_share_references_and_make_a_table(make_cfg, tmp_path, 
     plots.grid_figures(load_records([tmp_path / "records"]), tmp_path / "grids")
     first = figures[0].axes[0]
     assert [t.get_text() for t in first.get_yticklabels()] == [f"class {i}" for i in range(10)]
+    from unlearn_bench.report.tables import aggregate
+
+    figure = plots.plot_generation(aggregate(load_records([tmp_path / "records"]))[0], tmp_path / "g.png", "t")
+    levels = [line.get_label() for line in figure.axes[0].get_lines() if line.get_label().endswith("UA")
+              or "doing nothing" in line.get_label()]
+    assert levels == ["original UA (doing nothing)", "retrain UA"]  # the references as levels
     classification = tmp_path / "cls"
     assert leaderboard.main(["--records", str(tmp_path / "records"), "--out", str(classification)]) == 2
 

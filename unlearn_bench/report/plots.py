@@ -183,6 +183,11 @@ def plot_generation(table: pd.DataFrame, path: Path, title: str):
                 if pd.isna(value):
                     ax.annotate("not measured", (i + (k - (len(columns) - 1) / 2) * 0.8 / len(columns), 0),
                                 ha="center", va="bottom", rotation=90, fontsize=7, color="grey")
+        for name, style in ((ORIGINAL, ":"), (RETRAIN, "--")):  # the two references as levels across the panel
+            if name in means.index and "UA" in means and pd.notna(means.loc[name, "UA"]):
+                ax.axhline(means.loc[name, "UA"], color="grey", linestyle=style, linewidth=1,
+                           label=f"{name} UA" + (" (doing nothing)" if name == ORIGINAL else ""))
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4, frameon=False)  # off the bars
         ax.set_title(f"{dataset} / {model} / forget {forget}")
         ax.set_ylabel("UA (%): generated c_f not classified as c_f")
         ax.tick_params(axis="x", rotation=0)
