@@ -1,5 +1,5 @@
 """The leaderboard page in a real headless browser (Debian's chromium and its driver; `.ci/run` installs them
-when missing and sets UNLEARN_BENCH_REQUIRE_BROWSER=1, so CI never skips this): it loads without console
+when missing and then sets UNLEARN_BENCH_REQUIRE_BROWSER=1, so a missing browser fails there): it loads without console
 errors, holds every section of the Markdown report, sorts a table by a click on a column header, styles the
 reference rows apart, and leaves a screenshot for a person to look at (outputs/screenshots/)."""
 
