@@ -18,10 +18,16 @@ FAMILIES = ("every method against the best of its setting (two-sided paired t-te
             "every method against doing nothing (paired t-test and two one-sided tests)")
 
 
+def paired(method: pd.DataFrame, other: pd.DataFrame) -> tuple[list[float], list[float]]:
+    """Per-seed Avg Gaps of two rows on the seeds they share, in seed order."""
+    a, b = method.set_index("seed")["avg_gap"], other.set_index("seed")["avg_gap"]
+    seeds = sorted(set(a.index) & set(b.index))
+    return [float(a[s]) for s in seeds], [float(b[s]) for s in seeds]
+
+
 def differences(a: pd.DataFrame, b: pd.DataFrame) -> list[float]:
     """Per-seed Avg Gap of a minus b on the seeds both rows have, in seed order."""
-    x, y = a.set_index("seed")["avg_gap"].astype(float), b.set_index("seed")["avg_gap"].astype(float)
-    return [float(x[s] - y[s]) for s in sorted(set(x.index) & set(y.index))]
+    return [x - y for x, y in zip(*paired(a, b))]
 
 
 def outcome(p_adjusted: float, tost_adjusted: float, mean: float, n: int, lower: str, higher: str) -> str:
@@ -41,8 +47,8 @@ def against_reference(table: pd.DataFrame, rows: list[int], by_method: dict, ref
                       prefix: str, lower: str, higher: str) -> None:
     """One family: every row in `rows` against the reference row, difference test and TOST with margin δ,
     Holm within each test; writes <prefix>_p, <prefix>_p_adj, <prefix>_tost_adj and the outcome <prefix>."""
-    found = [paired_t(differences(by_method[table.loc[i, "method"]], by_method[reference])) for i in rows]
-    tosts = [tost(differences(by_method[table.loc[i, "method"]], by_method[reference]), margin) for i in rows]
+    diffs = [differences(by_method[table.loc[i, "method"]], by_method[reference]) for i in rows]
+    found, tosts = [paired_t(d) for d in diffs], [tost(d, margin) for d in diffs]
     adjusted, tost_adjusted = holm([f["p"] for f in found]), holm(tosts)
     for i, f, p_adj, t_adj in zip(rows, found, adjusted, tost_adjusted):
         table.loc[i, [f"{prefix}_p", f"{prefix}_p_adj", f"{prefix}_tost_adj"]] = [f["p"], p_adj, t_adj]

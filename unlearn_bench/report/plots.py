@@ -148,11 +148,10 @@ def plot(table: pd.DataFrame, path: Path, title: str, facts: dict | None = None)
             if label.get_text() in REFERENCE_ROWS:
                 label.set_color("grey")
                 label.set_style("italic")
-        stats = facts.get((dataset, model, forget, augs[0] if len(augs) == 1 else None, variant), {})
         misses = [f for keys, f in facts.items() if keys[:3] == (dataset, model, forget) and keys[4] == variant
                   and keys[3] in augs and f.get("regime", {}).get("misses")]
         heading = f"{dataset} / {model} / {forget}" + (f" [{variant}]" if variant else "")
-        if misses or stats.get("regime", {}).get("misses"):
+        if misses:
             ax.set_title(heading + f"\nmisses the regime bar ({len(misses)} of {len(augs)} pipelines)", fontsize=9,
                          color="#a00")
         else:

@@ -10,7 +10,7 @@ import math
 import pandas as pd
 
 from unlearn_bench import verdict
-from unlearn_bench.report.comparisons import MIN_SEEDS_FOR_BEST, compare_methods
+from unlearn_bench.report.comparisons import MIN_SEEDS_FOR_BEST, compare_methods, paired
 from unlearn_bench.report.records import FLOOR, METRICS, ORIGINAL, RETRAIN
 
 
@@ -22,13 +22,6 @@ def gap_of_means(method: pd.DataFrame, retrain: pd.DataFrame, over: list[str]) -
     a = method.set_index("seed").loc[seeds, over].astype(float).mean()
     b = retrain.set_index("seed").loc[seeds, over].astype(float).mean()
     return float((a - b).abs().mean())
-
-
-def paired(method: pd.DataFrame, other: pd.DataFrame) -> tuple[list[float], list[float]]:
-    """Per-seed Avg Gaps of two rows on the seeds they share, in seed order."""
-    a, b = method.set_index("seed")["avg_gap"], other.set_index("seed")["avg_gap"]
-    seeds = sorted(set(a.index) & set(b.index))
-    return [float(a[s]) for s in seeds], [float(b[s]) for s in seeds]
 
 
 def gaps_by_seed(rows: pd.DataFrame, rename: dict[str, str] | None = None) -> dict[str, dict[int, float]]:

@@ -9,9 +9,10 @@ import re
 import pandas as pd
 
 from unlearn_bench import verdict
+from unlearn_bench.report.comparisons import paired
 from unlearn_bench.report.formatting import cell, number, p_text, section_title
 from unlearn_bench.report.records import GROUP
-from unlearn_bench.report.settings import gaps_by_seed, paired, paired_difference
+from unlearn_bench.report.settings import gaps_by_seed, paired_difference
 from unlearn_bench.report.stats import holm
 
 TUNED_LABEL = re.compile(r"^(?P<base>.+) \(tuned, (?P<track>[a-z]+)\)$")  # the label unlearn-bench-tune writes
