@@ -62,9 +62,7 @@ tune-eval: ## the tuned zoo on the evaluation seeds 0-4, records in results/tune
 		hydra/launcher=joblib logger=none progress=false paths.records_dir=results/tuned/records
 
 tuned-table: ## results/tuned from the records: default and tuned rows side by side (random 10 %), the studies' summary
-	$(BIN)/unlearn-bench-leaderboard --records results/records results/tuned/records --out results/tuned --dataset cifar10 --forget 'random 10%' \
-		--augmentation none --method $(ZOO) --title "The zoo at its defaults and tuned (docs/tuning.md), CPU scale, random 10 %"
-	$(BIN)/unlearn-bench-tuning-summary --trial-records results/tuned/trial_records --out results/tuned
+	TABLES=tuned BIN=$(BIN) bash scripts/tables.sh
 
 tuned: ## docs/tuning.md end to end at CPU scale, resuming from the committed records: both tracks tuned, evaluated, tabulated
 	$(MAKE) tune-zoo TRACK=oracle && $(MAKE) tune-eval TRACK=oracle

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every committed table of results/, regenerated from the committed records:
-#   bash scripts/tables.sh [OUT]      (OUT default: results; `make tables`; JOBS=N tables at a time, default 2)
+#   bash scripts/tables.sh [OUT]      (OUT default: results; `make tables`; JOBS=N tables at a time, default 2;
+#                                     TABLES="tuned pool" only those)
 # Writing to another OUT and comparing with results/ checks that the committed tables are current
 # (tests/test_tables.py). The generation table is written without its sample grids (they need the cells'
 # output folders; see results/generation/README.md).
@@ -52,12 +53,16 @@ aug_study() {
 }
 
 # JOBS tables at a time (each its own folder); a failed one fails the whole run, with its output.
-for table in salun_table difficulty generation manif pool tuned aug_study; do
+tables=${TABLES:-salun_table difficulty generation manif pool tuned aug_study}
+for table in $tables; do
+    declare -F "$table" >/dev/null || { echo "error: TABLES: '$table' is not a table; accepted: salun_table difficulty generation manif pool tuned aug_study" >&2; exit 2; }
+done
+for table in $tables; do
     while (( $(jobs -rp | wc -l) >= ${JOBS:-2} )); do sleep 0.2; done
     ( "$table" > "$logs/$table.log" 2>&1 || { echo "$table" >> "$logs/failed"; } ) &
 done
 wait
-for table in salun_table difficulty generation manif pool tuned aug_study; do cat "$logs/$table.log"; done
+for table in $tables; do cat "$logs/$table.log"; done
 if [[ -s "$logs/failed" ]]; then
     echo "error: scripts/tables.sh: these tables failed: $(tr '\n' ' ' < "$logs/failed")" >&2
     exit 1
