@@ -89,3 +89,16 @@ def check_choices(cfg: DictConfig, prefix: str, choices: dict[str, tuple]) -> No
     for key, accepted in choices.items():
         if cfg.get(key) not in accepted:
             raise ConfigError(f"{prefix}.{key}", cfg.get(key), accepted)
+
+
+def keys_check(group: str, kinds: dict[str, Check], then: Callable[[DictConfig], None] | None = None):
+    """The check a config group's entry registers: each of its keys against its kind, in one line, then
+    `then` for rules across keys. `check.keys` lists the declared keys (a test matches them to the YAMLs)."""
+    def check(cfg: DictConfig) -> None:
+        for key, kind in kinds.items():
+            kind(f"{group}.{key}", cfg.get(key))
+        if then is not None:
+            then(cfg)
+    check.keys = tuple(kinds)
+    return check
+

@@ -21,7 +21,7 @@ from torchvision.transforms.v2._utils import _get_fill
 from torchvision.transforms.v2.functional import _color as tv_color
 from torchvision.transforms.v2.functional import _geometry as tv_geometry
 
-from unlearn_bench.checks import boolean, choice, integer, number
+from unlearn_bench.checks import boolean, choice, integer, keys_check, number
 from unlearn_bench.errors import ConfigError
 
 INTERPOLATIONS = {"nearest": InterpolationMode.NEAREST, "bilinear": InterpolationMode.BILINEAR}
@@ -359,13 +359,11 @@ POLICY_KEYS = {
 
 
 def check_policy(name: str):
-    """The check an augmentation registers: crop + flip's keys, then its own, each in one line."""
-    def check(cfg: DictConfig) -> None:
-        for key, kind in {**CROP_FLIP, **POLICY_KEYS.get(name, {})}.items():
-            kind(f"augmentation.{key}", cfg.get(key))
+    """The check an augmentation registers: crop + flip's keys, then its own, each in one line, then the rules
+    across its keys."""
+    def across(cfg: DictConfig) -> None:
         if name == "augmix" and cfg.chain_depth == 0:
             raise ConfigError("augmentation.chain_depth", 0, "-1 (a random depth of 1 to 3) or an integer >= 1")
         if name == "randaugment" and not cfg.magnitude < cfg.num_magnitude_bins:
             raise ConfigError("augmentation.magnitude", cfg.magnitude, f"an integer in [0, {cfg.num_magnitude_bins - 1}]")
-    check.keys = (*CROP_FLIP, *POLICY_KEYS.get(name, {}))  # the declared keys: a test matches them to the YAMLs
-    return check
+    return keys_check("augmentation", {**CROP_FLIP, **POLICY_KEYS.get(name, {})}, across)

@@ -6,7 +6,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from unlearn_bench.checks import boolean, integer, number
+from unlearn_bench.checks import boolean, integer, keys_check, number
 from unlearn_bench.errors import ConfigError
 from unlearn_bench.registry import Registry
 
@@ -58,15 +58,6 @@ def integers(low: int):
     return check
 
 
-def keys_check(kinds: dict):
-    """The check a model registers: each of its keys in one line, before anything is built."""
-    def check(cfg: DictConfig) -> None:
-        for key, kind in kinds.items():
-            kind(f"model.{key}", cfg.get(key))
-    check.keys = tuple(kinds)  # the declared keys: a test matches them against conf/model/*.yaml
-    return check
-
-
 def mapping(key: str, value: object) -> None:
     if not isinstance(value, (dict, DictConfig)):
         raise ConfigError(key, value, "a mapping of timm.create_model keyword arguments ({} for none)")
@@ -83,7 +74,7 @@ def timm_arch(key: str, value: object) -> None:
 
 
 
-@MODELS.register("small_cnn", check=keys_check({"widths": integers(1), "dropout": number(0.0, 1.0, high_open=True),
+@MODELS.register("small_cnn", check=keys_check("model", {"widths": integers(1), "dropout": number(0.0, 1.0, high_open=True),
                                                      "head_pool": integer(1)}))
 def small_cnn(cfg: DictConfig, in_chans: int, num_classes: int, image_size: int) -> nn.Module:
     pools = len(cfg.widths) - 1
@@ -140,7 +131,7 @@ def _pretrained(timm, arch: str, num_classes: int, in_chans: int, kwargs: dict) 
                           f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
 
 
-@MODELS.register("resnet18", check=keys_check({"cifar_stem": boolean, "zero_init_last": boolean}))
+@MODELS.register("resnet18", check=keys_check("model", {"cifar_stem": boolean, "zero_init_last": boolean}))
 def resnet18(cfg: DictConfig, in_chans: int, num_classes: int, image_size: int) -> nn.Module:
     """timm's ResNet-18 with the CIFAR stem of the papers: 3x3 stride-1 first conv, no max-pool; the last BN
     of each block initialised as the reference's (`zero_init_last` false) or zeroed (timm's default)."""
@@ -151,12 +142,12 @@ def resnet18(cfg: DictConfig, in_chans: int, num_classes: int, image_size: int) 
     return model
 
 
-@MODELS.register("timm", check=keys_check({"arch": timm_arch, "pretrained": boolean, "kwargs": mapping}))
+@MODELS.register("timm", check=keys_check("model", {"arch": timm_arch, "pretrained": boolean, "kwargs": mapping}))
 def timm_model(cfg: DictConfig, in_chans: int, num_classes: int, image_size: int) -> nn.Module:
     return _timm(cfg.arch, in_chans, num_classes, bool(cfg.pretrained), dict(cfg.get("kwargs") or {}))
 
 
-@MODELS.register("ddpm_unet", check=keys_check({"block_out_channels": integers(1), "layers_per_block": integer(1),
+@MODELS.register("ddpm_unet", check=keys_check("model", {"block_out_channels": integers(1), "layers_per_block": integer(1),
                                                      "norm_num_groups": integer(1)}))
 def ddpm_unet(cfg: DictConfig, in_chans: int, num_classes: int, image_size: int) -> nn.Module:
     from diffusers import UNet2DModel
