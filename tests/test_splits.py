@@ -206,3 +206,11 @@ def test_rum_splits_d_f_into_ordered_thirds_and_applies_each_strata_method_in_tu
                                ga_cfg, ctx)
     assert all(torch.equal(a, b) for a, b in zip(via_rum.state_dict().values(), direct.state_dict().values()))
     assert ctx.report.diagnostics["rum_steps"] == {"high": "ga"}
+
+    # retain: cumulative (the reference) trains the mid step with the high third still in D_r, all_forget not
+    assert (cell.cfg.method.retain, cell.cfg.method.high.schedule, cell.cfg.method.high.mask_update) == \
+        ("cumulative", "mixed", "gradient")
+    only_mid = OmegaConf.merge(cell.cfg.method, {"high": None, "mid": {"epochs": 1}})
+    runs = [METHODS.get("rum")(copy.deepcopy(models["original"]), splits, OmegaConf.merge(only_mid, {"retain": mode}), ctx)
+            for mode in ("cumulative", "all_forget")]
+    assert not all(torch.equal(a, b) for a, b in zip(runs[0].state_dict().values(), runs[1].state_dict().values()))

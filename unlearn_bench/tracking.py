@@ -22,12 +22,23 @@ POOL_RUNTIME_KEYS = ("workers", "keep_models", "launcher", "slurm")
 PACKAGES = ("torch", "torchvision", "timm", "hydra-core", "scikit-learn", "numpy", "wandb", "pandas")
 
 
+def without_introduced(method: dict) -> dict:
+    """A method config without its tuning space (`search`: how to tune it, not what runs) and without the
+    switches its YAML lists under `introduced` while they hold the value every earlier record ran with, so
+    adding a switch keeps the ids (and records) of the cells it does not change. Nested method configs
+    (RUM's strata) are treated alike."""
+    introduced = method.get("introduced") or {}
+    return {k: without_introduced(v) if isinstance(v, dict) and "name" in v else v
+            for k, v in method.items()
+            if k not in ("search", "introduced") and not (k in introduced and v == introduced[k])}
+
+
 def cell_config(cfg: DictConfig) -> dict:
-    """What a cell computes: the config without the keys that do not change it (NON_SEMANTIC_KEYS) and
-    without the method's tuning space (`method.search`), which says how to tune it, not what runs."""
+    """What a cell computes: the config without the keys that do not change it (NON_SEMANTIC_KEYS, the
+    method's `search` and its `introduced` switches at their earlier value)."""
     container = OmegaConf.to_container(cfg, resolve=True)
     if isinstance(container.get("method"), dict):
-        container["method"].pop("search", None)
+        container["method"] = without_introduced(container["method"])
     metrics = container.get("metrics")
     if isinstance(metrics, dict) and metrics.get("latent_probe", 0) is None:  # off: ids as before it existed
         metrics.pop("latent_probe")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from omegaconf import DictConfig
@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from unlearn_bench.checks import check_choices, check_positive, number
 from unlearn_bench.context import Context
+from unlearn_bench.errors import ConfigError
 from unlearn_bench.masks import Mask
 from unlearn_bench.optim import sgd
 from unlearn_bench.registry import Registry
@@ -27,6 +28,11 @@ def check_method(cfg: DictConfig) -> Callable:
     """The method's function, after its budget keys (where it has them) and its own switches passed their
     checks: run before the reference models train, so a typo costs a second, not the training."""
     check_positive(cfg, "method", tuple(k for k in ("epochs", "steps", "lr", "batch_size") if k in cfg))
+    introduced = cfg.get("introduced") or {}
+    unknown = [k for k in introduced if k not in cfg]
+    if not isinstance(introduced, Mapping) or unknown:
+        raise ConfigError("method.introduced", dict(introduced) if isinstance(introduced, Mapping) else introduced,
+                          f"a mapping of {cfg.name}'s own keys to the value earlier records ran with")
     return METHODS.check(cfg.name, cfg)
 
 
@@ -45,17 +51,31 @@ def masked_decay_step(model: nn.Module, optimizer: torch.optim.Optimizer, mask: 
     optimizer.step()
 
 
+def masked_gradient_step(model: nn.Module, optimizer: torch.optim.Optimizer, mask: Mask) -> None:
+    """The mask multiplies the gradient only (RUM's unlearn/RL.py): the optimizer's weight decay and momentum
+    still move a masked-out weight."""
+    for name, param in model.named_parameters():
+        if param.grad is not None:
+            param.grad.mul_(mask[name])
+    optimizer.step()
+
+
+MASK_UPDATES = ("hold", "gradient")
+
+
 def run_epochs(model: nn.Module, cfg: DictConfig, ctx: Context, desc: str, epoch_batches: EpochBatches,
                loss_fn: LossFn = cross_entropy, mask: Mask | None = None, bn: str = "train",
                optimizer: torch.optim.Optimizer | None = None,
-               on_epoch: Callable[[int], None] | None = None) -> nn.Module:
+               on_epoch: Callable[[int], None] | None = None, mask_update: str = "hold") -> nn.Module:
     """SGD (or `optimizer`) over `cfg.epochs` epochs of `epoch_batches(epoch)`. `bn`: train re-estimates
     batch-norm statistics on the batches, eval keeps the original's (and disables dropout); `on_epoch(e)`
-    runs before epoch e (learning-rate steps). A non-finite loss stops the method and marks the cell as
+    runs before epoch e (learning-rate steps). `mask_update`: hold (a masked-out weight stays bit-identical)
+    or gradient (the mask multiplies the gradient only). A non-finite loss stops the method and marks the cell as
     diverged; its metrics are still recorded."""
     check_positive(cfg, "method", ("epochs", "lr", "batch_size"))
     model.train(bn == "train")
-    optimizer = optimizer or sgd(model.parameters(), cfg, weight_decay=0.0 if mask is not None else None)
+    hold = mask is not None and mask_update == "hold"
+    optimizer = optimizer or sgd(model.parameters(), cfg, weight_decay=0.0 if hold else None)
     for epoch in tqdm(range(cfg.epochs), desc=desc, disable=not ctx.progress, leave=False):
         if on_epoch is not None:
             on_epoch(epoch)
@@ -69,8 +89,10 @@ def run_epochs(model: nn.Module, cfg: DictConfig, ctx: Context, desc: str, epoch
             loss.backward()
             if mask is None:
                 optimizer.step()
-            else:
+            elif hold:
                 masked_decay_step(model, optimizer, mask, cfg.weight_decay)
+            else:
+                masked_gradient_step(model, optimizer, mask)
     model.eval()
     return model
 

@@ -48,8 +48,9 @@ def rl_batches(splits: Splits, cfg: DictConfig, ctx: Context) -> Iterator[tuple[
 
 
 def random_label_unlearning(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context, desc: str,
-                            mask: Mask | None = None) -> nn.Module:
-    return run_epochs(model, cfg, ctx, desc, lambda epoch: rl_batches(splits, cfg, ctx), mask=mask)
+                            mask: Mask | None = None, mask_update: str = "hold") -> nn.Module:
+    return run_epochs(model, cfg, ctx, desc, lambda epoch: rl_batches(splits, cfg, ctx), mask=mask,
+                      mask_update=mask_update)
 
 
 def check_rl(cfg: DictConfig) -> None:

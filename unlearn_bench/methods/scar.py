@@ -18,6 +18,13 @@ D_f's labels all still occur in D_r, class-wise (CR) when D_f is whole classes.
 - CR: the removed classes have no distribution; the surrogate is drawn uniformly (augmented) and its
   teacher logits computed per batch, dropping samples the original assigns to the removed class and
   setting the removed columns to the batch minimum; target = `class_target`.
+
+Switches (conf/method/scar.yaml), the reference's behaviour first: `target_examples` half (the test accuracy
+behind HR's target is measured on a seeded random half of T cut to whole batches, as dsets.py's
+random_split and drop_last) | all; `extra_forward` true (after a forget batch's last step the reference's loop
+runs one more train-mode forward on the forget batch and a surrogate batch before it breaks, which moves the
+batch-norm statistics) | false; `forget_augment` false (dsets.py reads D_f with the test transform) | true
+(the cell's augmentation on the forget batches).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from unlearn_bench.checks import check_positive, number
+from unlearn_bench.checks import boolean, check_choices, check_positive, number
 from unlearn_bench.context import Context
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.errors import ConfigError
@@ -38,6 +45,7 @@ from unlearn_bench.models import penultimate_features
 from unlearn_bench.rng import derive_seed
 
 SURROGATES = ("fashion_mnist", "mnist", "cifar10", "digits", "gaussian_noise")
+TARGET_EXAMPLES = ("half", "all")
 
 
 def check_scar(cfg: DictConfig) -> None:
@@ -49,6 +57,22 @@ def check_scar(cfg: DictConfig) -> None:
         number(0.0)(f"method.{key}", cfg[key])
     number(0.0, 1.0)("method.class_threshold", cfg.class_threshold)
     number(0.0, 1.0)("method.class_target", cfg.class_target)
+    check_choices(cfg, "method", {"target_examples": TARGET_EXAMPLES})
+    boolean("method.extra_forward", cfg.extra_forward)
+    boolean("method.forget_augment", cfg.forget_augment)
+
+
+def target_examples(test: ImageData, cfg: DictConfig, seed: int) -> ImageData:
+    """The test examples behind HR's target accuracy. half: dsets.py's random_split(held_out, [0.5, 0.5])
+    (the first part, ⌈n/2⌉ examples, in the split's order) read with drop_last at the method's batch size;
+    a half smaller than one batch is kept whole (the reference would divide by zero)."""
+    if cfg.target_examples == "all":
+        return test
+    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(derive_seed(seed, "scar-target")))
+    half = order[:(len(test) + 1) // 2]
+    if len(half) >= cfg.batch_size:
+        half = half[:len(half) // cfg.batch_size * cfg.batch_size]
+    return test.subset(half.to(test.labels.device))
 
 
 def shrink(cov: torch.Tensor, gamma_1: float, gamma_2: float) -> torch.Tensor:
@@ -155,7 +179,8 @@ def scar(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.
         target = cfg.class_target
         weights = torch.ones(len(surrogate))
     else:
-        target = accuracy(logits_on(original, splits.test, ctx), splits.test.labels) / 100 - cfg.target_margin
+        measured = target_examples(splits.test, cfg, ctx.seed)
+        target = accuracy(logits_on(original, measured, ctx), measured.labels) / 100 - cfg.target_margin
         teacher_logits = logits_on(original, surrogate, ctx).to(device)
         pseudo = teacher_logits.argmax(1).cpu()
         counts = torch.bincount(pseudo, minlength=ctx.num_classes)[pseudo].float()
@@ -171,22 +196,30 @@ def scar(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.
         return correct.float().mean().item(), per_class.to(device)
 
     def steps():
-        """(epoch, forget batch number, its inputs and labels, the step's surrogate indices) in order: the
-        forget set in fixed batches, `surrogate_steps` surrogate batches drawn for each."""
+        """(epoch, forget batch number, its inputs and labels, the step's surrogate indices, whether it is
+        the extra forward only) in order: the forget set in fixed batches, `surrogate_steps` surrogate
+        batches drawn for each, and one more for the extra forward where it is on."""
+        drawn = cfg.surrogate_steps + int(cfg.extra_forward)
         for epoch in range(cfg.epochs):
             for n_batch, start in enumerate(range(0, len(splits.forget), cfg.batch_size)):
-                x_f = ctx.inputs(splits.forget.images[start:start + cfg.batch_size])
+                x_f = ctx.inputs(splits.forget.images[start:start + cfg.batch_size], augment=cfg.forget_augment)
                 y_f = splits.forget.labels[start:start + cfg.batch_size]
-                draw = torch.multinomial(weights, cfg.batch_size * cfg.surrogate_steps, replacement=True,
+                draw = torch.multinomial(weights, cfg.batch_size * drawn, replacement=True,
                                          generator=generator).to(device)
-                for step in range(cfg.surrogate_steps):
-                    yield epoch, n_batch, x_f, y_f, draw[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                for step in range(drawn):
+                    yield (epoch, n_batch, x_f, y_f, draw[step * cfg.batch_size:(step + 1) * cfg.batch_size],
+                           step == cfg.surrogate_steps)
 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model.train()
     closest: list[torch.Tensor] = []  # per forget batch: the closest other class, fixed in the first epoch
     class_weights = None
-    for epoch, n_batch, x_f, y_f, index in steps():
+    for epoch, n_batch, x_f, y_f, index, extra in steps():
+        if extra:  # forward passes only, in train mode: they move the batch-norm statistics, nothing else
+            with torch.no_grad():
+                penultimate_features(model, x_f)
+                model(ctx.inputs(surrogate.images[index], augment=class_wise))
+            continue
         dists = mahalanobis(penultimate_features(model, x_f), means, inverses, cfg.delta)
         if n_batch == len(closest):
             order = torch.argsort(dists, dim=1)

@@ -19,8 +19,9 @@ HEADER = """# Methods
 Generated from `conf/method/*.yaml` by `python -m unlearn_bench.report.methods_page > docs/methods.md`;
 a test fails when this page and the configs disagree. Each YAML is the single source of a method's
 defaults: its header names the reference file and commit the defaults come from and every departure from
-that reference; its `search:` block is the space the tuning protocol searches ([tuning](tuning.md)).
-`method=NAME` selects one; `defaults:` lists the configs a method builds on.
+that reference; its `search:` block is the space the tuning protocol searches ([tuning](tuning.md)); its
+`introduced:` block lists switches added after records existed, with the value those records ran with (a
+cell at that value keeps its earlier id and record). `method=NAME` selects one; `defaults:` lists the configs a method builds on.
 
 ## The CPU scale departs from the references, once for every method
 
@@ -53,9 +54,13 @@ def describe(path: Path) -> str:
     bases = [d for d in config.get("defaults", []) if isinstance(d, str) and d != "_self_"]
     if bases:
         parts += ["Builds on: " + ", ".join(f"`{b}`" for b in bases) + ".", ""]
-    values = {k: v for k, v in config.items() if k not in ("defaults", "search", "name")}
+    values = {k: v for k, v in config.items() if k not in ("defaults", "search", "name", "introduced")}
     if values:
         parts += ["| key | default |", "|---|---|"] + [f"| `{k}` | `{v}` |" for k, v in values.items()] + [""]
+    introduced = config.get("introduced")
+    if introduced:
+        parts += ["Added after earlier records (their value): " +
+                  ", ".join(f"`{k}` ({v})" for k, v in introduced.items()) + ".", ""]
     search = config.get("search")
     if search:
         rows = []
