@@ -13,10 +13,10 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.batching import batches
+from unlearn_bench.checks import check_choices
 from unlearn_bench.context import Context
 from unlearn_bench.data import Splits
 from unlearn_bench.masks import check_mask_ratio, top_ratio_mask
-from unlearn_bench.checks import check_choices
 from unlearn_bench.methods._common import MASK_UPDATES, METHODS, Mask
 from unlearn_bench.methods.rl import check_rl, random_label_unlearning
 
