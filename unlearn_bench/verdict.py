@@ -74,17 +74,28 @@ def t_interval(values: Sequence[float], level: float = 1 - ALPHA) -> tuple[float
     return float(data.mean()), float(half), n
 
 
-def paired_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided paired t-test of a − b = 0 over seeds. Identical samples give p = 1 (nothing tells them
-    apart); a constant non-zero difference gives p = 0; fewer than two pairs give NaN."""
+def paired_difference(differences: Sequence[float]) -> dict[str, float]:
+    """The paired design's one computation, shared by the runner's verdict line and every report: mean of
+    the per-seed differences, its 95 % Student-t half-width and the two-sided p of mean 0 (NaN below n = 2).
+    A difference constant up to rounding has sd 0: p = 1 when it is 0 (nothing tells the two apart), else 0."""
     from scipy import stats
 
+    d = np.asarray(differences, dtype=float)
+    n = len(d)
+    if n < 2:
+        return {"n": n, "mean": float(d.mean()) if n else math.nan, "half": math.nan, "p": math.nan, "sd": math.nan}
+    sd = float(d.std(ddof=1))
+    if sd <= 1e-12 * max(1.0, float(np.abs(d).max())):
+        sd = 0.0
+    half = float(stats.t.ppf(1 - ALPHA / 2, n - 1) * sd / math.sqrt(n))
+    p = (1.0 if d.mean() == 0 else 0.0) if sd == 0 else float(stats.ttest_1samp(d, 0.0).pvalue)
+    return {"n": n, "mean": float(d.mean()), "half": half, "p": p, "sd": sd}
+
+
+def paired_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided paired t-test of a − b = 0 over seeds (`paired_difference`); NaN with a non-finite value."""
     diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    if len(diff) < 2 or not np.isfinite(diff).all():
-        return math.nan
-    if np.all(diff == diff[0]):
-        return 1.0 if diff[0] == 0 else 0.0
-    return float(stats.ttest_rel(np.asarray(a, dtype=float), np.asarray(b, dtype=float)).pvalue)
+    return paired_difference(diff)["p"] if np.isfinite(diff).all() else math.nan
 
 
 def most_common_seeds(seed_sets: dict[str, frozenset[int]]) -> frozenset[int]:

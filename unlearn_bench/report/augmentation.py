@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from unlearn_bench.report.page import html_page
-from unlearn_bench.report.stats import ALPHA, detectable_difference, holm, kendall_interval, paired_t, tost
+from unlearn_bench.report.stats import ALPHA, detectable_difference, holm, kendall_interval, tost
+from unlearn_bench.verdict import paired_difference
 
 PIPELINES = ("none", "default", "randaugment", "autoaugment", "random_erasing", "trivialaug", "augmix")
 REFERENCE_METHODS = ("retrain",)
@@ -108,9 +109,9 @@ def effects(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
                 continue
             mine, theirs = by[aug].loc[seeds], base.loc[seeds]
             diff = (mine["gap"] - theirs["gap"]).to_numpy()
-            relative = paired_t(100 * diff / theirs["gap"].to_numpy())
-            raw = paired_t(diff)
-            normalised = paired_t((mine["gap"] / mine["nothing"] - theirs["gap"] / theirs["nothing"]).to_numpy())
+            relative = paired_difference(100 * diff / theirs["gap"].to_numpy())
+            raw = paired_difference(diff)
+            normalised = paired_difference((mine["gap"] / mine["nothing"] - theirs["gap"] / theirs["nothing"]).to_numpy())
             margin = float(np.mean(np.concatenate([mine["floor"], theirs["floor"]])))
             rows.append({"baseline": baseline, "method": method, "rate": rate, "augmentation": aug, "n": len(seeds),
                          "relative_change": relative["mean"], "relative_half": relative["half"],

@@ -10,7 +10,8 @@ import math
 import pandas as pd
 
 from unlearn_bench import verdict
-from unlearn_bench.report.stats import ALPHA, POWER, detectable_difference, holm, paired_t, tost
+from unlearn_bench.report.stats import ALPHA, POWER, detectable_difference, holm, tost
+from unlearn_bench.verdict import paired_difference
 
 MIN_SEEDS_FOR_BEST = verdict.MIN_SEEDS  # no "best" (and so no test against it) from fewer seeds
 FAMILIES = ("every method against the best of its setting (two-sided paired t-test)",
@@ -48,7 +49,7 @@ def against_reference(table: pd.DataFrame, rows: list[int], by_method: dict, ref
     """One family: every row in `rows` against the reference row, difference test and TOST with margin δ,
     Holm within each test; writes <prefix>_p, <prefix>_p_adj, <prefix>_tost_adj and the outcome <prefix>."""
     diffs = [differences(by_method[table.loc[i, "method"]], by_method[reference]) for i in rows]
-    found, tosts = [paired_t(d) for d in diffs], [tost(d, margin) for d in diffs]
+    found, tosts = [paired_difference(d) for d in diffs], [tost(d, margin) for d in diffs]
     adjusted, tost_adjusted = holm([f["p"] for f in found]), holm(tosts)
     for i, f, p_adj, t_adj in zip(rows, found, adjusted, tost_adjusted):
         table.loc[i, [f"{prefix}_p", f"{prefix}_p_adj", f"{prefix}_tost_adj"]] = [f["p"], p_adj, t_adj]
@@ -82,7 +83,7 @@ def compare_methods(table: pd.DataFrame, by_method: dict, references: tuple[str,
         return facts
     facts["best"] = best
     others = [i for i in methods if i != best_i]
-    found = [paired_t(differences(by_method[table.loc[i, "method"]], by_method[best])) for i in others]
+    found = [paired_difference(differences(by_method[table.loc[i, "method"]], by_method[best])) for i in others]
     adjusted = holm([f["p"] for f in found])
     detectable = []
     for i, f, p_adj in zip(others, found, adjusted):

@@ -10,25 +10,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import optimize, stats
 
-ALPHA = 0.05
+from unlearn_bench.verdict import ALPHA
+
 POWER = 0.8
-
-
-def paired_t(differences: Sequence[float]) -> dict[str, float]:
-    """Mean of paired differences, its 95 % Student-t half-width and the two-sided p of mean 0 (NaN below n = 2)."""
-    d = np.asarray(differences, dtype=float)
-    n = len(d)
-    if n < 2:
-        return {"n": n, "mean": float(d.mean()) if n else math.nan, "half": math.nan, "p": math.nan, "sd": math.nan}
-    sd = float(d.std(ddof=1))
-    if sd <= 1e-12 * max(1.0, float(np.abs(d).max())):  # equal up to rounding: a constant difference
-        sd = 0.0
-    half = float(stats.t.ppf(1 - ALPHA / 2, n - 1) * sd / math.sqrt(n))
-    if sd == 0:
-        p = 1.0 if d.mean() == 0 else 0.0
-    else:
-        p = float(stats.ttest_1samp(d, 0.0).pvalue)
-    return {"n": n, "mean": float(d.mean()), "half": half, "p": p, "sd": sd}
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
