@@ -28,8 +28,8 @@ RUN_OVERRIDES = $(foreach v,$(filter-out $(OWN_VARS),$(.VARIABLES)),$(if $(filte
 run: ## one cell on the embedded default (digits, small CNN, SalUn); make run method=ft seed=1 overrides
 	$(PY) -m unlearn_bench.run $(RUN_OVERRIDES) $(ARGS)
 
-test: ## the fast test suite
-	$(PY) -m pytest -q
+test: ## the fast test suite, one process per core (pytest-xdist)
+	$(PY) -m pytest -q -n auto
 
 test-unit: ## the unit tests only (seconds)
 	$(PY) -m pytest -q -m unit

@@ -9,6 +9,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one test process per core (pytest -n auto): each, and every process it starts, on one
+    # thread, set before torch is imported; two processes of two threads each on two cores spin-wait.
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = "1"
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = str(ROOT / "conf")
 SHARED_DATA = Path(os.environ.get("UNLEARN_BENCH_DATA", ROOT.parent / "shared" / "data"))

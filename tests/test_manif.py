@@ -238,7 +238,7 @@ def test_manif_smc_runs_on_mnist(make_cfg):
     from unlearn_bench.run import run
 
     record = run(make_cfg("method=manif_smc", "dataset=mnist", "dataset.train_size=600", "dataset.test_size=200",
-                          "forget_rate.count=50"))
+                          "forget_rate.rate=null", "forget_rate.count=50"))
     assert record["forget_size"] == 50 and "avg_gap" in record["metrics"]
 
 

@@ -33,3 +33,14 @@ def test_every_committed_table_regenerates_byte_identical(tmp_path):
         if not same:
             differing.append(str(committed.relative_to(ROOT)))
     assert not differing, f"committed tables out of date (run `make tables`): {differing}"
+
+
+def test_no_committed_record_carries_a_refused_configuration():
+    """A rate and a count together are refused now; scripts/migrate_rate_and_count.py rewrote the records made
+    before (the count was the size), so every committed record is a configuration the runner accepts today."""
+    import json
+
+    for path in (ROOT / "results").rglob("*.json"):
+        record = json.loads(path.read_text())
+        forget = record.get("config", {}).get("forget_rate", {}) if isinstance(record, dict) else {}
+        assert forget.get("rate") is None or forget.get("count") is None, path

@@ -59,6 +59,9 @@ METHOD_CHECKS: dict[str, Check] = {"epochs": integer(1), "steps": integer(1), **
 def check_combinations(cfg: DictConfig) -> None:
     """Settings that are each valid but cannot all hold: one is never silently dropped for the other."""
     forget = cfg.forget_rate
+    if forget.mode in ("random", "memorization") and forget.get("rate") is not None and forget.get("count") is not None:
+        raise ConfigError("forget_rate.count", forget.count, f"null while forget_rate.rate={forget.rate} sets the "
+                          "size: one size, a rate or a count (forget_rate.rate=null forget_rate.count=N)")
     if forget.mode != "corrupted" and forget.get("share") is not None:
         raise ConfigError("forget_rate.share", forget.share, "null outside corrective unlearning "
                           "(forget_rate=corrupted selects it)")
