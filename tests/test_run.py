@@ -2,6 +2,8 @@
 
 import json
 
+import re
+
 import pytest
 
 from unlearn_bench.errors import ConfigError, UserError
@@ -103,6 +105,22 @@ def test_a_key_of_a_stage_that_is_off_is_refused_not_silently_added_to_the_cell_
         check_overrides(off, ["relearn.enabled=false", "relearn.lr=0.5"])
     check_overrides(make_cfg("relearn.enabled=true", "relearn.lr=0.5"), ["relearn.enabled=true", "relearn.lr=0.5"])
     check_overrides(off, ["relearn.enabled=false", "method=ft"])
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["metrics.names=[UA,RA,TA]", "metrics.gap_over=[UA,RA,TA]", "metrics.mia.C=10"], "metrics.mia.C"),
+    (["train.scheduler=cosine", "train.milestones=[0.3,0.6]"], "train.milestones"),
+    (["train.scheduler=constant", "train.gamma=0.5"], "train.gamma"),
+])
+def test_every_conditionally_read_key_is_refused_where_its_condition_fails(make_cfg, overrides, key):
+    """The same rule for every key read only under a condition: MIA's settings without MIA, a MultiStep
+    schedule's milestones and γ under another schedule. With the condition met they pass."""
+    from unlearn_bench.errors import ConfigError
+    from unlearn_bench.validate import check_overrides
+
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}=.* is not valid; accepted: no value while"):
+        check_overrides(make_cfg(*overrides), overrides)
+    check_overrides(make_cfg(overrides[-1]), [overrides[-1]])
 
 
 def test_the_cli_refuses_a_stage_off_key_with_exit_code_2(tmp_path):

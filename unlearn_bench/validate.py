@@ -9,6 +9,8 @@ silently reinterpreted. Method switches are checked by the check each method reg
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from omegaconf import DictConfig, OmegaConf
 
 from unlearn_bench.checks import (
@@ -275,18 +277,29 @@ def validate(cfg: DictConfig) -> None:
         METHODS.check_cell(cfg.method.name, cfg)  # the method against the whole cell (forget set, model, data)
 
 
-# Stages a run can switch off, and the switch that does: a key of a stage that ends up off is never read.
-STAGE_SWITCHES = {"relearn": "relearn.enabled"}
+# Keys a run reads only under a condition of the composed config: (key or key prefix, the condition, the
+# condition in words, how to meet it). An override of such a key while the condition fails is never read.
+CONDITIONAL_KEYS: list[tuple[str, Callable[[DictConfig], bool], str, str]] = [
+    ("relearn.", lambda cfg: bool(cfg.relearn.enabled), "relearn.enabled=false (the stage is off)",
+     "set relearn.enabled=true to use it"),
+    ("metrics.mia.", lambda cfg: "MIA" in cfg.metrics.names, "MIA is not in metrics.names",
+     "add MIA to metrics.names to use it"),
+    ("train.milestones", lambda cfg: cfg.train.scheduler == "multistep",
+     "train.scheduler is not multistep", "set train.scheduler=multistep to use it"),
+    ("train.gamma", lambda cfg: cfg.train.scheduler == "multistep",
+     "train.scheduler is not multistep", "set train.scheduler=multistep to use it"),
+]
 
 
 def check_overrides(cfg: DictConfig, overrides: list[str]) -> None:
-    """Refuse an override of a key that the composed run never reads because its stage is off (it would
-    change the cell id and nothing else): one line naming the key and the switch."""
+    """Refuse an override of a key that the composed run never reads (its stage is off, or the condition
+    under which it is read fails): it would change the cell id and nothing else. One line naming the key
+    and the condition."""
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
-        stage = key.partition(".")[0]
-        switch = STAGE_SWITCHES.get(stage)
-        if switch and key != switch and "." in key and not OmegaConf.select(cfg, switch):
-            raise ConfigError(key, OmegaConf.select(cfg, key, default=value), f"no value while {switch}=false (the stage is off, so the key is never "
-                                          f"read and would only change the cell id; set {switch}=true to use it)")
+        for prefix, is_read, condition, remedy in CONDITIONAL_KEYS:
+            if (key == prefix or key.startswith(prefix)) and key != "relearn.enabled" and not is_read(cfg):
+                raise ConfigError(key, OmegaConf.select(cfg, key, default=value),
+                                  f"no value while {condition}: the key is never read and would only change the "
+                                  f"cell id; {remedy}")
 
