@@ -1,7 +1,6 @@
 """The runner: cache reuse, determinism, records, bad input."""
 
 import json
-
 import re
 
 import pytest
