@@ -83,8 +83,9 @@ def test_layers_do_not_reach_back_to_the_entry_point():
             assert "unlearn_bench.evaluation" not in path.read_text(), f"{path} imports an evaluation mode"
 
 
-# What the report layer may import from below it: plain arithmetic that the runner shares, no torch.
-REPORT_MAY_IMPORT = ("unlearn_bench.report", "unlearn_bench.verdict", "unlearn_bench.tug_of_war")
+# What the report layer may import from below it: plain arithmetic that the runner shares and the one-line
+# errors of every command, no torch.
+REPORT_MAY_IMPORT = ("unlearn_bench.report", "unlearn_bench.verdict", "unlearn_bench.tug_of_war", "unlearn_bench.errors")
 
 
 def test_the_report_layer_reads_records_only():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import re
 from collections.abc import Iterable
+from typing import NoReturn
 
 
 class UserError(Exception):
@@ -28,3 +30,11 @@ def did_you_mean(value: str, options: Iterable[str]) -> str:
     """' (did you mean a, b?)' for the close matches of a mistyped name, '' when none is close."""
     close = difflib.get_close_matches(value, list(options), n=3)
     return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The console commands' parser: a wrong argument (an unknown flag, a value of the wrong type) is one
+    line and exit code 2, like a wrong config value; argparse's own error prints its usage block first."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (accepted: see {self.prog} --help)\n")

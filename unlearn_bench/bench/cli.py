@@ -42,7 +42,7 @@ from unlearn_bench.checks import integer
 from unlearn_bench.config import CONFIG_DIR
 from unlearn_bench.data import load_dataset
 from unlearn_bench.data.augment import AUGMENTATIONS as PIPELINES
-from unlearn_bench.errors import ConfigError
+from unlearn_bench.errors import ArgumentParser, ConfigError
 
 
 def full_cell_seconds(device_arg: str) -> float:
@@ -75,7 +75,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=os.environ.get("UNLEARN_BENCH_DATA", str(CONFIG_DIR.parent.parent / "shared" / "data")))
     parser.add_argument("--train-size", type=int, default=4096)
     parser.add_argument("--model", default="small_cnn", choices=["small_cnn", "resnet18"])

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from unlearn_bench.errors import ArgumentParser
 from unlearn_bench.report.page import html_page
 from unlearn_bench.report.stats import ALPHA, detectable_difference, holm, kendall_interval, tost
 from unlearn_bench.verdict import paired_difference
@@ -237,7 +238,7 @@ def write(frame: pd.DataFrame, out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=Path, required=True, help="folder of the study's JSON records")
     parser.add_argument("--out", type=Path, required=True, help="folder for pipeline_effects.md / .html and the CSVs")

@@ -34,7 +34,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf, open_dict
 
-from unlearn_bench.errors import ConfigError, UserError
+from unlearn_bench.checks import choice, integer
+from unlearn_bench.errors import ArgumentParser, ConfigError, UserError
 from unlearn_bench.run import CONFIG_DIR, run
 from unlearn_bench.validate import check_search
 
@@ -140,7 +141,7 @@ OWN_KEYS = {"method": "use --method", "scale": "use --scale", "eval": "set by --
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ours, overrides = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", required=True)
     parser.add_argument("--scale", default="cpu")
     parser.add_argument("--track", default="oracle", help="oracle (Avg Gap to retrain) | blind (no retrain model)")
@@ -163,8 +164,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(override.partition("=")[0], override.partition("=")[2],
                                   f"not a pass-through override of unlearn-bench-tune ({OWN_KEYS.get(key, 'the study sets it')})")
         check_study(args.track, args.trials, args.tuning_seeds, args.evaluation_seeds, args.startup_trials)
-        if args.jobs < 1:
-            raise ConfigError("--jobs", args.jobs, "an integer >= 1")
+        integer(1)("--jobs", args.jobs)
+        integer(0, 2**32 - 1)("--sampler-seed", args.sampler_seed)  # numpy's seed range (Optuna's TPE)
+        choice(*sorted(p.stem for p in (Path(CONFIG_DIR) / "scale").glob("*.yaml")))("--scale", args.scale)
         for method in methods:  # every name and search space first: a typo in the last costs nothing
             cfg = compose_cfg([f"method={method}", f"scale={args.scale}", *overrides])
             if not cfg.method.get("search"):

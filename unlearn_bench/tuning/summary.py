@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from unlearn_bench.errors import ArgumentParser
 from unlearn_bench.tuning.study import OBJECTIVES, compose_cfg
 
 
@@ -72,7 +73,7 @@ def summarise(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trial-records", type=Path, default=Path("results/tuned/trial_records"))
     parser.add_argument("--out", type=Path, default=Path("results/tuned"))
     args = parser.parse_args(argv)

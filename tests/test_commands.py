@@ -1,0 +1,51 @@
+"""Every console command's arguments fail as a config value does: one line naming the argument and what is
+accepted, exit code 2, before any work (in-process: each command's `main(argv)`)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+COMMANDS = {  # console script -> its main, as pyproject.toml declares them
+    "unlearn-bench-aug-study": "unlearn_bench.report.augmentation",
+    "unlearn-bench-leaderboard": "unlearn_bench.report.leaderboard",
+    "unlearn-bench-bench": "unlearn_bench.bench.cli",
+    "unlearn-bench-tune": "unlearn_bench.tuning.study",
+    "unlearn-bench-tuning-summary": "unlearn_bench.tuning.summary",
+}
+BAD = [
+    ("unlearn-bench-aug-study", [], "--records"),
+    ("unlearn-bench-aug-study", ["--records", "results/aug_study/records", "--out", "x", "--bogus"], "--bogus"),
+    ("unlearn-bench-leaderboard", ["--records", "results/records", "--no-such-flag"], "--no-such-flag"),
+    ("unlearn-bench-bench", ["--steps", "x"], "--steps"),
+    ("unlearn-bench-bench", ["--steps", "0"], "--steps=0"),
+    ("unlearn-bench-tune", ["--method", "ft", "--trials", "abc"], "--trials"),
+    ("unlearn-bench-tune", ["--method", "ft", "--trials", "0"], "--trials=0"),
+    ("unlearn-bench-tune", ["--method", "ft", "--sampler-seed", "-3"], "--sampler-seed=-3"),
+    ("unlearn-bench-tune", ["--method", "ft", "--scale", "nope"], "--scale='nope'"),
+    ("unlearn-bench-tune", ["--method", "ft", "--jobs", "0"], "--jobs=0"),
+    ("unlearn-bench-tune", ["--method", "ft", "--", "method=rl"], "method"),
+    ("unlearn-bench-tuning-summary", ["--bogus"], "--bogus"),
+]
+
+
+def test_every_console_script_is_covered():
+    import tomllib
+    from pathlib import Path
+
+    scripts = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) - {"unlearn-bench"} == set(COMMANDS)
+    assert all(scripts[name] == f"{module}:main" for name, module in COMMANDS.items())
+
+
+@pytest.mark.parametrize("command, argv, named", BAD, ids=[f"{c} {' '.join(a)}" for c, a, _ in BAD])
+def test_a_bad_argument_is_one_line_and_exit_code_2(command, argv, named, capsys):
+    main = importlib.import_module(COMMANDS[command]).main
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and named in err, err
