@@ -31,8 +31,9 @@ BAD = [
 
 
 def test_every_console_script_is_covered():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     scripts = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]["scripts"]
     assert set(scripts) - {"unlearn-bench"} == set(COMMANDS)
