@@ -1,7 +1,8 @@
-"""The augmentation and model keys as a schema: every key each pipeline and model reads is declared beside
-the code that reads it (its registered check), every key of conf/augmentation/*.yaml and conf/model/*.yaml
-is declared (a new key without a declaration fails here), and every declared key refuses a wrong type and
-an out-of-range value in one line naming it, before anything is built."""
+"""The config as a schema: every key each augmentation pipeline and model reads is declared beside the code
+that reads it (its registered check); every other group's keys are declared in validate.py (a kind per key,
+or a named rule across keys). Every key of conf/ is declared (a new key without a declaration fails here),
+and every declared key refuses a wrong type and an out-of-range value in one line naming it, before
+anything is built."""
 
 import copy
 from pathlib import Path
@@ -55,3 +56,59 @@ def test_every_declared_key_refuses_a_wrong_value_in_one_line(make_cfg, group, n
         validate(cfg)
     message = str(info.value)
     assert message.startswith(f"{group}.{key}=") and "\n" not in message, message
+
+
+# --- every other config group: KEY_CHECKS (a kind per key), POOL_CHECKS (eval=pool), the rules across keys ----
+SETTINGS = ["dataset", "forget_rate", "attack", "eval", "task"]  # groups whose options carry plain settings
+BLOCKS = ("train", "relearn", "metrics", "perf", "checkpoint", "dataset", "forget_rate", "attack", "eval")
+
+
+def leaf_keys(tree: dict, prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and f"{prefix}{key}" not in ("eval.slurm", "metrics.latent_probe"):
+            keys |= leaf_keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(f"{prefix}{key}")
+    return keys
+
+
+def test_every_key_of_every_config_group_is_declared(make_cfg):
+    """A new key in conf/ without a declaration fails here: each leaf of the composed config's setting blocks
+    and top-level switches, under every option of the groups that carry settings, is checked by a kind of
+    its own (KEY_CHECKS, POOL_CHECKS) or by a named rule across keys (CHECKED_BY_RULE)."""
+    from unlearn_bench.validate import CHECKED_BY_RULE, KEY_CHECKS, POOL_CHECKS
+
+    declared = set(KEY_CHECKS) | set(POOL_CHECKS) | set(CHECKED_BY_RULE)
+    undeclared = {}
+    for group in SETTINGS:
+        for path in sorted((CONF / group).glob("*.yaml")):
+            cfg = OmegaConf.to_container(make_cfg(f"{group}={path.stem}", tiny=False), resolve=False)
+            keys = {k for block in BLOCKS if isinstance(cfg.get(block), dict) for k in leaf_keys(cfg[block], f"{block}.")}
+            keys |= {k for k, v in cfg.items() if not isinstance(v, dict)}  # seed, device, force, ...
+            for key in keys - declared - {"paths", "logger", "hydra"}:
+                undeclared.setdefault(key, f"{group}={path.stem}")
+    assert not undeclared, undeclared
+
+
+WRONG_WHERE = {"dataset.file": "dataset=cifar10", "dataset.sha256": "dataset=cifar10", "dataset.source": "dataset=cifar10",
+               "dataset.download": "dataset=cifar10", "attack.": "task=generation"}
+
+
+def keyed(key: str) -> str:
+    return next((ov for prefix, ov in WRONG_WHERE.items() if key.startswith(prefix)), "")
+
+
+@pytest.mark.parametrize("wrong", ["bogus", -5])
+@pytest.mark.parametrize("key", sorted(__import__("unlearn_bench.validate", fromlist=["KEY_CHECKS"]).KEY_CHECKS))
+def test_every_key_check_refuses_a_wrong_value_in_one_line(make_cfg, key, wrong):
+    where = keyed(key)
+    if where not in COMPOSED:
+        COMPOSED[where] = make_cfg(*([where] if where else []), tiny=False)
+    cfg = copy.deepcopy(COMPOSED[where])
+    with open_dict(cfg):
+        OmegaConf.update(cfg, key, wrong, force_add=True)
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    message = str(info.value)
+    assert message.startswith(f"{key}=") and "\n" not in message, message

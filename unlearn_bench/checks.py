@@ -6,6 +6,7 @@ check their own switches with these; validate.py, above them, checks whole confi
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -64,6 +65,52 @@ def optional(inner: Check) -> Check:
         if value is not None:
             inner(key, value)
     return check
+
+
+def text(pattern: str, accepted: str) -> Check:
+    """A string matching `pattern` (whole), e.g. a device name or a checksum."""
+    def check(key: str, value: object) -> None:
+        if not isinstance(value, str) or not re.fullmatch(pattern, value):
+            raise ConfigError(key, value, accepted)
+    return check
+
+
+def one_of(*checks: Check) -> Check:
+    """A value that passes any of `checks` (e.g. "auto" or a positive number); the last one's error otherwise."""
+    def check(key: str, value: object) -> None:
+        for inner in checks[:-1]:
+            try:
+                inner(key, value)
+                return
+            except ConfigError:
+                pass
+        checks[-1](key, value)
+    return check
+
+
+def numbers(low: float | None = None, *, low_open: bool = False) -> Check:
+    """A non-empty list of finite numbers (per-channel statistics)."""
+    def check(key: str, value: object) -> None:
+        items = list(value) if isinstance(value, (list, ListConfig)) else None
+        item = number(low, low_open=low_open)
+        try:
+            if not items:
+                raise ConfigError(key, value, "")
+            for v in items:
+                item(key, v)
+        except ConfigError:
+            bound = "" if low is None else f" {'>' if low_open else '>='} {low:g}"
+            raise ConfigError(key, OmegaConf.to_container(value) if isinstance(value, ListConfig) else value,
+                              f"a non-empty list of numbers{bound}") from None
+    return check
+
+
+def names(key: str, value: object) -> None:
+    """A non-empty list of names (strings)."""
+    items = list(value) if isinstance(value, (list, ListConfig)) else None
+    if not items or not all(isinstance(v, str) for v in items):
+        raise ConfigError(key, OmegaConf.to_container(value) if isinstance(value, ListConfig) else value,
+                          "a non-empty list of names")
 
 
 def fractions(key: str, value: object) -> None:
