@@ -152,8 +152,8 @@ def cached_member(cell: Cell, cache: ModelCache, role: str, index: int) -> bool:
 
 def run_on_slurm(cfg: DictConfig, jobs: list[tuple[str, int]], config: dict, threads: int) -> list[dict]:
     """One SLURM job per member the cache lacks; the members come back through the cache. A job that is
-    cancelled, times out or fails ends the run with one line; the members that finished are kept, so the
-    rerun submits only the missing ones. Separate jobs rather than an array: SLURM's accounting keeps no
+    cancelled, times out or fails ends the run with one line once every other job has ended; the members
+    that finished are kept, so the rerun submits only the missing ones. Separate jobs rather than an array: SLURM's accounting keeps no
     record of an array task cancelled while pending, and submitit would then wait for it forever."""
     import submitit
     from submitit.core.utils import FailedJobError, UncompletedJobError
@@ -176,14 +176,17 @@ def run_on_slurm(cfg: DictConfig, jobs: list[tuple[str, int]], config: dict, thr
     submitted = [executor.submit(pool_member, config, role, index, threads) for role, index in todo]
     print(f"pool: {len(todo)} of {len(jobs)} members submitted to SLURM (jobs {submitted[0].job_id}–"
           f"{submitted[-1].job_id}), {len(jobs) - len(todo)} in the cache", flush=True)
+    failed = []  # every job is waited for, so that the rerun finds each finished member in the cache
     for job, (role, index) in zip(submitted, todo):
         try:
             results.append(job.result())
         except (UncompletedJobError, FailedJobError) as err:
-            first = (str(err).strip().splitlines() or [""])[0][:200]
-            raise UserError(f"pool member {role} {index} (SLURM job {job.job_id}) did not complete ({first}); "
-                            "the members that finished are in the cache and a rerun submits only the missing "
-                            "ones") from None
+            failed.append((role, index, job.job_id, (str(err).strip().splitlines() or [""])[0][:200]))
+    if failed:
+        role, index, job_id, first = failed[0]
+        others = f" and {len(failed) - 1} other member(s)" if len(failed) > 1 else ""
+        raise UserError(f"pool member {role} {index} (SLURM job {job_id}){others} did not complete ({first}); "
+                        "the members that finished are in the cache and a rerun submits only the missing ones")
     return results
 
 
