@@ -45,6 +45,8 @@ BAD_INPUTS = {
     "class id out of range": (["forget_rate=class", "forget_rate.class_id=10"], "forget_rate.class_id=10"),
     "forget count > |D|": (["forget_rate.rate=null", "forget_rate.count=100000"], "forget_rate.count=100000"),
     "a rate and a count": (["forget_rate.count=200"], "forget_rate.count=200"),
+    "a diffusion attack on a classifier": (["attack=dimra"], "attack='dimra'"),
+    "a speed switch that is not one": (["perf.amp=maybe"], "perf.amp='maybe'"),
     "missing data file": (["dataset=mnist", "paths.data_root=/nonexistent"], "dataset.file"),
     "unknown timm model": (["model=timm", "model.arch=no_such_net"], "model.arch='no_such_net'"),
     "channel mismatch": (["dataset.channels=3"], "dataset.channels=3"),

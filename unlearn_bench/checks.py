@@ -60,6 +60,12 @@ def boolean(key: str, value: object) -> None:
         raise ConfigError(key, value, "true or false")
 
 
+def auto_or_boolean(key: str, value: object) -> None:
+    """A switch decided per device when `auto` (perf.*)."""
+    if value != "auto" and not isinstance(value, bool):
+        raise ConfigError(key, value, "auto, true or false")
+
+
 def optional(inner: Check) -> Check:
     def check(key: str, value: object) -> None:
         if value is not None:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from unlearn_bench.checks import (
     Check,
+    auto_or_boolean,
     boolean,
     choice,
     fractions,
@@ -65,7 +66,7 @@ KEY_CHECKS: dict[str, Check] = {
     "dataset.sha256": optional(text(r"[0-9a-f]{64}", "64 lowercase hex digits")),
     "dataset.split_seed": integer(0), "dataset.test_fraction": number(0.0, 1.0, low_open=True, high_open=True),
     "device": text(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda, cuda:N"),
-    **{f"perf.{k}": choice("auto", True, False) for k in ("amp", "channels_last", "compile", "pin_memory")},
+    **{f"perf.{k}": auto_or_boolean for k in ("amp", "channels_last", "compile", "pin_memory")},
     "metrics.names": names, "metrics.gap_over": names,
     "metrics.mia.gamma": one_of(choice("auto", "scale"), positive),
     "attack.name": choice(*sorted(p.stem for p in (CONFIG_DIR / "attack").glob("*.yaml"))),
@@ -293,6 +294,9 @@ def validate(cfg: DictConfig) -> None:
             continue  # an option without the key (a dataset without a file) does not read it
         check(key, OmegaConf.select(cfg, key, default=None, throw_on_missing=False))
     if cfg.task.name == "classification":
+        if cfg.attack.name != "none":
+            raise ConfigError("attack", cfg.attack.name, "none with task=classification (DiMRA relearns a "
+                              "diffusion model: task=generation; a classifier's relearning attack is relearn.*)")
         check_combinations(cfg)
     elif cfg.forget_rate.mode != "class":
         raise ConfigError("forget_rate", cfg.forget_rate.mode, "class (task=generation forgets one class)")
