@@ -1,5 +1,5 @@
-"""Every console command's arguments fail as a config value does: one line naming the argument and what is
-accepted, exit code 2, before any work (in-process: each command's `main(argv)`)."""
+"""Every console command's arguments fail as a config value does: one line naming the argument (or the path
+it cannot write) and what is accepted, exit code 2, no traceback (in-process: each command's `main(argv)`)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ BAD = [
     ("unlearn-bench-tune", ["--method", "ft", "--jobs", "0"], "--jobs=0"),
     ("unlearn-bench-tune", ["--method", "ft", "--", "method=rl"], "method"),
     ("unlearn-bench-tuning-summary", ["--bogus"], "--bogus"),
+    # a folder that cannot be written: one line naming it, no traceback
+    ("unlearn-bench-aug-study", ["--records", "results/aug_study/records", "--out", "/proc/no/such"], "/proc/no/such"),
+    ("unlearn-bench-leaderboard", ["--records", "results/records", "--dataset", "mnist", "--out", "/proc/no/such"],
+     "/proc/no/such"),
 ]
 
 

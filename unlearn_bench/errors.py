@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import re
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from typing import NoReturn
 
 
@@ -38,3 +40,19 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (accepted: see {self.prog} --help)\n")
+
+
+def one_line_errors(main: Callable[..., int]) -> Callable[..., int]:
+    """A console command's `main`: a user error, or a file it cannot read or write (a missing folder, a full
+    disk, no permission), is one line naming the path and exit code 2, never a traceback."""
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+        except OSError as err:
+            where = err.filename if err.filename is not None else "a file"
+            print(f"error: cannot use {where}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    return wrapped

@@ -42,7 +42,7 @@ from unlearn_bench.checks import integer
 from unlearn_bench.config import CONFIG_DIR
 from unlearn_bench.data import load_dataset
 from unlearn_bench.data.augment import AUGMENTATIONS as PIPELINES
-from unlearn_bench.errors import ArgumentParser, ConfigError
+from unlearn_bench.errors import ArgumentParser, ConfigError, one_line_errors
 
 
 def full_cell_seconds(device_arg: str) -> float:
@@ -73,6 +73,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ConfigError("--multi", ",".join(unknown), ", ".join(MULTI))
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

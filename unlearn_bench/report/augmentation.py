@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unlearn_bench.errors import ArgumentParser
+from unlearn_bench.errors import ArgumentParser, one_line_errors
 from unlearn_bench.report.page import html_page
 from unlearn_bench.report.stats import ALPHA, detectable_difference, holm, kendall_interval, tost
 from unlearn_bench.verdict import paired_difference
@@ -237,6 +237,7 @@ def write(frame: pd.DataFrame, out: Path) -> str:
     return markdown
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

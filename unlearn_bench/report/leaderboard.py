@@ -51,7 +51,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from unlearn_bench.errors import ArgumentParser
+from unlearn_bench.errors import ArgumentParser, one_line_errors
 from unlearn_bench.report.formatting import section_title
 from unlearn_bench.report.page import html_page
 from unlearn_bench.report.plots import (
@@ -95,6 +95,7 @@ def log_wandb(table: pd.DataFrame, title: str, out: Path) -> None:
         run.finish()
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=Path, nargs="+", default=[Path("records")],

@@ -35,7 +35,7 @@ from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf, open_dict
 
 from unlearn_bench.checks import choice, integer
-from unlearn_bench.errors import ArgumentParser, ConfigError, UserError
+from unlearn_bench.errors import ArgumentParser, ConfigError, UserError, one_line_errors
 from unlearn_bench.run import CONFIG_DIR, run
 from unlearn_bench.validate import check_search
 
@@ -138,6 +138,7 @@ OWN_KEYS = {"method": "use --method", "scale": "use --scale", "eval": "set by --
             "seed": "the study sets it from --tuning-seeds"}
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ours, overrides = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])

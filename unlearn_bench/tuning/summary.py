@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from unlearn_bench.errors import ArgumentParser
+from unlearn_bench.errors import ArgumentParser, one_line_errors
 from unlearn_bench.tuning.study import OBJECTIVES, compose_cfg
 
 
@@ -72,6 +72,7 @@ def summarise(cells: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trial-records", type=Path, default=Path("results/tuned/trial_records"))
