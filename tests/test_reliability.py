@@ -46,6 +46,8 @@ BAD_INPUTS = {
     "forget count > |D|": (["forget_rate.rate=null", "forget_rate.count=100000"], "forget_rate.count=100000"),
     "a rate and a count": (["forget_rate.count=200"], "forget_rate.count=200"),
     "a diffusion attack on a classifier": (["attack=dimra"], "attack='dimra'"),
+    "IU without retain samples": (["method=iu", "method.num_samples=0"], "method.num_samples=0"),
+    "a RUM stratum that never runs": (["method=rum", "method.order=[mid]"], "method.high='salun'"),
     "a speed switch that is not one": (["perf.amp=maybe"], "perf.amp='maybe'"),
     "missing data file": (["dataset=mnist", "paths.data_root=/nonexistent"], "dataset.file"),
     "unknown timm model": (["model=timm", "model.arch=no_such_net"], "model.arch='no_such_net'"),

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.batching import batches
-from unlearn_bench.checks import check_choices
+from unlearn_bench.checks import choice, integer, keys_check, number
 from unlearn_bench.context import Context
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.errors import ConfigError
@@ -90,7 +90,11 @@ def influence_perturbation(model: nn.Module, splits: Splits, cfg: DictConfig, ct
     return cfg.alpha * woodfisher_inverse_hvp(model, splits.retain, v, cfg.num_samples, cfg.recursion, ctx)
 
 
-@METHODS.register("iu", check=lambda cfg: check_choices(cfg, "method", {"recursion": RECURSIONS, "v_scale": V_SCALES}))
+check_iu = keys_check("method", {"alpha": number(0.0), "num_samples": integer(1), "recursion": choice(*RECURSIONS),
+                                 "v_scale": choice(*V_SCALES)})
+
+
+@METHODS.register("iu", check=check_iu)
 def iu(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
     perturbation = influence_perturbation(model, splits, cfg, ctx)
     with torch.no_grad():

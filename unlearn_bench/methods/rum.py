@@ -40,6 +40,9 @@ def check(cfg: DictConfig) -> None:
         sub = cfg.get(stratum)
         if sub is None:
             continue
+        if stratum not in order:
+            raise ConfigError(f"method.{stratum}", sub.get("name"), f"null while {stratum} is not in method.order "
+                              "(its method would never run)")
         if sub.get("name") == "rum":
             raise ConfigError(f"method.{stratum}.name", "rum", "a method other than rum")
         if sub.get("task", "classification") != "classification":
