@@ -112,3 +112,47 @@ def test_every_key_check_refuses_a_wrong_value_in_one_line(make_cfg, key, wrong)
         validate(cfg)
     message = str(info.value)
     assert message.startswith(f"{key}=") and "\n" not in message, message
+
+
+def method_keys() -> list[tuple[str, str]]:
+    """(method, key) for every plain setting of every method YAML (nested method configs and the blocks
+    that are not settings left out)."""
+    pairs = []
+    for path in sorted((CONF / "method").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        keys = {k for k, v in data.items() if k not in ("defaults", "name", "search", "introduced", "label", "task")
+                and not isinstance(v, dict)}
+        for parent in data.get("defaults", []):  # settings a method inherits (conf/shared, another method)
+            if isinstance(parent, str) and parent != "_self_" and parent.partition("@")[2] in ("", "_here_"):
+                name = parent.partition("@")[0].lstrip("/")
+                base, shared = CONF / "method" / f"{name.removeprefix('method/')}.yaml", CONF / f"{name}.yaml"
+                for source in (base, shared):
+                    if source.is_file():
+                        keys |= {k for k, v in (yaml.safe_load(source.read_text()) or {}).items()
+                                 if k not in ("defaults", "name", "search", "introduced") and not isinstance(v, dict)}
+        pairs += [(path.stem, key) for key in sorted(keys)]
+    return pairs
+
+
+@pytest.mark.parametrize("wrong", ["bogus", -5])
+@pytest.mark.parametrize("method, key", method_keys(), ids=[f"{m}.{k}" for m, k in method_keys()])
+def test_every_method_key_refuses_a_wrong_value_in_one_line(make_cfg, method, key, wrong):
+    """A method's every setting has a declared kind: a wrong type and an out-of-range value are one line naming
+    it, from validate() or the method's registered checks, before anything is built."""
+    from unlearn_bench.methods import METHODS, check_method
+
+    where = ("method", method)
+    if where not in COMPOSED:
+        text = (CONF / "method" / f"{method}.yaml").read_text()
+        extra = ["task=generation"] if "task: generation" in text else []
+        extra += ["forget_rate=class", "forget_rate.class_id=0"] if method == "unsir" else []
+        COMPOSED[where] = make_cfg(f"method={method}", *extra, tiny=False)
+    cfg = copy.deepcopy(COMPOSED[where])
+    with open_dict(cfg):
+        cfg.method[key] = wrong
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+        check_method(cfg.method)
+        METHODS.check_cell(cfg.method.name, cfg)
+    message = str(info.value)
+    assert message.startswith(f"method.{key}=") and "\n" not in message, message

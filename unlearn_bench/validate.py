@@ -77,7 +77,7 @@ KEY_CHECKS: dict[str, Check] = {
 # Groups whose options carry different keys: a declared key an option lacks is not read by that option.
 OPTIONAL_PARENTS = ("dataset.", "attack.")
 # Method keys that every method shares where it has them (its own switches: the method's registered check).
-METHOD_CHECKS: dict[str, Check] = {"epochs": integer(1), "steps": integer(1), **SGD}
+METHOD_CHECKS: dict[str, Check] = {"epochs": integer(1), "steps": integer(1), "nesterov": boolean, **SGD}
 
 
 # Keys checked by a rule across keys rather than by a kind of their own: where each is checked. With

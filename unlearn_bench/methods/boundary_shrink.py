@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.batching import batch_indices
-from unlearn_bench.checks import boolean
+from unlearn_bench.checks import boolean, number
 from unlearn_bench.context import Context
 from unlearn_bench.data import Splits
 from unlearn_bench.methods._common import METHODS, check_bn, run_epochs
@@ -33,6 +33,7 @@ def fgsm_neighbour_labels(frozen: nn.Module, unit_images: torch.Tensor, labels: 
 def check_boundary_shrink(cfg: DictConfig) -> None:
     check_bn(cfg)
     boolean("method.discretize", cfg.discretize)
+    number(0.0, 1.0)("method.epsilon", cfg.epsilon)
 
 
 @METHODS.register("boundary_shrink", check=check_boundary_shrink)

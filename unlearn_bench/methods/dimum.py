@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from unlearn_bench.checks import check_choices, check_positive
+from unlearn_bench.checks import check_choices, check_positive, integer, number, optional
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.errors import ConfigError
 from unlearn_bench.generation.common import GenContext
@@ -47,6 +47,8 @@ def alternative_data(model: nn.Module, splits: Splits, cfg: DictConfig, gctx: Ge
 
 def check_dimum(cfg: DictConfig) -> None:
     check_choices(cfg, "method", {"alt_data": ALT_DATA, "until": UNTIL})
+    optional(integer(0))("method.alt_class", cfg.alt_class)
+    number(0.0)("method.lam", cfg.lam)
     if cfg.until == "converged":
         check_positive(cfg, "method", ("window", "rel_tol"))
 

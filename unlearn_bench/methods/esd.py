@@ -9,13 +9,14 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from unlearn_bench.checks import keys_check, number
 from unlearn_bench.data import Splits
 from unlearn_bench.generation.common import GenContext
 from unlearn_bench.generation.diffusion import image_batches, optimise
 from unlearn_bench.methods._common import METHODS
 
 
-@METHODS.register("esd")
+@METHODS.register("esd", check=keys_check("method", {"eta": number(0.0), "retain_weight": number(0.0)}))
 def esd(model: nn.Module, splits: Splits, cfg: DictConfig, gctx: GenContext) -> nn.Module:
     diffusion, device = gctx.diffusion, gctx.ctx.device
     frozen = copy.deepcopy(model).eval().requires_grad_(False)

@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_bench.batching import batches
+from unlearn_bench.checks import keys_check, number
 from unlearn_bench.context import Context
 from unlearn_bench.data import Splits
 from unlearn_bench.methods._common import METHODS, run_epochs
@@ -17,7 +18,7 @@ def l1_norm(model: nn.Module) -> torch.Tensor:
     return sum(p.abs().sum() for p in model.parameters())
 
 
-@METHODS.register("l1_sparse")
+@METHODS.register("l1_sparse", check=keys_check("method", {"gamma": number(0.0)}))
 def l1_sparse(model: nn.Module, splits: Splits, cfg: DictConfig, ctx: Context) -> nn.Module:
     def loss_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
         gamma = cfg.gamma * (1.0 - epoch / cfg.epochs)

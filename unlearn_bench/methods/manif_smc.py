@@ -42,7 +42,7 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from unlearn_bench.batching import batch_indices
-from unlearn_bench.checks import check_choices, check_positive, number, positive
+from unlearn_bench.checks import check_choices, check_positive, integer, number, positive
 from unlearn_bench.context import Context
 from unlearn_bench.data import ImageData, Splits
 from unlearn_bench.errors import ConfigError
@@ -159,6 +159,7 @@ def keys_read(cfg: DictConfig) -> tuple[str, ...]:
 
 def check_manif_smc(cfg: DictConfig) -> None:
     check_positive(cfg, "method", ("k",))
+    integer(1)("method.knn_max_elements", cfg.knn_max_elements)
     check_choices(cfg, "method", {"variant": VARIANTS})
     read = keys_read(cfg)
     for key in PUBLISHED_KEYS + PER_SAMPLE_KEYS:

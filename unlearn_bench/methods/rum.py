@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from unlearn_bench.checks import boolean, check_choices
 from unlearn_bench.context import Context
@@ -33,6 +33,8 @@ RETAIN_MODES = ("cumulative", "all_forget")
 def check(cfg: DictConfig) -> None:
     check_choices(cfg, "method", {"retain": RETAIN_MODES})
     boolean("method.augment", cfg.get("augment"))
+    if not OmegaConf.is_list(cfg.order):
+        raise ConfigError("method.order", cfg.order, "a non-empty ordering of distinct strata from low, mid, high")
     order = list(cfg.order)
     if sorted(order) != sorted(set(order)) or not set(order) <= set(STRATA) or not order:
         raise ConfigError("method.order", order, "a non-empty ordering of distinct strata from low, mid, high")
@@ -40,6 +42,8 @@ def check(cfg: DictConfig) -> None:
         sub = cfg.get(stratum)
         if sub is None:
             continue
+        if not OmegaConf.is_dict(sub):
+            raise ConfigError(f"method.{stratum}", sub, "null or a method config (e.g. /method@high: salun)")
         if stratum not in order:
             raise ConfigError(f"method.{stratum}", sub.get("name"), f"null while {stratum} is not in method.order "
                               "(its method would never run)")

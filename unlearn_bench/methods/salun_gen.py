@@ -27,6 +27,7 @@ TARGETS = ("current_fixed", "frozen_random")
 def check(cfg: DictConfig) -> None:
     check_mask_ratio(cfg.get("mask_ratio"))
     check_choices(cfg, "method", {"target": TARGETS})
+    number(0.0)("method.beta", cfg.beta)
     optional(number(0.0, low_open=True))("method.grad_clip", cfg.grad_clip)
     optional(number(0.0, 1.0, low_open=True, high_open=True))("method.ema_decay", cfg.ema_decay)
 
