@@ -205,3 +205,21 @@ def test_salun_gen_forget_target_is_the_current_models_detached_eps_at_the_next_
     assert torch.equal(target, expected) and not target.requires_grad
     other = forget_target(model, frozen, diffusion, x_t, t, y, "frozen_random")
     assert not torch.equal(other, target)
+
+
+def test_the_retrain_floor_is_a_second_retrained_model_sampled_and_attacked_like_the_first(make_cfg, tmp_path):
+    """generation.floor=true trains a second retrain model (its own seed), scores it as the retrain model is
+    scored (DiMRA included) and records it, so the table has a retrain-floor row; off, the cell id is the one
+    it had before the switch existed."""
+    from unlearn_bench.report import leaderboard
+    from unlearn_bench.tracking import cell_config
+
+    assert "floor" not in cell_config(make_cfg(*TINY_GEN))["generation"]
+    record = run(make_cfg(*TINY_GEN, "method=esd", "generation.floor=true"))
+    floor, retrain = record["retrain2_metrics"], record["retrain_metrics"]
+    assert {"UA", "UA_dimra"} <= set(floor) and floor != retrain
+    assert record["models"]["retrain2"]["key"] != record["models"]["retrain"]["key"]
+    out = tmp_path / "board"
+    assert leaderboard.main(["--task", "generation", "--records", str(tmp_path / "records"), "--out", str(out)]) == 0
+    table = __import__("pandas").read_csv(out / "leaderboard.csv")
+    assert "retrain floor" in set(table["method"])

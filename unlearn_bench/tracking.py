@@ -42,6 +42,9 @@ def cell_config(cfg: DictConfig) -> dict:
     metrics = container.get("metrics")
     if isinstance(metrics, dict) and metrics.get("latent_probe", 0) is None:  # off: ids as before it existed
         metrics.pop("latent_probe")
+    generation = container.get("generation")
+    if isinstance(generation, dict) and generation.get("floor") is False:  # off: ids as before it existed
+        generation.pop("floor")
     evaluation = container.get("eval")
     if isinstance(evaluation, dict):
         if evaluation.get("name") == "cell":  # the single cell: ids as before pools existed

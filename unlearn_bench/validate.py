@@ -73,9 +73,10 @@ KEY_CHECKS: dict[str, Check] = {
     "attack.aux": choice("retain", "sample"), "attack.aux_size": integer(1), "attack.steps": integer(1),
     "attack.batch_size": integer(1), "attack.lr": positive,
     "checkpoint.every_epochs": optional(integer(0)),
+    "generation.floor": boolean, "generation.reference_seed": optional(integer(0, 2**32 - 1)),
 }
 # Groups whose options carry different keys: a declared key an option lacks is not read by that option.
-OPTIONAL_PARENTS = ("dataset.", "attack.")
+OPTIONAL_PARENTS = ("dataset.", "attack.", "generation.")
 # Method keys that every method shares where it has them (its own switches: the method's registered check).
 METHOD_CHECKS: dict[str, Check] = {"epochs": integer(1), "steps": integer(1), "nesterov": boolean, **SGD}
 

@@ -110,8 +110,9 @@ def run_generation(cfg: DictConfig, record_file: Path) -> dict:
         return train_diffusion(model, data, diffusion, gen.train, cell.ctx.progress, stage)
 
     reference_seed = gen.get("reference_seed")
+    floor = bool(gen.get("floor"))  # a second retrained model (another training seed): the retrain floor row
     models, metas = reference_models(cell, cache, fit_fn=fit_diffusion, seed=reference_seed,
-                                     stages=("original", "retrain"),
+                                     stages=("original", "retrain", *(("retrain2",) if floor else ())),
                                      key_extra={"generation": OmegaConf.to_container(gen.train, resolve=True),
                                                 "schedule": diffusion.describe()})
     classifier, classifier_key = evaluation_classifier(cell, cache)
@@ -146,8 +147,8 @@ def run_generation(cfg: DictConfig, record_file: Path) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     results = {"method": score(unlearned, attack, output_dir / "method")}
     sampling = {k: gen[k] for k in ("guidance_scale", "sample_steps", "samples_per_class")}
-    for stage in ("retrain", "original"):  # shared by every method of the cell: computed once, cached
-        stage_attack = attack and stage == "retrain"
+    for stage in ("retrain", "original", *(("retrain2",) if floor else ())):  # shared by a cell's methods: cached
+        stage_attack = attack and stage != "original"
         key = {"model": metas[stage]["key"], "sampling": sampling, "seed": cfg.seed, "classifier": classifier_key,
                "forget_class": gctx.forget_class,
                "attack": OmegaConf.to_container(cfg.attack, resolve=True) if stage_attack else None}
@@ -164,6 +165,7 @@ def run_generation(cfg: DictConfig, record_file: Path) -> dict:
     record = tracking.save_record(cfg, record_file, {
         "task": "generation", "metrics": results["method"], "retrain_metrics": results["retrain"],
         "original_metrics": results["original"], "diverged": run.diverged,
+        **({"retrain2_metrics": results["retrain2"]} if floor else {}),
         "classifier_test_acc": classifier_test_acc,
         **({"method_steps": cell.ctx.report.diagnostics["method_steps"]}
            if "method_steps" in cell.ctx.report.diagnostics else {}),
@@ -172,7 +174,8 @@ def run_generation(cfg: DictConfig, record_file: Path) -> dict:
                    for stage in metas}}, cell.ctx)
     from unlearn_bench.tracking import summary_table
 
-    rows = {cfg.method.name: results["method"], "retrain_gen": results["retrain"], "original": results["original"]}
+    rows = {cfg.method.name: results["method"], "retrain_gen": results["retrain"],
+            **({"retrain floor": results["retrain2"]} if floor else {}), "original": results["original"]}
     print(summary_table(rows, [c for c in COLUMNS if any(c in r for r in rows.values())]))
     print(f"sample grids: {output_dir}")
     print(f"record: {record_file}")
