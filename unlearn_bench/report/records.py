@@ -82,9 +82,11 @@ def differing(configs: list[dict[str, str]]) -> list[str]:
 
 
 def describe(config: dict[str, str], keys: list[str], strip: str = "") -> str:
+    """`key=value, …` for the keys that tell configurations apart; a record without the key predates it
+    (it ran with the behaviour the key's `introduced:` value names, for a method switch)."""
     parts = []
     for key in keys:
-        value = config.get(key, "unset")
+        value = config.get(key, "(predates the key)")
         parts.append(f"{key[len(strip):] if key.startswith(strip) else key}={value.strip(chr(34))}")
     return ", ".join(parts)
 
