@@ -119,3 +119,34 @@ def test_the_report_writes_its_tables_and_refuses_a_missing_folder(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "unlearn_bench.report.augmentation", "--records",
                           str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--records" in bad.stderr
+
+
+def test_the_pool_size_curve_follows_the_held_out_pool_and_every_row_as_n_grows(tmp_path):
+    """Pool records of one setting at N = 8 and 16 (copies of a committed record with other scores): the
+    leaderboard writes one curve row per N and row, with the held-out pool's F at each N, and its plot."""
+    import copy
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from unlearn_bench.report import leaderboard
+
+    source = next(p for p in sorted((Path(__file__).resolve().parent.parent / "results" / "records").glob("*.json"))
+                  if json.loads(p.read_text()).get("task") == "pool")
+    base = json.loads(source.read_text())
+    records = tmp_path / "records"
+    records.mkdir()
+    for n_models, held_out_f in ((8, 0.11), (16, 0.19)):
+        record = copy.deepcopy(base)
+        record["config"]["eval"]["pool_size"] = n_models
+        record["retrain2_metrics"]["forgetting_quality"] = held_out_f
+        (records / f"{n_models}.json").write_text(json.dumps(record))
+    out = tmp_path / "board"
+    assert leaderboard.main(["--task", "pool", "--records", str(records), "--out", str(out)]) == 0
+    curve = pd.read_csv(out / "pool_size_curve.csv")
+    held = curve[curve["method"] == "retrain floor"].set_index("N")["forgetting_quality_mean"]
+    assert held.to_dict() == {8: 0.11, 16: 0.19}
+    assert set(curve["N"]) == {8, 16} and (curve["n"] == 1).all()
+    assert "## How many models a verdict needs" in (out / "leaderboard.md").read_text()
+    assert (out / "pool_size_curve.png").is_file()

@@ -49,7 +49,7 @@ from unlearn_bench.protocol import (
     stop_with_parent,
     unlearn_once,
 )
-from unlearn_bench.tracking import summary_table
+from unlearn_bench.tracking import summary_table, without_introduced
 
 SETS = ("forget", "retain", "test", "forget_test")
 # Pool roles: the stage whose model a member is, and the row it becomes.
@@ -105,8 +105,7 @@ def member_key(cell: Cell, cache: ModelCache, role: str, index: int) -> dict:
         stage = STAGE_OF[role]
         return {"model": cache.key(stage, reference_key_parts(cell, stage, index)), "sets": sets_key(cell)}
     cfg = cell.cfg
-    method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
-    method_cfg.pop("search", None)
+    method_cfg = without_introduced(OmegaConf.to_container(cfg.method, resolve=True))  # as in the cell id
     return {"original": cache.key("original", reference_key_parts(cell, "original", cfg.seed)),
             "method": method_cfg, "run": index, "sets": sets_key(cell), "device": cell.ctx.device.type,
             "perf": cell.ctx.perf.as_dict(), "deterministic": cfg.deterministic}

@@ -1,0 +1,104 @@
+"""How many models a pool verdict needs (docs/pools.md): F and the attack's AUC of every row as the pool grows,
+for pool records of one setting that differ only in `eval.pool_size`. The held-out retrain pool's row is
+the reach of the estimators at each N (its F is the most a method can earn, its AUC the least an attack can
+show); a method is told apart from it, or from doing nothing, only once its interval clears theirs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from unlearn_bench import verdict
+from unlearn_bench.report.formatting import cell
+from unlearn_bench.report.records import FLOOR, ORIGINAL, RETRAIN
+
+CURVE_METRICS = {"forgetting_quality": "F", "lira_auc": "attack AUC"}
+LABELS = {FLOOR: "held-out retrain pool", ORIGINAL: "original (do nothing)"}
+
+
+def pool_size_of(setting_sig: str) -> int | None:
+    value = json.loads(setting_sig).get("eval.pool_size")
+    return int(json.loads(value)) if value is not None else None
+
+
+def base_setting(setting_sig: str) -> str:
+    """The setting without its pool size: the records of one curve share it."""
+    return json.dumps({k: v for k, v in json.loads(setting_sig).items() if k != "eval.pool_size"}, sort_keys=True)
+
+
+def pool_size_curve(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (setting, pool size N, row) where a setting has records at two or more N: n forget sets,
+    and the mean and 95 % t-interval over them of F and the attack AUC (one forget set: F's interval over its
+    examples, the AUC's none). Empty when no setting has two pool sizes."""
+    pools = frame[(frame["task"] == "pool") & (frame["method"] != RETRAIN)].copy()
+    if pools.empty:
+        return pd.DataFrame()
+    pools["N"] = pools["setting_sig"].map(pool_size_of)
+    pools["base"] = pools["setting_sig"].map(base_setting)
+    rows = []
+    for _, part in pools.groupby("base", sort=False):
+        if part["N"].nunique() < 2:
+            continue
+        for (n_models, method), g in part.groupby(["N", "method"], sort=True):
+            row = {"dataset": g["dataset"].iloc[0], "forget": g["forget"].iloc[0], "N": int(n_models),
+                   "method": method, "reference": bool(g["reference"].iloc[0]), "n": g["seed"].nunique()}
+            for metric in CURVE_METRICS:
+                values = g[metric].dropna().astype(float).tolist() if metric in g else []
+                mean, half, n = verdict.t_interval(values)
+                if n == 1 and metric == "forgetting_quality" and g["forgetting_quality_ci"].notna().any():
+                    half = float(g["forgetting_quality_ci"].dropna().iloc[0])
+                row.update({f"{metric}_mean": mean, f"{metric}_ci": half})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def curve_markdown(curve: pd.DataFrame) -> str:
+    lines = ["## How many models a verdict needs (pool size N)", "",
+             "F (1 = indistinguishable from retraining) and the per-example attack's AUC (0.5 = no signal) of every "
+             "row at each pool size, mean ± 95 % interval over the forget sets (one forget set: F's interval over "
+             "its examples). The held-out retrain pool is a second sample of retrain models: its F is the most a "
+             "method can earn at that N and its AUC the least an attack shows, so a method is told apart from "
+             "retraining, or from doing nothing, only where its interval clears that row's.", ""]
+    for (dataset, forget), part in curve.groupby(["dataset", "forget"], sort=False):
+        lines += [f"### {dataset} / {forget}", "", "| N | row | n | F | attack AUC |", "|---|---|---|---|---|"]
+        part = part.assign(first=part["method"].map({FLOOR: 0, ORIGINAL: 1}).fillna(2))
+        part = part.sort_values(["N", "first", "method"])
+        for r in part.to_dict("records"):
+            label = LABELS.get(r["method"], r["method"])
+            lines.append(f"| {r['N']} | {label} | {r['n']} | {cell(r['forgetting_quality_mean'], r['forgetting_quality_ci'], 3)} | "
+                         f"{cell(r['lira_auc_mean'], r['lira_auc_ci'], 2)} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curve(curve: pd.DataFrame, path: Path, title: str) -> None:
+    """F and AUC against N, one line per row (the held-out pool and doing nothing dashed), log-2 N axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    for ax, (metric, label) in zip(axes, CURVE_METRICS.items()):
+        for method, g in curve.groupby("method", sort=False):
+            g = g.sort_values("N")
+            style = "--" if method in (FLOOR, ORIGINAL) else "-"
+            errors = g[f"{metric}_ci"].fillna(0.0)
+            ax.errorbar(g["N"], g[f"{metric}_mean"], yerr=errors, fmt=style + "o", capsize=3,
+                        label=LABELS.get(method, method))
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(curve["N"].unique()), [str(n) for n in sorted(curve["N"].unique())])
+        ax.set_xlabel("pool size N (retrain models; runs of each method)")
+        ax.set_ylabel(label)
+        if metric == "lira_auc":
+            ax.axhline(0.5, color="grey", linewidth=0.8)
+        ax.set_title(f"{label} as the pool grows")
+    axes[0].legend(fontsize=8)
+    n_text = ", ".join(sorted({str(int(n)) for n in curve["n"]}))
+    fig.suptitle(f"{title}\nmean ± 95 % interval over forget sets (n = {n_text})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
