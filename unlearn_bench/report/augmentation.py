@@ -34,7 +34,7 @@ import pandas as pd
 from unlearn_bench.errors import ArgumentParser, one_line_errors
 from unlearn_bench.report.page import html_page
 from unlearn_bench.report.stats import ALPHA, detectable_difference, holm, kendall_interval, tost
-from unlearn_bench.verdict import paired_difference
+from unlearn_bench.verdict import MIN_SEEDS, paired_difference
 
 PIPELINES = ("none", "default", "randaugment", "autoaugment", "random_erasing", "trivialaug", "augmix")
 REFERENCE_METHODS = ("retrain",)
@@ -85,9 +85,15 @@ def regime(frame: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def untested(n: int) -> str:
+    """Fewer than MIN_SEEDS paired seeds: no outcome. With two, the t-test has one degree of freedom and
+    two coincidentally equal differences read as significant (the project's small-n rule, as for a best)."""
+    return f"{n} seed{'s' if n != 1 else ''}: untested (needs {MIN_SEEDS})"
+
+
 def outcome(row: dict) -> str:
-    if row["n"] < 2:
-        return "one seed: untested"
+    if row["n"] < MIN_SEEDS:
+        return untested(row["n"])
     if row["p_holm"] < ALPHA:
         return "closer" if row["difference"] < 0 else "farther"
     if row["tost_p_holm"] < ALPHA:
@@ -129,8 +135,9 @@ def effects(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
         table[f"{column}_holm"] = holm(table[column].to_numpy())
     table["outcome"] = [outcome(r) for r in table.to_dict("records")]
     table["normalised_outcome"] = [
+        untested(r["n"]) if r["n"] < MIN_SEEDS else
         ("lower" if r["normalised_difference"] < 0 else "higher") if r["normalised_p_holm"] < ALPHA else
-        "one seed: untested" if r["n"] < 2 else "undecided at n"
+        "undecided at n"
         for r in table.to_dict("records")]
     return table
 
@@ -171,8 +178,8 @@ def verdicts(against_default: pd.DataFrame) -> pd.DataFrame:
         elif row["outcome"] in ("farther", "equivalent within δ"):
             verdict, why = "refuted", f"{row['outcome']} (δ = {row['margin']:.2f})" if row["outcome"] != "farther" \
                 else "farther from retrain (Holm-adjusted)"
-        elif row["n"] < 2:
-            verdict, why = "not settled", f"{row['n']} seed: no test"
+        elif row["n"] < MIN_SEEDS:
+            verdict, why = "not settled", untested(row["n"])
         else:
             verdict, why = "not settled", (f"undecided at n = {row['n']}: a difference below "
                                            f"{row['detectable']:.2f} would go unseen")
