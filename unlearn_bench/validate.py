@@ -315,16 +315,17 @@ def validate(cfg: DictConfig) -> None:
         METHODS.check_cell(cfg.method.name, cfg)  # the method against the whole cell (forget set, model, data)
 
 
-# Keys a run reads only under a condition of the composed config: (key or key prefix, the condition, the
-# condition in words, how to meet it). An override of such a key while the condition fails is never read.
-CONDITIONAL_KEYS: list[tuple[str, Callable[[DictConfig], bool], str, str]] = [
-    ("relearn.", lambda cfg: bool(cfg.relearn.enabled), "relearn.enabled=false (the stage is off)",
-     "set relearn.enabled=true to use it"),
-    ("metrics.mia.", lambda cfg: "MIA" in cfg.metrics.names, "MIA is not in metrics.names",
+# Keys a run reads only under a condition of the composed config: (key or key prefix, the keys the condition
+# itself reads, the condition, the condition in words, how to meet it). An override of such a key while the
+# condition fails is never read; the condition's own keys are always read.
+CONDITIONAL_KEYS: list[tuple[str, tuple[str, ...], Callable[[DictConfig], bool], str, str]] = [
+    ("relearn.", ("relearn.enabled",), lambda cfg: bool(cfg.relearn.enabled),
+     "relearn.enabled=false (the stage is off)", "set relearn.enabled=true to use it"),
+    ("metrics.mia.", ("metrics.names",), lambda cfg: "MIA" in cfg.metrics.names, "MIA is not in metrics.names",
      "add MIA to metrics.names to use it"),
-    ("train.milestones", lambda cfg: cfg.train.scheduler == "multistep",
+    ("train.milestones", ("train.scheduler",), lambda cfg: cfg.train.scheduler == "multistep",
      "train.scheduler is not multistep", "set train.scheduler=multistep to use it"),
-    ("train.gamma", lambda cfg: cfg.train.scheduler == "multistep",
+    ("train.gamma", ("train.scheduler",), lambda cfg: cfg.train.scheduler == "multistep",
      "train.scheduler is not multistep", "set train.scheduler=multistep to use it"),
 ]
 
@@ -335,8 +336,8 @@ def check_overrides(cfg: DictConfig, overrides: list[str]) -> None:
     and the condition."""
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
-        for prefix, is_read, condition, remedy in CONDITIONAL_KEYS:
-            if (key == prefix or key.startswith(prefix)) and key != "relearn.enabled" and not is_read(cfg):
+        for prefix, reads, is_read, condition, remedy in CONDITIONAL_KEYS:
+            if key.startswith(prefix) and key not in reads and not is_read(cfg):
                 raise ConfigError(key, OmegaConf.select(cfg, key, default=value),
                                   f"no value while {condition}: the key is never read and would only change the "
                                   f"cell id; {remedy}")

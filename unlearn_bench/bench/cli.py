@@ -96,11 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="(e) only: the wall time of an N-model retrain pool (eval=pool) against N x one model's, "
                              f"at the setting of results/pool ({' '.join(POOL_SETTING)}); writes <out>/pool.{{md,json}}")
     args = parser.parse_args(argv)
-    try:
-        check_arguments(args)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    check_arguments(args)  # a ConfigError is one line and exit code 2 (one_line_errors)
     if args.pool:
         return pool_main(args, argv)
     approaches = [a.strip() for a in args.multi.split(",") if a.strip()]

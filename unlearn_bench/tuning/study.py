@@ -35,7 +35,7 @@ from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf, open_dict
 
 from unlearn_bench.checks import choice, integer
-from unlearn_bench.errors import ArgumentParser, ConfigError, UserError, one_line_errors
+from unlearn_bench.errors import ArgumentParser, ConfigError, one_line_errors
 from unlearn_bench.run import CONFIG_DIR, run
 from unlearn_bench.validate import check_search
 
@@ -186,10 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = Parallel(n_jobs=args.jobs)(delayed(study)(method) for method in methods)
         for method, path in zip(methods, paths):
             print(f"wrote {path}; evaluate with method=tuned/{args.scale}/{args.track}/{method}")
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except MissingConfigException as err:  # an unknown method name
+    except MissingConfigException as err:  # an unknown method name (any UserError: one_line_errors)
         print(f"error: --method: {err}".splitlines()[0], file=sys.stderr)
         return 2
     return 0
