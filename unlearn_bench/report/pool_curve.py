@@ -6,26 +6,24 @@ show); a method is told apart from it, or from doing nothing, only once its inte
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 
-from unlearn_bench import verdict
 from unlearn_bench.report.formatting import cell
+from unlearn_bench.report.pools import score_interval
 from unlearn_bench.report.records import FLOOR, ORIGINAL, RETRAIN
 
 CURVE_METRICS = {"forgetting_quality": "F", "lira_auc": "attack AUC"}
 LABELS = {FLOOR: "held-out retrain pool", ORIGINAL: "original (do nothing)"}
 
 
-def pool_size_of(setting_sig: str) -> int | None:
-    value = json.loads(setting_sig).get("eval.pool_size")
-    return int(json.loads(value)) if value is not None else None
-
-
-def base_setting(setting_sig: str) -> str:
-    """The setting without its pool size: the records of one curve share it."""
-    return json.dumps({k: v for k, v in json.loads(setting_sig).items() if k != "eval.pool_size"}, sort_keys=True)
+def split_pool_size(setting_sig: str) -> tuple[int | None, str]:
+    """A pool setting's size N and the setting without it (the records of one curve share the latter)."""
+    setting = json.loads(setting_sig)
+    value = setting.pop("eval.pool_size", None)
+    return (int(json.loads(value)) if value is not None else None), json.dumps(setting, sort_keys=True)
 
 
 def pool_size_curve(frame: pd.DataFrame) -> pd.DataFrame:
@@ -35,8 +33,7 @@ def pool_size_curve(frame: pd.DataFrame) -> pd.DataFrame:
     pools = frame[(frame["task"] == "pool") & (frame["method"] != RETRAIN)].copy()
     if pools.empty:
         return pd.DataFrame()
-    pools["N"] = pools["setting_sig"].map(pool_size_of)
-    pools["base"] = pools["setting_sig"].map(base_setting)
+    pools["N"], pools["base"] = zip(*pools["setting_sig"].map(split_pool_size))
     rows = []
     for _, part in pools.groupby("base", sort=False):
         if part["N"].nunique() < 2:
@@ -45,10 +42,7 @@ def pool_size_curve(frame: pd.DataFrame) -> pd.DataFrame:
             row = {"dataset": g["dataset"].iloc[0], "forget": g["forget"].iloc[0], "N": int(n_models),
                    "method": method, "reference": bool(g["reference"].iloc[0]), "n": g["seed"].nunique()}
             for metric in CURVE_METRICS:
-                values = g[metric].dropna().astype(float).tolist() if metric in g else []
-                mean, half, n = verdict.t_interval(values)
-                if n == 1 and metric == "forgetting_quality" and g["forgetting_quality_ci"].notna().any():
-                    half = float(g["forgetting_quality_ci"].dropna().iloc[0])
+                mean, half = score_interval(g, metric) if metric in g else (math.nan, math.nan)
                 row.update({f"{metric}_mean": mean, f"{metric}_ci": half})
             rows.append(row)
     return pd.DataFrame(rows)

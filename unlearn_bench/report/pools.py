@@ -34,6 +34,15 @@ def pool_comparison(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, str]:
     return math.nan, ""
 
 
+def score_interval(rows: pd.DataFrame, metric: str) -> tuple[float, float]:
+    """Mean and 95 % t half-width of a row's score over its forget sets; with one forget set, F's interval over
+    that set's examples (the record's forgetting_quality_ci)."""
+    mean, half, n = verdict.t_interval(rows[metric].dropna().astype(float).tolist())
+    if n == 1 and metric == "forgetting_quality" and rows["forgetting_quality_ci"].notna().any():
+        half = float(rows["forgetting_quality_ci"].dropna().iloc[0])
+    return mean, half
+
+
 def pool_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """One pool setting: mean ± 95 % interval of every score (t over forget-set seeds; with one seed, F's
     interval over the forget examples), the best method by final score, paired tests against it, against
@@ -46,9 +55,7 @@ def pool_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
                "reference": bool(g["reference"].iloc[0])}
         for metric in [*POOL_METRICS, "UA", "RA", "TA", "MIA", "avg_gap", "RTE"]:
             if metric in g and g[metric].notna().any():
-                mean, half, n = verdict.t_interval(g[metric].dropna().astype(float).tolist())
-                if n == 1 and metric == "forgetting_quality":
-                    half = float(g["forgetting_quality_ci"].dropna().iloc[0]) if g["forgetting_quality_ci"].notna().any() else math.nan
+                mean, half = score_interval(g, metric)
                 row.update({f"{metric}_mean": mean, f"{metric}_ci": half})
         rows.append(row)
     table = pd.DataFrame(rows)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 
 from unlearn_bench import verdict
@@ -103,13 +104,16 @@ def regime_text(summary: dict) -> str:
 
 
 
-def paired_difference(a: pd.DataFrame, b: pd.DataFrame) -> dict:
+def rows_difference(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     """Two rows' per-seed Avg Gaps on the seeds both have: n, each row's mean, the mean difference a − b with
-    its 95 % t-interval half-width, and p of the paired two-sided t-test."""
+    its 95 % t-interval half-width, and p of the paired two-sided t-test (verdict.paired_difference over the
+    finite differences; p is NaN when one is not finite)."""
     ours, theirs = paired(a, b)
-    mean, half, n = verdict.t_interval([x - y for x, y in zip(ours, theirs)])
+    diff = np.asarray(ours, dtype=float) - np.asarray(theirs, dtype=float)
+    found = verdict.paired_difference(diff[np.isfinite(diff)])
+    n = found["n"]
     return {"n": n, "a_gap": float(pd.Series(ours).mean()) if n else math.nan,
-            "b_gap": float(pd.Series(theirs).mean()) if n else math.nan,
-            "difference": mean, "difference_ci": half, "p": verdict.paired_p(ours, theirs)}
+            "b_gap": float(pd.Series(theirs).mean()) if n else math.nan, "difference": found["mean"],
+            "difference_ci": found["half"], "p": found["p"] if np.isfinite(diff).all() else math.nan}
 
 

@@ -12,7 +12,7 @@ from unlearn_bench import verdict
 from unlearn_bench.report.comparisons import paired
 from unlearn_bench.report.formatting import cell, number, p_text, section_title
 from unlearn_bench.report.records import GROUP
-from unlearn_bench.report.settings import gaps_by_seed, paired_difference
+from unlearn_bench.report.settings import gaps_by_seed, rows_difference
 from unlearn_bench.report.stats import holm
 
 TUNED_LABEL = re.compile(r"^(?P<base>.+) \(tuned, (?P<track>[a-z]+)\)$")  # the label unlearn-bench-tune writes
@@ -68,7 +68,7 @@ def tuning_comparison(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                 if not found or found["track"] != track or found["base"] not in rows:
                     continue
                 base = found["base"]
-                diff = paired_difference(rows[label], rows[base])
+                diff = rows_difference(rows[label], rows[base])
                 pairs.append({**dict(zip(GROUP, keys)), "method": base, "track": track, "n": diff["n"],
                               "default_gap": diff["b_gap"], "tuned_gap": diff["a_gap"],
                               "difference": diff["difference"], "difference_ci": diff["difference_ci"],
@@ -102,7 +102,7 @@ def track_comparison(frame: pd.DataFrame) -> pd.DataFrame:
                 head = {**dict(zip(GROUP, keys)), "first": first, "second": second}
                 gaps_first, gaps_second = {}, {}
                 for base in (m for m in by_track[first] if m in by_track[second]):
-                    diff = paired_difference(by_track[first][base], by_track[second][base])
+                    diff = rows_difference(by_track[first][base], by_track[second][base])
                     rows_out.append({**head, "method": base, "n": diff["n"], "first_gap": diff["a_gap"],
                                      "second_gap": diff["b_gap"], "difference": diff["difference"],
                                      "difference_ci": diff["difference_ci"], "p": diff["p"],
