@@ -81,51 +81,62 @@ def text(pattern: str, accepted: str) -> Check:
     return check
 
 
+def passes(check: Check, value: object) -> bool:
+    """Whether `value` passes `check` (a kind used as a predicate: list items, alternatives)."""
+    try:
+        check("", value)
+    except ConfigError:
+        return False
+    return True
+
+
 def one_of(*checks: Check) -> Check:
     """A value that passes any of `checks` (e.g. "auto" or a positive number); the last one's error otherwise."""
     def check(key: str, value: object) -> None:
-        for inner in checks[:-1]:
-            try:
-                inner(key, value)
-                return
-            except ConfigError:
-                pass
-        checks[-1](key, value)
+        if not any(passes(inner, value) for inner in checks[:-1]):
+            checks[-1](key, value)
+    return check
+
+
+def items_of(value: object) -> list | None:
+    """A list value's items (a list, tuple or ListConfig), None for anything else."""
+    return list(value) if isinstance(value, (list, tuple, ListConfig)) else None
+
+
+def shown(value: object) -> object:
+    """A value as an error line shows it (a ListConfig as its plain list)."""
+    return OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+
+
+def list_of(item: Check, accepted: str) -> Check:
+    """A non-empty list whose every item passes `item`; one line naming the whole list otherwise."""
+    def check(key: str, value: object) -> None:
+        items = items_of(value)
+        if not items or not all(passes(item, v) for v in items):
+            raise ConfigError(key, shown(value), accepted)
     return check
 
 
 def numbers(low: float | None = None, *, low_open: bool = False) -> Check:
     """A non-empty list of finite numbers (per-channel statistics)."""
-    def check(key: str, value: object) -> None:
-        items = list(value) if isinstance(value, (list, ListConfig)) else None
-        item = number(low, low_open=low_open)
-        try:
-            if not items:
-                raise ConfigError(key, value, "")
-            for v in items:
-                item(key, v)
-        except ConfigError:
-            bound = "" if low is None else f" {'>' if low_open else '>='} {low:g}"
-            raise ConfigError(key, OmegaConf.to_container(value) if isinstance(value, ListConfig) else value,
-                              f"a non-empty list of numbers{bound}") from None
-    return check
+    bound = "" if low is None else f" {'>' if low_open else '>='} {low:g}"
+    return list_of(number(low, low_open=low_open), f"a non-empty list of numbers{bound}")
 
 
-def names(key: str, value: object) -> None:
-    """A non-empty list of names (strings)."""
-    items = list(value) if isinstance(value, (list, ListConfig)) else None
-    if not items or not all(isinstance(v, str) for v in items):
-        raise ConfigError(key, OmegaConf.to_container(value) if isinstance(value, ListConfig) else value,
-                          "a non-empty list of names")
+def string(key: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise ConfigError(key, value, "a string")
+
+
+names = list_of(string, "a non-empty list of names")
 
 
 def fractions(key: str, value: object) -> None:
     """MultiStep milestones: increasing fractions of training in (0, 1)."""
-    items = list(value) if isinstance(value, (list, ListConfig)) else None
-    if (items is None or not items or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1
-                                          for v in items) or items != sorted(items)):
-        raise ConfigError(key, OmegaConf.to_container(value) if isinstance(value, ListConfig) else value,
-                          "a non-empty increasing list of fractions of training in (0, 1)")
+    items = items_of(value)
+    fraction = number(0.0, 1.0, low_open=True, high_open=True)
+    if not items or not all(passes(fraction, v) for v in items) or items != sorted(items):
+        raise ConfigError(key, shown(value), "a non-empty increasing list of fractions of training in (0, 1)")
 
 
 COUNT_KEYS = ("epochs", "steps", "batch_size", "samples")  # counted, so integers

@@ -14,14 +14,14 @@ from __future__ import annotations
 import math
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2._utils import _get_fill
 from torchvision.transforms.v2.functional import _color as tv_color
 from torchvision.transforms.v2.functional import _geometry as tv_geometry
 
-from unlearn_bench.checks import boolean, choice, integer, keys_check, number
+from unlearn_bench.checks import boolean, choice, integer, items_of, keys_check, number, passes, shown
 from unlearn_bench.errors import ConfigError
 
 INTERPOLATIONS = {"nearest": InterpolationMode.NEAREST, "bilinear": InterpolationMode.BILINEAR}
@@ -333,13 +333,11 @@ def random_erasing(cfg: DictConfig, height: int, width: int, attempts: int = 10)
 def interval(low: float, high: float, *, positive_only: bool = False):
     """A pair [a, b] with low <= a <= b <= high (a > 0 where asked): RandomErasing's scale and ratio."""
     def check(key: str, value: object) -> None:
-        items = list(value) if isinstance(value, (list, tuple, ListConfig)) else None
-        ok = items is not None and len(items) == 2 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in items)
+        items = items_of(value)
+        ok = items is not None and len(items) == 2 and all(passes(number(), v) for v in items)
         ok = ok and low <= items[0] <= items[1] <= high and (items[0] > 0 or not positive_only)
         if not ok:
-            shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
-            raise ConfigError(key, shown, f"[a, b] with {low:g} {'<' if positive_only else '<='} a <= b <= {high:g}")
+            raise ConfigError(key, shown(value), f"[a, b] with {low:g} {'<' if positive_only else '<='} a <= b <= {high:g}")
     return check
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from unlearn_bench.checks import boolean, integer, keys_check, number
+from unlearn_bench.checks import boolean, integer, keys_check, list_of, number
 from unlearn_bench.errors import ConfigError
 from unlearn_bench.registry import Registry
 
@@ -50,12 +50,7 @@ class SmallCNN(nn.Module):
 
 def integers(low: int):
     """A non-empty list of integers >= low (widths, channels per level)."""
-    def check(key: str, value: object) -> None:
-        items = list(value) if isinstance(value, (list, tuple, ListConfig)) else None
-        if not items or any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in items):
-            shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
-            raise ConfigError(key, shown, f"a non-empty list of integers >= {low}")
-    return check
+    return list_of(integer(low), f"a non-empty list of integers >= {low}")
 
 
 def mapping(key: str, value: object) -> None:
