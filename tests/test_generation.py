@@ -223,3 +223,17 @@ def test_the_retrain_floor_is_a_second_retrained_model_sampled_and_attacked_like
     assert leaderboard.main(["--task", "generation", "--records", str(tmp_path / "records"), "--out", str(out)]) == 0
     table = __import__("pandas").read_csv(out / "leaderboard.csv")
     assert "retrain floor" in set(table["method"])
+
+
+def test_a_table_without_a_retrain_floor_says_so(tmp_path):
+    """The committed generation records carry no second retrained model: the table says that no difference in
+    it can be set against the noise of retraining, and names the switch that adds one."""
+    from pathlib import Path
+
+    from unlearn_bench.report import leaderboard
+
+    records = Path(__file__).resolve().parent.parent / "results" / "records"
+    out = tmp_path / "board"
+    assert leaderboard.main(["--task", "generation", "--records", str(records), "--out", str(out)]) == 0
+    text = (out / "leaderboard.md").read_text()
+    assert text.count("**No retrain-floor row:**") == 2 and "generation.floor=true" in text

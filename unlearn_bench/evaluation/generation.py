@@ -111,8 +111,9 @@ def run_generation(cfg: DictConfig, record_file: Path) -> dict:
 
     reference_seed = gen.get("reference_seed")
     floor = bool(gen.get("floor"))  # a second retrained model (another training seed): the retrain floor row
+    second = ("retrain2",) if floor else ()
     models, metas = reference_models(cell, cache, fit_fn=fit_diffusion, seed=reference_seed,
-                                     stages=("original", "retrain", *(("retrain2",) if floor else ())),
+                                     stages=("original", "retrain", *second),
                                      key_extra={"generation": OmegaConf.to_container(gen.train, resolve=True),
                                                 "schedule": diffusion.describe()})
     classifier, classifier_key = evaluation_classifier(cell, cache)
@@ -147,7 +148,7 @@ def run_generation(cfg: DictConfig, record_file: Path) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     results = {"method": score(unlearned, attack, output_dir / "method")}
     sampling = {k: gen[k] for k in ("guidance_scale", "sample_steps", "samples_per_class")}
-    for stage in ("retrain", "original", *(("retrain2",) if floor else ())):  # shared by a cell's methods: cached
+    for stage in ("retrain", "original", *second):  # shared by every method of the cell: computed once, cached
         stage_attack = attack and stage != "original"
         key = {"model": metas[stage]["key"], "sampling": sampling, "seed": cfg.seed, "classifier": classifier_key,
                "forget_class": gctx.forget_class,

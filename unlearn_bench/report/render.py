@@ -12,7 +12,7 @@ from unlearn_bench import verdict
 from unlearn_bench.report.comparisons import FAMILIES, MIN_SEEDS_FOR_BEST, summary_line
 from unlearn_bench.report.formatting import cell, section_title
 from unlearn_bench.report.pools import POOL_LEGEND, pool_pretty, pool_summary
-from unlearn_bench.report.records import COMPARISON_METRICS, GROUP, METRICS
+from unlearn_bench.report.records import COMPARISON_METRICS, FLOOR, GROUP, METRICS
 from unlearn_bench.report.settings import regime_text
 
 
@@ -81,6 +81,9 @@ def markdown(table: pd.DataFrame, facts: dict, args: argparse.Namespace, warning
         bold = bold_rows(part)
         shown["method"] = [f"**{m}**" if b else m for m, b in zip(shown["method"], bold)]
         lines += [shown.to_markdown(index=False), ""]
+        if FLOOR not in set(part["method"]):
+            lines += [NO_FLOOR + (" `generation.floor=true` gives a generation cell one." if args.task == "generation"
+                                  else ""), ""]
         if args.task == "pool":
             lines += [pool_summary(stats), ""]
         elif "margin" in stats:  # a classification setting with an Avg Gap
@@ -88,6 +91,8 @@ def markdown(table: pd.DataFrame, facts: dict, args: argparse.Namespace, warning
     return "\n".join(lines)
 
 
+NO_FLOOR = ("**No retrain-floor row:** these records carry no second retrained model, so no difference in this "
+            "table can be set against the noise of retraining itself.")
 LEGEND = ("Lower Avg Gap is better. Every value is the mean ± the half-width of the 95 % Student-t interval over "
           "the n seeds (a seed draws the forget set, trains the reference models and runs the method); a value "
           "without ± rests on one seed and has no interval. Avg Gap = mean |metric − retrain| over UA, RA, TA, MIA, "
