@@ -134,8 +134,11 @@ def method_keys() -> list[tuple[str, str]]:
     return pairs
 
 
+METHOD_KEYS = method_keys()
+
+
 @pytest.mark.parametrize("wrong", ["bogus", -5])
-@pytest.mark.parametrize("method, key", method_keys(), ids=[f"{m}.{k}" for m, k in method_keys()])
+@pytest.mark.parametrize("method, key", METHOD_KEYS, ids=[f"{m}.{k}" for m, k in METHOD_KEYS])
 def test_every_method_key_refuses_a_wrong_value_in_one_line(make_cfg, method, key, wrong):
     """A method's every setting has a declared kind: a wrong type and an out-of-range value are one line naming
     it, from validate() or the method's registered checks, before anything is built."""
