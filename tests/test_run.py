@@ -45,6 +45,7 @@ def test_record_is_written_and_a_finished_cell_is_skipped(make_cfg, capsys):
     stored = json.loads(files[0].read_text())
     assert stored["metrics"] == record["metrics"] and stored["config"]["method"]["name"] == "ft"
     assert stored["packages"]["torch"] and "git_commit" in stored
+    assert stored["machine"]["cpu"] and stored["machine"]["threads"] >= 1 and "cpu_capability" in stored["machine"]
     capsys.readouterr()
     again = run(cfg)
     out = capsys.readouterr().out

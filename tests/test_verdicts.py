@@ -156,6 +156,32 @@ def test_a_method_hyperparameter_makes_its_own_row(tmp_path):
     assert table.loc["ft (lr=0.01)", "avg_gap_mean"] == pytest.approx(2.1)
 
 
+def test_a_record_that_predates_a_switch_is_labelled_with_the_value_it_ran_with(tmp_path):
+    """unsir.yaml's `introduced: {noise_bn: eval}`: a record without the key ran with `eval`, so it is one
+    configuration with a record made at `eval` and its own row, labelled `eval`, beside one made at `train`."""
+    folder = tmp_path / "records"
+    for seed in range(2):
+        write_record(folder, f"old-{seed}", seed, 40.0, method="unsir")
+    write_record(folder, "eval-2", 2, 41.0, method="unsir", method__noise_bn="eval")
+    write_record(folder, "train-0", 0, 30.0, method="unsir", method__noise_bn="train")
+    table = board(tmp_path, folder).set_index("method")
+    assert table.loc["unsir (noise_bn=eval)", "n"] == 3 and table.loc["unsir (noise_bn=train)", "n"] == 1
+
+
+def test_records_scored_against_different_reference_models_are_reported(tmp_path, capsys):
+    """Same setting and seed, another retrain model (another machine under the same cache key): said."""
+    folder = tmp_path / "records"
+    write_record(folder, "ft-0", 0, 2.0)
+    write_record(folder, "ga-0", 0, 3.0, method="ga")
+    board(tmp_path, folder)
+    assert "disagree" not in capsys.readouterr().err
+    record = json.loads((folder / "ga-0.json").read_text())
+    record["retrain_metrics"]["TA"] += 4.0
+    (folder / "ga-0.json").write_text(json.dumps(record))
+    board(tmp_path, folder)
+    assert "seed 0: the records disagree on the retrain model" in capsys.readouterr().err
+
+
 def test_a_training_recipe_change_is_its_own_setting(tmp_path):
     folder = tmp_path / "records"
     write_record(folder, "a", 0, 2.0)

@@ -96,6 +96,27 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def machine(device: object) -> dict:
+    """What the numbers were computed on beyond the package versions: the same config, seed and versions give
+    the same model on one machine, but other float kernels (another CPU's instruction set, another GPU, another
+    thread count) can give another model under the same cache key."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(str(device)))
+    return info
+
+
 def write_record(path: Path, record: dict) -> None:
     atomic_write_json(path, {"record_version": RECORD_VERSION, **record})
 
@@ -109,7 +130,7 @@ def save_record(cfg: DictConfig, record_file: Path, body: dict, ctx, wandb_extra
 
     record = {"cell_id": cell_id(cfg), "config": cell_config(cfg), "method": cfg.method.name, **body,
               "git_commit": git_commit(), "packages": package_versions(), "device": str(ctx.device),
-              "perf": ctx.perf.as_dict(), "finished": time.time()}
+              "machine": machine(ctx.device), "perf": ctx.perf.as_dict(), "finished": time.time()}
     log_to_wandb(cfg, {**record, **(wandb_extra or {})}, Path(cfg.paths.output_dir))
     write_record(record_file, record)
     return record

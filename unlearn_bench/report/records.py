@@ -9,10 +9,13 @@ import json
 import math
 import re
 import warnings
+from functools import cache
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
+from unlearn_bench.config import CONFIG_DIR
 from unlearn_bench.tug_of_war import tug_of_war, tug_of_war_mia
 
 POOL_METRICS = ["forgetting_quality", "final_score", "klom_forget", "klom_retain", "klom_test", "klom_forget_p95",
@@ -81,6 +84,26 @@ def differing(configs: list[dict[str, str]]) -> list[str]:
     return [k for k in keys if len({c.get(k, "<unset>") for c in configs}) > 1]
 
 
+@cache
+def introduced_switches(name: str) -> dict:
+    """The `introduced:` block of a method's YAML: switches added after records existed, with the value
+    those records ran with ({} for a method without one or not in this checkout)."""
+    path = CONFIG_DIR / "method" / f"{name}.yaml"
+    block = OmegaConf.to_container(OmegaConf.load(path)).get("introduced") if path.is_file() else None
+    return dict(block) if isinstance(block, dict) else {}
+
+
+def with_introduced(method: dict) -> dict:
+    """A record's method config with every switch it predates set to the value it ran with, so a record made
+    before a switch existed and one made at that value are one configuration, and a record made at another
+    value is labelled by both values (`unsir (noise_bn=eval)` beside `unsir (noise_bn=train)`). Nested method
+    configs (RUM's strata) are filled alike."""
+    filled = {k: with_introduced(v) if isinstance(v, dict) and "name" in v else v for k, v in method.items()}
+    for key, value in introduced_switches(str(method.get("name"))).items():
+        filled.setdefault(key, value)
+    return filled
+
+
 def describe(config: dict[str, str], keys: list[str], strip: str = "") -> str:
     """`key=value, …` for the keys that tell configurations apart; a record without the key predates it
     (it ran with the behaviour the key's `introduced:` value names, for a method switch)."""
@@ -111,7 +134,7 @@ def load_records(folders: list[Path]) -> pd.DataFrame:
                     warnings.warn(f"excluding {path}: a hyperparameter-search trial, not an evaluation", stacklevel=1)
                     continue
                 fill_tug_of_war(record)
-                flat = flatten({k: v for k, v in cfg.items() if k != "seed"})
+                flat = flatten({k: with_introduced(v) if k == "method" else v for k, v in cfg.items() if k != "seed"})
                 setting = {k: v for k, v in flat.items() if not k.startswith("method.")}
                 method_cfg = {k: v for k, v in flat.items() if k.startswith("method.")}
                 task = record.get("task", "classification")
@@ -206,9 +229,28 @@ def label_configurations(frame: pd.DataFrame) -> pd.DataFrame:
         warnings.warn(f"the same configuration and seed {dup['seed'].iloc[0]} of {dup['method'].iloc[0]} has "
                       f"{len(dup)} records ({', '.join(dup['file'])}); using the most recent, {newest}", stacklevel=1)
     frame = frame.sort_values("finished")
+    warn_unshared_references(frame)
     frame = frame[~(~frame["reference"] & frame.duplicated(key, keep="last"))]
     # A reference row is the same for every method of a cell: keep one per configuration and seed.
     return frame[~(frame["reference"] & frame.duplicated(["setting_sig", "method", "seed"], keep="last"))]
+
+
+def warn_unshared_references(frame: pd.DataFrame) -> None:
+    """Rows of one setting and seed are paired on the assumption that they share their reference models. The
+    cache key names a model's recipe, not its bits: records made on another machine (other float kernels) or
+    code version can carry the same keys and other models. Said when the records disagree on a reference
+    model's UA / RA / TA; the table then shows the newest record's reference row."""
+    references = frame[frame["reference"]]
+    for (_, name, seed), part in references.groupby(["setting_sig", "method", "seed"], sort=False):
+        values = part[["UA", "RA", "TA"]].astype(float).round(6).drop_duplicates()
+        if len(values) > 1:
+            first = part.iloc[0]
+            setting = " / ".join(str(first[k]) for k in ("dataset", "model", "forget", "augmentation") if first[k])
+            shown = "; ".join(f"{r.UA:.2f} / {r.RA:.2f} / {r.TA:.2f}" for r in values.itertuples())
+            warnings.warn(f"{setting}, seed {seed}: the records disagree on the {name} model (UA / RA / TA {shown}), "
+                          f"so they were scored against different {name} models (another machine or code version) "
+                          f"and their rows are not paired; the {name} row shown is the newest record's "
+                          f"({part.iloc[-1]['file']})", stacklevel=1)
 
 
 def parse_list(value: str | None) -> list[str] | None:
