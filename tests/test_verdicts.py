@@ -168,6 +168,27 @@ def test_a_record_that_predates_a_switch_is_labelled_with_the_value_it_ran_with(
     assert table.loc["unsir (noise_bn=eval)", "n"] == 3 and table.loc["unsir (noise_bn=train)", "n"] == 1
 
 
+def test_configurations_of_one_method_are_compared_pairwise_with_three_outcomes(tmp_path):
+    """Two lr values of FT, 10 points apart at every seed: distinguishable; two values of GA 0.01 apart at
+    every seed with δ = the floor's mean gap (0.6 here): equivalent; one seed of a third: untested."""
+    folder = tmp_path / "records"
+    for seed in range(5):
+        write_record(folder, f"ft-a{seed}", seed, 2.0 + seed)
+        write_record(folder, f"ft-b{seed}", seed, 12.0 + seed + 0.1 * (seed % 2), method__lr=3.0)
+        write_record(folder, f"ga-a{seed}", seed, 5.0 + seed, method="ga")
+        write_record(folder, f"ga-b{seed}", seed, 5.0 + seed + (0.01 if seed % 2 else -0.01), method="ga",
+                     method__lr=0.02)
+    write_record(folder, "ga-c0", 0, 9.0, method="ga", method__lr=0.5)
+    out = tmp_path / "board"
+    assert leaderboard.main(["--records", str(folder), "--out", str(out)]) == 0
+    pairs = pd.read_csv(out / "configurations.csv").set_index(["first", "second"])
+    ft = pairs.loc[("ft (lr=0.01)", "ft (lr=3.0)")]
+    assert ft["n"] == 5 and ft["difference"] == pytest.approx(-10.04) and ft["outcome"] == "ft (lr=0.01) closer"
+    assert pairs.loc[("ga (lr=0.01)", "ga (lr=0.02)"), "outcome"] == "equivalent"
+    assert pairs.loc[("ga (lr=0.01)", "ga (lr=0.5)"), "outcome"] == "one seed: untested"
+    assert "## Configurations of one method" in (out / "leaderboard.md").read_text()
+
+
 def test_records_scored_against_different_reference_models_are_reported(tmp_path, capsys):
     """Same setting and seed, another retrain model (another machine under the same cache key): said."""
     folder = tmp_path / "records"

@@ -52,6 +52,7 @@ from pathlib import Path
 import pandas as pd
 
 from unlearn_bench.errors import ArgumentParser, one_line_errors
+from unlearn_bench.report.configurations import configuration_comparison, configuration_markdown
 from unlearn_bench.report.formatting import section_title
 from unlearn_bench.report.page import html_page
 from unlearn_bench.report.plots import (
@@ -159,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         if not agreement.empty:
             agreement.to_csv(args.out / "rank_agreement.csv", index=False)
             text += agreement_markdown(agreement)
+        configurations = configuration_comparison(frame, facts)
+        if not configurations.empty:
+            configurations.to_csv(args.out / "configurations.csv", index=False)
+            text += configuration_markdown(configurations)
         pairs, rankings = tuning_comparison(frame)
         if not pairs.empty:
             pairs.to_csv(args.out / "tuned_vs_default.csv", index=False)

@@ -1,0 +1,71 @@
+"""Configurations of one method against each other (a switch, a hyperparameter): where a setting holds several
+rows of one method (`unsir (noise_bn=eval)`, `unsir (noise_bn=train)`), the paired per-seed difference of
+every pair, read with the same three outcomes as the table's reference comparisons."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pandas as pd
+
+from unlearn_bench.report.comparisons import differences, outcome
+from unlearn_bench.report.formatting import cell, number, p_text, section_title
+from unlearn_bench.report.records import GROUP
+from unlearn_bench.report.stats import detectable_difference, holm, tost
+from unlearn_bench.verdict import ALPHA, paired_difference
+
+
+def configuration_comparison(frame: pd.DataFrame, facts: dict) -> pd.DataFrame:
+    """Per setting, every pair of configurations of one method (labels in alphabetical order, first − second):
+    n, both mean gaps on the shared seeds, the mean difference with its 95 % t-interval, p of the paired
+    t-test, the two one-sided tests within the setting's δ (the retrain floor's mean gap), both Holm-adjusted
+    over the setting's pairs, the smallest difference the test could detect (α, power 0.8, observed spread)
+    and the outcome. Empty when no setting holds two configurations of a method."""
+    out = []
+    methods = frame[~frame["reference"]].dropna(subset=["avg_gap"])
+    for keys, part in methods.groupby(GROUP, sort=False):
+        margin = facts.get(keys, {}).get("margin", math.nan)
+        rows = []
+        for base, group in part.groupby("method_base", sort=False):
+            labels = sorted(set(group["method"]))
+            for first, second in itertools.combinations(labels, 2):
+                a, b = group[group["method"] == first], group[group["method"] == second]
+                diff = differences(a, b)
+                found = paired_difference(diff)
+                shared = sorted(set(a["seed"]) & set(b["seed"]))
+                rows.append({**dict(zip(GROUP, keys)), "method": base, "first": first, "second": second,
+                             "n": found["n"], "first_gap": a.set_index("seed").loc[shared, "avg_gap"].mean(),
+                             "second_gap": b.set_index("seed").loc[shared, "avg_gap"].mean(),
+                             "difference": found["mean"], "difference_ci": found["half"], "p": found["p"],
+                             "tost": tost(diff, margin), "margin": margin,
+                             "detectable": detectable_difference(found["sd"], found["n"])})
+        if rows:
+            table = pd.DataFrame(rows)
+            table["p_holm"], table["tost_holm"] = holm(table["p"].to_numpy()), holm(table["tost"].to_numpy())
+            table["outcome"] = [outcome(r.p_holm, r.tost_holm, r.difference, r.n, f"{r.first} closer",
+                                        f"{r.second} closer")
+                                for r in table.itertuples()]
+            out.append(table)
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def configuration_markdown(pairs: pd.DataFrame) -> str:
+    shown = pd.DataFrame({
+        "setting": [section_title(keys) for keys in pairs[GROUP].itertuples(index=False)],
+        "first": pairs["first"], "second": pairs["second"], "n": pairs["n"],
+        "first's gap": [number(v) for v in pairs["first_gap"]], "second's gap": [number(v) for v in pairs["second_gap"]],
+        "first − second": [cell(m, h) for m, h in zip(pairs["difference"], pairs["difference_ci"])],
+        "p (Holm)": [p_text(p) for p in pairs["p_holm"]], "δ": [number(v) for v in pairs["margin"]],
+        "TOST p (Holm)": [p_text(p) for p in pairs["tost_holm"]],
+        "detectable": [number(v) for v in pairs["detectable"]], "outcome": pairs["outcome"]})
+    return "\n".join([
+        "", "## Configurations of one method", "",
+        "Where a setting holds several configurations of one method: per pair, the mean per-seed Avg Gap of each on "
+        "the seeds both have and their paired difference (mean ± 95 % t-interval; negative = the first is closer "
+        "to retrain), the paired two-sided t-test and the two one-sided tests of a difference within δ (the "
+        "setting's retrain floor mean gap); family: every pair of a setting, each test Holm-adjusted. Outcome "
+        f"at adjusted p < {ALPHA}: *X closer* (X the configuration closer to retrain), *equivalent* (within δ), or *undecided at "
+        "n* (neither); *detectable*: the smallest difference the t-test would find with power 0.8 at this n "
+        "and the observed spread.", "",
+        shown.to_markdown(index=False), ""])
