@@ -13,9 +13,9 @@ from functools import cache
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import OmegaConf
+import yaml
 
-from unlearn_bench.config import CONFIG_DIR
+from unlearn_bench.report.methods_page import CONF as METHOD_CONF
 from unlearn_bench.tug_of_war import tug_of_war, tug_of_war_mia
 
 POOL_METRICS = ["forgetting_quality", "final_score", "klom_forget", "klom_retain", "klom_test", "klom_forget_p95",
@@ -88,8 +88,8 @@ def differing(configs: list[dict[str, str]]) -> list[str]:
 def introduced_switches(name: str) -> dict:
     """The `introduced:` block of a method's YAML: switches added after records existed, with the value
     those records ran with ({} for a method without one or not in this checkout)."""
-    path = CONFIG_DIR / "method" / f"{name}.yaml"
-    block = OmegaConf.to_container(OmegaConf.load(path)).get("introduced") if path.is_file() else None
+    path = METHOD_CONF / f"{name}.yaml"
+    block = (yaml.safe_load(path.read_text()) or {}).get("introduced") if path.is_file() else None
     return dict(block) if isinstance(block, dict) else {}
 
 
