@@ -46,6 +46,7 @@ def test_record_is_written_and_a_finished_cell_is_skipped(make_cfg, capsys):
     assert stored["metrics"] == record["metrics"] and stored["config"]["method"]["name"] == "ft"
     assert stored["packages"]["torch"] and "git_commit" in stored
     assert stored["machine"]["cpu"] and stored["machine"]["threads"] >= 1 and "cpu_capability" in stored["machine"]
+    assert stored["models"]["original"]["machine"]["cpu"] == stored["machine"]["cpu"]  # where it was trained
     capsys.readouterr()
     again = run(cfg)
     out = capsys.readouterr().out

@@ -75,6 +75,25 @@ def ensure_writable(folder: Path, key: str) -> None:
         raise UserError(f"{key}={str(folder)!r} is not writable ({err.strerror}); accepted: a writable folder") from None
 
 
+def machine(device: object) -> dict:
+    """What the numbers were computed on beyond the package versions: the same config, seed and versions give
+    the same model on one machine, but other float kernels (another CPU's instruction set, another GPU, another
+    thread count) can give another model under the same cache key."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(str(device)))
+    return info
+
+
 class ModelCache:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -142,7 +161,9 @@ class ModelCache:
             model = build()
             start = time.perf_counter()
             stats = train(model)
-            meta = {"key_parts": key_parts, "train_seconds": time.perf_counter() - start, **stats}
+            device = next(model.parameters(), torch.empty(0)).device
+            meta = {"key_parts": key_parts, "train_seconds": time.perf_counter() - start, "machine": machine(device),
+                    **stats}
             if not keep:
                 return model, {**meta, "stage": stage, "key": key, "kept": False}, False
             return model, self.save(stage, key, model, meta), False

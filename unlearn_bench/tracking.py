@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from unlearn_bench.cache import atomic_write_json, stable_hash
+from unlearn_bench.cache import atomic_write_json, machine, stable_hash
 from unlearn_bench.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -94,27 +94,6 @@ def package_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
-
-
-def machine(device: object) -> dict:
-    """What the numbers were computed on beyond the package versions: the same config, seed and versions give
-    the same model on one machine, but other float kernels (another CPU's instruction set, another GPU, another
-    thread count) can give another model under the same cache key."""
-    import platform
-
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(torch.device(str(device)))
-    return info
 
 
 def write_record(path: Path, record: dict) -> None:

@@ -92,7 +92,8 @@ def run_classification(cfg: DictConfig, record_file: Path) -> dict:
         "regime": cell_regime, "diverged": diverged,
         "forget_size": len(splits.forget), "retain_size": len(splits.retain), "test_size": len(splits.test),
         "models": {stage: {"key": metas[stage]["key"], "train_seconds": metas[stage]["train_seconds"],
-                           "loss_curve": metas[stage].get("loss_curve")} for stage in metas}}, ctx)
+                           "loss_curve": metas[stage].get("loss_curve"),
+                           "machine": metas[stage].get("machine")} for stage in metas}}, ctx)
 
     print_cell(record, list(cfg.metrics.names), record_file)
     return record

@@ -171,8 +171,8 @@ def run_generation(cfg: DictConfig, record_file: Path) -> dict:
         **({"method_steps": cell.ctx.report.diagnostics["method_steps"]}
            if "method_steps" in cell.ctx.report.diagnostics else {}),
         "grids": {k: str(v) for k, v in grids.items()}, "grid_classes": cell.ctx.num_classes,  # one row each
-        "models": {stage: {"key": metas[stage]["key"], "train_seconds": metas[stage]["train_seconds"]}
-                   for stage in metas}}, cell.ctx)
+        "models": {stage: {"key": metas[stage]["key"], "train_seconds": metas[stage]["train_seconds"],
+                           "machine": metas[stage].get("machine")} for stage in metas}}, cell.ctx)
     from unlearn_bench.tracking import summary_table
 
     rows = {cfg.method.name: results["method"], "retrain_gen": results["retrain"],
