@@ -51,11 +51,21 @@ aug_study() {
         --title "Augmentation study at CPU scale"
     "$bin/unlearn-bench-aug-study" --records results/aug_study/records --out "$out/aug_study"
 }
+reference_switches() {  # the reference defaults alone, then beside the earlier behaviour (its own folder)
+    local forget='class 0,random n=125,memorization low n=125,memorization high n=125,subpopulation class 0 cluster 0/2'
+    $board --records results/reference_switches/records --out "$out/reference_switches/defaults" \
+        --dataset cifar10 --forget "$forget" --augmentation none --method retrain,unsir,rum,salun \
+        --title "UNSIR and RUM at their reference defaults, with SalUn, on one machine's reference models"
+    $board --records results/reference_switches/records results/reference_switches/earlier_records \
+        --out "$out/reference_switches" --dataset cifar10 --forget "$forget" --augmentation none \
+        --method retrain,unsir,rum,salun \
+        --title "Reference defaults beside the suite's earlier behaviour, one machine's reference models"
+}
 
 # JOBS tables at a time (each its own folder); a failed one fails the whole run, with its output.
-tables=${TABLES:-salun_table difficulty generation manif pool tuned aug_study}
+tables=${TABLES:-salun_table difficulty generation manif pool tuned aug_study reference_switches}
 for table in $tables; do
-    declare -F "$table" >/dev/null || { echo "error: TABLES: '$table' is not a table; accepted: salun_table difficulty generation manif pool tuned aug_study" >&2; exit 2; }
+    declare -F "$table" >/dev/null || { echo "error: TABLES: '$table' is not a table; accepted: salun_table difficulty generation manif pool tuned aug_study reference_switches" >&2; exit 2; }
 done
 for table in $tables; do
     while (( $(jobs -rp | wc -l) >= ${JOBS:-2} )); do sleep 0.2; done

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -64,7 +65,8 @@ def plot(table: pd.DataFrame, path: Path, title: str, facts: dict | None = None)
     augmentation, error bars = 95 % t-interval cut at 0; the methods in one order across panels (the first
     setting's ranking), the best and the rows not distinguishable from it outlined, a setting that misses
     the regime bar titled in red, a bar far off the scale clipped and labelled inside it. Many methods and
-    one pipeline: horizontal bars, so every label has its own line."""
+    one pipeline, or labels too long to stand under a bar (wrapped): horizontal bars, so every label has its
+    own line."""
     import numpy as np
     from matplotlib.patches import Patch
 
@@ -74,9 +76,12 @@ def plot(table: pd.DataFrame, path: Path, title: str, facts: dict | None = None)
                     key=lambda kv: (kv[0][0], kv[0][1], forget_order(kv[0][2]), kv[0][3]))
     order = method_order(data)
     augs_all = [a for a in AUG_ORDER if a in set(data["augmentation"])] + sorted(set(data["augmentation"]) - set(AUG_ORDER))
-    horizontal = len(order) > 25 and len(augs_all) == 1
+    wrapped = {m: "\n".join(textwrap.wrap(m, 44)) or m for m in order}  # a configuration's label can be long
+    lines = max((label.count("\n") + 1 for label in wrapped.values()), default=1)
+    horizontal = (len(order) > 25 or lines > 1) and len(augs_all) == 1
     if horizontal:
-        plt, fig, axes = panel_grid(len(panels), width=9.0, height=max(4.5, 0.24 * len(order)), columns=2)
+        plt, fig, axes = panel_grid(len(panels), width=9.0, height=max(4.5, (0.12 * lines + 0.14) * len(order)),
+                                    columns=2)
     else:
         bars = len(order) * len(augs_all)
         plt, fig, axes = panel_grid(len(panels), width=max(7.0, 0.3 * bars))  # labels stay apart at any size
@@ -134,7 +139,7 @@ def plot(table: pd.DataFrame, path: Path, title: str, facts: dict | None = None)
         elif ax is axes[0]:  # one pipeline: one legend for the figure, under it
             fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(labels), frameon=False)
         if horizontal:
-            ax.set_yticks(x, methods, fontsize=8)
+            ax.set_yticks(x, [wrapped[m] for m in methods], fontsize=8)
             ax.invert_yaxis()
             ax.set_xlabel("Avg Gap to retrain (per-seed), lower is better", fontsize=8)
             ticks = ax.get_yticklabels()
