@@ -63,9 +63,10 @@ reference_switches() {  # the reference defaults alone, then beside the earlier 
 }
 
 # JOBS tables at a time (each its own folder); a failed one fails the whole run, with its output.
-tables=${TABLES:-salun_table difficulty generation manif pool tuned aug_study reference_switches}
+all_tables="salun_table difficulty generation manif pool tuned aug_study reference_switches"
+tables=${TABLES:-$all_tables}
 for table in $tables; do
-    declare -F "$table" >/dev/null || { echo "error: TABLES: '$table' is not a table; accepted: salun_table difficulty generation manif pool tuned aug_study reference_switches" >&2; exit 2; }
+    declare -F "$table" >/dev/null || { echo "error: TABLES: '$table' is not a table; accepted: $all_tables" >&2; exit 2; }
 done
 for table in $tables; do
     while (( $(jobs -rp | wc -l) >= ${JOBS:-2} )); do sleep 0.2; done

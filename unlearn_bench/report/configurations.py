@@ -9,11 +9,12 @@ import math
 
 import pandas as pd
 
-from unlearn_bench.report.comparisons import differences, outcome
+from unlearn_bench.report.comparisons import outcome
 from unlearn_bench.report.formatting import cell, number, p_text, section_title
 from unlearn_bench.report.records import GROUP
+from unlearn_bench.report.settings import rows_difference
 from unlearn_bench.report.stats import detectable_difference, holm, tost
-from unlearn_bench.verdict import ALPHA, paired_difference
+from unlearn_bench.verdict import ALPHA
 
 
 def configuration_comparison(frame: pd.DataFrame, facts: dict) -> pd.DataFrame:
@@ -30,15 +31,11 @@ def configuration_comparison(frame: pd.DataFrame, facts: dict) -> pd.DataFrame:
         for base, group in part.groupby("method_base", sort=False):
             labels = sorted(set(group["method"]))
             for first, second in itertools.combinations(labels, 2):
-                a, b = group[group["method"] == first], group[group["method"] == second]
-                diff = differences(a, b)
-                found = paired_difference(diff)
-                shared = sorted(set(a["seed"]) & set(b["seed"]))
+                found = rows_difference(group[group["method"] == first], group[group["method"] == second])
                 rows.append({**dict(zip(GROUP, keys)), "method": base, "first": first, "second": second,
-                             "n": found["n"], "first_gap": a.set_index("seed").loc[shared, "avg_gap"].mean(),
-                             "second_gap": b.set_index("seed").loc[shared, "avg_gap"].mean(),
-                             "difference": found["mean"], "difference_ci": found["half"], "p": found["p"],
-                             "tost": tost(diff, margin), "margin": margin,
+                             "n": found["n"], "first_gap": found["a_gap"], "second_gap": found["b_gap"],
+                             "difference": found["difference"], "difference_ci": found["difference_ci"],
+                             "p": found["p"], "tost": tost(found["differences"], margin), "margin": margin,
                              "detectable": detectable_difference(found["sd"], found["n"])})
         if rows:
             table = pd.DataFrame(rows)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from unlearn_bench.report.formatting import section_title
 from unlearn_bench.report.methods_page import CONF as METHOD_CONF
 from unlearn_bench.tug_of_war import tug_of_war, tug_of_war_mia
 
@@ -105,8 +106,8 @@ def with_introduced(method: dict) -> dict:
 
 
 def describe(config: dict[str, str], keys: list[str], strip: str = "") -> str:
-    """`key=value, …` for the keys that tell configurations apart; a record without the key predates it
-    (it ran with the behaviour the key's `introduced:` value names, for a method switch)."""
+    """`key=value, …` for the keys that tell configurations apart; a record without the key predates it (a
+    method switch's earlier value is filled in by with_introduced, so this shows for other keys only)."""
     parts = []
     for key in keys:
         value = config.get(key, "(predates the key)")
@@ -244,10 +245,8 @@ def warn_unshared_references(frame: pd.DataFrame) -> None:
     for (_, name, seed), part in references.groupby(["setting_sig", "method", "seed"], sort=False):
         values = part[["UA", "RA", "TA"]].astype(float).round(6).drop_duplicates()
         if len(values) > 1:
-            first = part.iloc[0]
-            setting = " / ".join(str(first[k]) for k in ("dataset", "model", "forget", "augmentation") if first[k])
             shown = "; ".join(f"{r.UA:.2f} / {r.RA:.2f} / {r.TA:.2f}" for r in values.itertuples())
-            warnings.warn(f"{setting}, seed {seed}: the records disagree on the {name} model (UA / RA / TA {shown}), "
+            warnings.warn(f"{section_title(tuple(part.iloc[0][GROUP]))}, seed {seed}: the records disagree on the {name} model (UA / RA / TA {shown}), "
                           f"so they were scored against different {name} models (another machine or code version) "
                           f"and their rows are not paired; the {name} row shown is the newest record's "
                           f"({part.iloc[-1]['file']})", stacklevel=1)

@@ -106,14 +106,15 @@ def regime_text(summary: dict) -> str:
 
 def rows_difference(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     """Two rows' per-seed Avg Gaps on the seeds both have: n, each row's mean, the mean difference a − b with
-    its 95 % t-interval half-width, and p of the paired two-sided t-test (verdict.paired_difference over the
-    finite differences; p is NaN when one is not finite)."""
+    its 95 % t-interval half-width and their spread, p of the paired two-sided t-test (verdict.paired_difference
+    over the finite differences; p is NaN when one is not finite), and those finite differences themselves."""
     ours, theirs = paired(a, b)
     diff = np.asarray(ours, dtype=float) - np.asarray(theirs, dtype=float)
     found = verdict.paired_difference(diff[np.isfinite(diff)])
     n = found["n"]
     return {"n": n, "a_gap": float(pd.Series(ours).mean()) if n else math.nan,
             "b_gap": float(pd.Series(theirs).mean()) if n else math.nan, "difference": found["mean"],
-            "difference_ci": found["half"], "p": found["p"] if np.isfinite(diff).all() else math.nan}
+            "difference_ci": found["half"], "sd": found["sd"], "p": found["p"] if np.isfinite(diff).all() else math.nan,
+            "differences": diff[np.isfinite(diff)].tolist()}
 
 
