@@ -85,12 +85,15 @@ def test_layers_do_not_reach_back_to_the_entry_point():
 
 # What the report layer may import from below it: plain arithmetic that the runner shares and the one-line
 # errors of every command, no torch.
-REPORT_MAY_IMPORT = ("unlearn_bench.report", "unlearn_bench.verdict", "unlearn_bench.tug_of_war", "unlearn_bench.errors")
+REPORT_MAY_IMPORT = (
+    "unlearn_bench.report", "unlearn_bench.verdict", "unlearn_bench.tug_of_war", "unlearn_bench.errors",
+    "unlearn_bench.config",
+)
 
 
 def test_the_report_layer_reads_records_only():
     """unlearn_bench.report turns records into verdicts: it imports neither torch nor any module that trains
-    (only the record-level arithmetic it shares with the runner), and nothing outside it imports it."""
+    (only the record-level arithmetic and the config rules it shares with the runner), and nothing outside it imports it."""
     import re
     import subprocess
     import sys

@@ -24,6 +24,12 @@ def by_dataset(name: str, table: dict, default: object) -> object:
     return table.get(str(name), default)
 
 
+def is_method_config(value: object) -> bool:
+    """Whether a value inside a method config is itself a method config (RUM's strata): the one nesting rule
+    that the cell id (tracking.without_introduced) and the report (records.with_introduced) both follow."""
+    return isinstance(value, dict) and "name" in value
+
+
 def register_resolvers() -> None:
     for name, fn in (("by_rate", by_rate), ("by_dataset", by_dataset)):
         if not OmegaConf.has_resolver(name):

@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from unlearn_bench.cache import atomic_write_json, machine, stable_hash
+from unlearn_bench.config import is_method_config
 from unlearn_bench.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def without_introduced(method: dict) -> dict:
     adding a switch keeps the ids (and records) of the cells it does not change. Nested method configs
     (RUM's strata) are treated alike."""
     introduced = method.get("introduced") or {}
-    return {k: without_introduced(v) if isinstance(v, dict) and "name" in v else v
+    return {k: without_introduced(v) if is_method_config(v) else v
             for k, v in method.items()
             if k not in ("search", "introduced") and not (k in introduced and v == introduced[k])}
 

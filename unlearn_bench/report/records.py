@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from unlearn_bench.config import is_method_config
 from unlearn_bench.report.formatting import section_title
 from unlearn_bench.report.methods_page import CONF as METHOD_CONF
 from unlearn_bench.tug_of_war import tug_of_war, tug_of_war_mia
@@ -99,7 +100,7 @@ def with_introduced(method: dict) -> dict:
     before a switch existed and one made at that value are one configuration, and a record made at another
     value is labelled by both values (`unsir (noise_bn=eval)` beside `unsir (noise_bn=train)`). Nested method
     configs (RUM's strata) are filled alike."""
-    filled = {k: with_introduced(v) if isinstance(v, dict) and "name" in v else v for k, v in method.items()}
+    filled = {k: with_introduced(v) if is_method_config(v) else v for k, v in method.items()}
     for key, value in introduced_switches(str(method.get("name"))).items():
         filled.setdefault(key, value)
     return filled
