@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 from unlearn_bench.report import augmentation
-from unlearn_bench.report.stats import detectable_difference, holm, kendall_interval, tost
+from unlearn_bench.report.stats import detectable_difference, family_alpha, holm, kendall_interval, tost
 from unlearn_bench.verdict import paired_difference
 
 
@@ -34,6 +34,23 @@ def test_tost_tells_equivalent_distinguishable_and_undecided_apart():
     assert tost(distinguishable, margin=1.0) > 0.99 and paired_difference(distinguishable)["p"] < 0.001
     assert tost(undecided, margin=1.0) > 0.05 and paired_difference(undecided)["p"] > 0.05
     assert math.isnan(tost([1.0], margin=1.0))
+
+
+def test_the_detectable_difference_is_the_corrected_tests():
+    """A table reports Holm-adjusted verdicts, so its detectable difference is taken at α / m: a p-value below
+    that level is rejected at whatever step Holm's procedure reaches it, one just above it need not be."""
+    rng = np.random.default_rng(0)
+    for m in (2, 5, 72):
+        p = rng.uniform(0.0, 1.0, m)
+        p[0] = 0.999 * family_alpha(m)
+        assert holm(p)[0] < 0.05
+        p[1:] = 0.0  # the others all smaller: p[0] is tested last, at level α
+        p[0] = 1.001 * family_alpha(m)
+        assert holm(p)[0] < 0.05
+        p[1:] = 1.0  # the others all larger: p[0] is tested first, at level α / m
+        assert holm(p)[0] > 0.05
+    assert family_alpha(1) == 0.05 and family_alpha(72) == pytest.approx(0.05 / 72)
+    assert detectable_difference(1.0, 5, family_alpha(10)) > detectable_difference(1.0, 5)
 
 
 def test_the_detectable_difference_matches_the_closed_form_and_its_power():

@@ -33,7 +33,14 @@ import pandas as pd
 
 from unlearn_bench.errors import ArgumentParser, one_line_errors
 from unlearn_bench.report.page import html_page
-from unlearn_bench.report.stats import ALPHA, detectable_difference, holm, kendall_interval, tost
+from unlearn_bench.report.stats import (
+    ALPHA,
+    detectable_difference,
+    family_alpha,
+    holm,
+    kendall_interval,
+    tost,
+)
 from unlearn_bench.verdict import MIN_SEEDS, paired_difference
 
 PIPELINES = ("none", "default", "randaugment", "autoaugment", "random_erasing", "trivialaug", "augmix")
@@ -124,7 +131,7 @@ def effects(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
                          "relative_change": relative["mean"], "relative_half": relative["half"],
                          "difference": raw["mean"], "difference_half": raw["half"], "p": raw["p"],
                          "margin": margin, "tost_p": tost(diff, margin),
-                         "detectable": detectable_difference(raw["sd"], len(seeds)),
+                         "difference_sd": raw["sd"],
                          "normalised_difference": normalised["mean"], "normalised_half": normalised["half"],
                          "normalised_p": normalised["p"],
                          "diverged": int(mine["diverged"].sum() + theirs["diverged"].sum())})
@@ -133,6 +140,9 @@ def effects(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
         return table
     for column in ("p", "tost_p", "normalised_p"):
         table[f"{column}_holm"] = holm(table[column].to_numpy())
+    alpha = family_alpha(table["p"].notna().sum())
+    table.insert(table.columns.get_loc("difference_sd"), "detectable",
+                 [detectable_difference(sd, n, alpha) for sd, n in zip(table.pop("difference_sd"), table["n"])])
     table["outcome"] = [outcome(r) for r in table.to_dict("records")]
     table["normalised_outcome"] = [
         untested(r["n"]) if r["n"] < MIN_SEEDS else
@@ -182,7 +192,7 @@ def verdicts(against_default: pd.DataFrame) -> pd.DataFrame:
             verdict, why = "not settled", untested(row["n"])
         else:
             verdict, why = "not settled", (f"undecided at n = {row['n']}: a difference below "
-                                           f"{row['detectable']:.2f} would go unseen")
+                                           f"{row['detectable']:.2f} could go unseen")
         rows.append({"method": row["method"], "rate": row["rate"], "n": row["n"],
                      "relative_change": row["relative_change"], "relative_half": row["relative_half"],
                      "verdict": verdict, "why": why})
@@ -198,7 +208,8 @@ def effects_markdown(table: pd.DataFrame, baseline: str) -> str:
         return f"No pipeline shares seeds with `{baseline}` yet.\n"
     lines = [f"Family: every method × rate × pipeline against `{baseline}` ({len(table)} comparisons); p-values "
              "Holm-adjusted within it. δ = the two pipelines' mean retrain floor. *detectable*: the smallest "
-             "paired difference the n seeds detect (α 0.05, power 0.8).", "",
+             f"paired difference the corrected test detects with power 0.8 at its n (α = {ALPHA} / {table['p'].notna().sum()}, "
+             "the level Holm's procedure rejects at in any step; from the pair's observed spread).", "",
              "| method | rate | pipeline | n | Δ Avg Gap % (95 % CI) | Δ Avg Gap | p (Holm) | δ | detectable | outcome "
              "| Δ normalised gap | p (Holm) |", "|" + "---|" * 12]
     for r in table.sort_values(["rate", "method", "augmentation"]).to_dict("records"):

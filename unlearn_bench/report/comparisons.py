@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from unlearn_bench import verdict
-from unlearn_bench.report.stats import ALPHA, POWER, detectable_difference, holm, tost
+from unlearn_bench.report.stats import ALPHA, POWER, detectable_difference, family_alpha, holm, tost
 from unlearn_bench.verdict import paired_difference
 
 MIN_SEEDS_FOR_BEST = verdict.MIN_SEEDS  # no "best" (and so no test against it) from fewer seeds
@@ -59,11 +60,12 @@ def against_reference(table: pd.DataFrame, rows: list[int], by_method: dict, ref
 def compare_methods(table: pd.DataFrame, by_method: dict, references: tuple[str, str]) -> dict:
     """Fill the comparison columns of a setting's table in place and return the setting's facts: the best
     (None where fewer than MIN_SEEDS_FOR_BEST seeds or where it is not below doing nothing), δ, and the range
-    of the smallest difference the tests against the best could detect (α, power 0.8, observed spread)."""
+    of the smallest difference the Holm-corrected tests against the best detect (α / family size, power 0.8,
+    observed spread) and the family's size."""
     floor, original = references
     methods = [i for i in table.index if not table.loc[i, "reference"] and pd.notna(table.loc[i, "avg_gap_mean"])]
     margin = float(table.loc[table["method"] == floor, "avg_gap_mean"].iloc[0]) if floor in by_method else math.nan
-    facts = {"best": None, "margin": margin, "no_best": "", "detectable": (math.nan, math.nan)}
+    facts = {"best": None, "margin": margin, "no_best": "", "detectable": (math.nan, math.nan), "family": 0}
     for column in ("vs_floor", "vs_nothing", "marks"):
         table[column] = ""
     table["tied_with_best"] = False
@@ -85,15 +87,16 @@ def compare_methods(table: pd.DataFrame, by_method: dict, references: tuple[str,
     others = [i for i in methods if i != best_i]
     found = [paired_difference(differences(by_method[table.loc[i, "method"]], by_method[best])) for i in others]
     adjusted = holm([f["p"] for f in found])
+    facts["family"] = int(np.isfinite([f["p"] for f in found]).sum())
     detectable = []
     for i, f, p_adj in zip(others, found, adjusted):
-        seen = detectable_difference(f["sd"], f["n"])
+        seen = detectable_difference(f["sd"], f["n"], family_alpha(facts["family"]))
         table.loc[i, ["p_vs_best", "p_vs_best_adj", "detectable_vs_best"]] = [f["p"], p_adj, seen]
         if math.isfinite(seen):
             detectable.append(seen)
         if f["n"] >= 2 and not p_adj < ALPHA:
             table.loc[i, "tied_with_best"] = True
-            unseen = f", a difference below {seen:.2f} would go unseen" if math.isfinite(seen) else ""
+            unseen = f", a difference below {seen:.2f} could go unseen" if math.isfinite(seen) else ""
             table.loc[i, "marks"] = f"not distinguishable from the best at n = {f['n']}{unseen}"
     table.loc[best_i, ["tied_with_best", "marks"]] = [True, "best"]
     if detectable:
@@ -111,9 +114,10 @@ def summary_line(stats: dict, n_seeds: int) -> str:
         parts.append(f"No best: {stats['no_best']}")
     low, high = stats.get("detectable", (math.nan, math.nan))
     if math.isfinite(low):
-        parts.append(f"at n = {n_seeds} the tests against the best could detect a paired difference of "
-                     f"{low:.2f}–{high:.2f} (α = {ALPHA}, power {POWER}, from each pair's observed spread); "
-                     "a smaller one would go unseen")
+        parts.append(f"at n = {n_seeds} the Holm-corrected tests against the best detect a paired difference of "
+                     f"{low:.2f}–{high:.2f} with power {POWER} (α = {ALPHA} / {stats.get('family', 1)}, the level "
+                     "Holm's procedure rejects at in any step; from each pair's observed spread); a smaller one "
+                     "could go unseen")
     if math.isfinite(stats.get("margin", math.nan)):
         parts.append(f"δ (equivalence margin against the floor and doing nothing) = the retrain floor's mean gap, "
                      f"{stats['margin']:.2f}")

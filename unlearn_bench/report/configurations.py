@@ -13,7 +13,7 @@ from unlearn_bench.report.comparisons import outcome
 from unlearn_bench.report.formatting import cell, number, p_text, section_title
 from unlearn_bench.report.records import GROUP
 from unlearn_bench.report.settings import rows_difference
-from unlearn_bench.report.stats import detectable_difference, holm, tost
+from unlearn_bench.report.stats import detectable_difference, family_alpha, holm, tost
 from unlearn_bench.verdict import ALPHA
 
 
@@ -21,7 +21,7 @@ def configuration_comparison(frame: pd.DataFrame, facts: dict) -> pd.DataFrame:
     """Per setting, every pair of configurations of one method (labels in alphabetical order, first − second):
     n, both mean gaps on the shared seeds, the mean difference with its 95 % t-interval, p of the paired
     t-test, the two one-sided tests within the setting's δ (the retrain floor's mean gap), both Holm-adjusted
-    over the setting's pairs, the smallest difference the test could detect (α, power 0.8, observed spread)
+    over the setting's pairs, the smallest difference the corrected test detects (α / the pairs, power 0.8, observed spread)
     and the outcome. Empty when no setting holds two configurations of a method."""
     out = []
     methods = frame[~frame["reference"]].dropna(subset=["avg_gap"])
@@ -36,10 +36,13 @@ def configuration_comparison(frame: pd.DataFrame, facts: dict) -> pd.DataFrame:
                              "n": found["n"], "first_gap": found["a_gap"], "second_gap": found["b_gap"],
                              "difference": found["difference"], "difference_ci": found["difference_ci"],
                              "p": found["p"], "tost": tost(found["differences"], margin), "margin": margin,
-                             "detectable": detectable_difference(found["sd"], found["n"])})
+                             "sd": found["sd"]})
         if rows:
             table = pd.DataFrame(rows)
             table["p_holm"], table["tost_holm"] = holm(table["p"].to_numpy()), holm(table["tost"].to_numpy())
+            alpha = family_alpha(table["p"].notna().sum())
+            table.insert(table.columns.get_loc("sd"), "detectable",
+                         [detectable_difference(sd, n, alpha) for sd, n in zip(table.pop("sd"), table["n"])])
             table["outcome"] = [outcome(r.p_holm, r.tost_holm, r.difference, r.n, f"{r.first} closer",
                                         f"{r.second} closer")
                                 for r in table.itertuples()]
@@ -63,6 +66,7 @@ def configuration_markdown(pairs: pd.DataFrame) -> str:
         "to retrain), the paired two-sided t-test and the two one-sided tests of a difference within δ (the "
         "setting's retrain floor mean gap); family: every pair of a setting, each test Holm-adjusted. Outcome "
         f"at adjusted p < {ALPHA}: *X closer* (X the configuration closer to retrain), *equivalent* (within δ), or *undecided at "
-        "n* (neither); *detectable*: the smallest difference the t-test would find with power 0.8 at this n "
-        "and the observed spread.", "",
+        "n* (neither); *detectable*: the smallest difference the corrected t-test finds with power 0.8 at this n "
+        f"and the observed spread (α = {ALPHA} / the setting's pairs: the level Holm's procedure rejects at in any "
+        "step).", "",
         shown.to_markdown(index=False), ""])

@@ -45,6 +45,14 @@ def tost(differences: Sequence[float], margin: float) -> float:
     return float(max(lower, upper))
 
 
+def family_alpha(size: int) -> float:
+    """The level at which a family of `size` Holm-corrected tests is sure to reject a hypothesis: α / size.
+    A p-value below it is rejected at whatever step it falls (every step's level is at least α / size), so the
+    difference detectable at this level is one the corrected table would report; at the unadjusted α the
+    figure would promise differences that the correction then leaves undecided."""
+    return ALPHA / max(int(size), 1)
+
+
 def detectable_difference(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
     """The smallest true mean difference a two-sided paired t-test at `alpha` detects with `power`, given the
     spread `sd` of the paired differences and n pairs (noncentral t). NaN below n = 2 or without a spread."""
