@@ -43,6 +43,7 @@ from unlearn_bench.report.stats import (
 )
 from unlearn_bench.verdict import MIN_SEEDS, paired_difference
 
+PROJECTED_SEEDS = (5, 10)  # the design's seeds and the main table's: the detectable difference projected there
 PIPELINES = ("none", "default", "randaugment", "autoaugment", "random_erasing", "trivialaug", "augmix")
 REFERENCE_METHODS = ("retrain",)
 CLAIM = ("trivialaug", "default")  # the papers' claim: TrivialAug lowers the Avg Gap against crop + flip
@@ -141,8 +142,11 @@ def effects(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
     for column in ("p", "tost_p", "normalised_p"):
         table[f"{column}_holm"] = holm(table[column].to_numpy())
     alpha = family_alpha(table["p"].notna().sum())
-    table.insert(table.columns.get_loc("difference_sd"), "detectable",
-                 [detectable_difference(sd, n, alpha) for sd, n in zip(table.pop("difference_sd"), table["n"])])
+    spread = table.pop("difference_sd")
+    table.insert(table.columns.get_loc("margin") + 2, "detectable",
+                 [detectable_difference(sd, n, alpha) for sd, n in zip(spread, table["n"])])
+    for seeds in PROJECTED_SEEDS:  # the same spread at more seeds: how many the question needs
+        table[f"detectable_at_{seeds}"] = [detectable_difference(sd, seeds, alpha) for sd in spread]
     table["outcome"] = [outcome(r) for r in table.to_dict("records")]
     table["normalised_outcome"] = [
         untested(r["n"]) if r["n"] < MIN_SEEDS else
