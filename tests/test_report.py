@@ -111,6 +111,13 @@ def test_a_pipeline_that_unlearns_better_is_reproduced(tmp_path):
     assert trivial["relative_change"].between(-45, -35).all()
     verdicts = augmentation.verdicts(effects)
     assert set(verdicts["verdict"]) == {"reproduced"}
+    # the detectable difference is the corrected test's, and more seeds at the same spread detect less
+    family = len(effects)
+    for row in effects.to_dict("records"):
+        sd = row["difference_half"] * math.sqrt(row["n"]) / stats.t.ppf(0.975, row["n"] - 1)
+        assert row["detectable"] == pytest.approx(detectable_difference(sd, row["n"], family_alpha(family)))
+        assert row["detectable_at_5"] > row["detectable_at_10"] > 0
+        assert (row["detectable"] > row["detectable_at_5"]) == (row["n"] < 5)
 
 
 def test_two_seeds_give_no_outcome_however_consistent(tmp_path):
