@@ -214,3 +214,24 @@ def test_every_score_is_registered_with_its_source():
     for name in ("forgetting_quality", "klom", "lira"):
         doc = pool.POOL_SCORES.get(name).__doc__
         assert doc and ("metric.py" in doc or "eval.py" in doc or "docs/" in doc)
+
+
+def test_the_pool_tables_tau_is_taken_per_forget_set_and_names_the_rows_it_cannot_order():
+    """τ between the final-score and Avg Gap rankings, forget set by forget set, over the methods scored on
+    every set; rows tied at the lowest final score are named (τ-b cannot order them). Known answer: scores
+    (0.3, 0.2, 0, 0) against gaps (1, 2, 3, 4) give 5 concordant pairs, one tie in the scores, τ-b = 5 / √30."""
+    import pandas as pd
+
+    from unlearn_bench.report.pools import tau_over_forget_sets
+
+    def rows(scores: list[float], gaps: list[float], seeds: tuple[int, ...] = (0, 1, 2)) -> pd.DataFrame:
+        return pd.DataFrame({"seed": list(seeds), "final_score": scores, "avg_gap": gaps})
+
+    by_method = {"a": rows([0.3] * 3, [1.0] * 3), "b": rows([0.2] * 3, [2.0] * 3),
+                 "c": rows([0.0] * 3, [3.0, 4.0, 3.0]), "d": rows([0.0] * 3, [4.0, 3.0, 4.0]),
+                 "partial": rows([0.9], [0.5], seeds=(0,))}  # one forget set only: left out
+    found = tau_over_forget_sets(by_method, list(by_method))
+    assert found["n"] == 3 and found["methods"] == 4
+    assert found["mean"] == pytest.approx(5 / math.sqrt(30)) and found["half"] == pytest.approx(0.0, abs=1e-12)
+    assert found["tied_lowest"] == ["c", "d"]
+    assert tau_over_forget_sets({k: by_method[k] for k in ("a", "b", "partial")}, ["a", "b", "partial"]) == {}

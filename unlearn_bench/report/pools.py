@@ -43,6 +43,31 @@ def score_interval(rows: pd.DataFrame, metric: str) -> tuple[float, float]:
     return mean, half
 
 
+def tau_over_forget_sets(by_method: dict[str, pd.DataFrame], methods: list[str]) -> dict:
+    """Kendall τ (τ-b) between the final-score ranking and the Avg Gap ranking of the methods, forget set by forget
+    set, over the methods scored on every forget set of the setting: its mean with a 95 % t-interval over the sets, and how
+    many methods share the lowest final score on some set (3 decimals, as shown): τ cannot order those, so a
+    τ built mostly from them says little. Empty with fewer than 3 shared forget sets or methods."""
+    from scipy import stats as scipy_stats
+
+    frames = {m: by_method[m].dropna(subset=["final_score", "avg_gap"]).set_index("seed") for m in methods}
+    seeds = sorted(set().union(*(set(f.index) for f in frames.values())))
+    frames = {m: f for m, f in frames.items() if set(seeds) <= set(f.index)}  # the methods scored on every set
+    if len(seeds) < MIN_SEEDS_FOR_BEST or len(frames) < 3:
+        return {}
+    taus, tied = [], set()
+    for seed in seeds:
+        score = pd.Series({m: float(f.loc[seed, "final_score"]) for m, f in frames.items()})
+        gap = pd.Series({m: float(f.loc[seed, "avg_gap"]) for m, f in frames.items()})
+        taus.append(float(scipy_stats.kendalltau(score, -gap).statistic))
+        shown = score.round(3)
+        lowest = shown[shown == shown.min()]
+        if len(lowest) > 1:
+            tied.update(lowest.index)
+    mean, half, n = verdict.t_interval(taus)
+    return {"mean": mean, "half": half, "n": n, "methods": len(frames), "tied_lowest": sorted(tied)}
+
+
 def pool_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """One pool setting: mean ± 95 % interval of every score (t over forget-set seeds; with one seed, F's
     interval over the forget examples), the best method by final score, paired tests against it, against
@@ -104,6 +129,7 @@ def pool_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
             by_score = methods.set_index("method")["final_score_mean"]
             by_gap = methods.set_index("method")["avg_gap_mean"]
             stats["tau_gap"] = float(scipy_stats.kendalltau(by_score, -by_gap).statistic)
+            stats["tau_sets"] = tau_over_forget_sets(by_method, list(by_score.index))
             names = list(by_score.index)
             stats["disagreements"] = [
                 (a, b) for j, a in enumerate(names) for b in names[j + 1:]
@@ -147,6 +173,14 @@ def pool_summary(stats: dict) -> str:
         pairs = ", ".join(f"{a} / {b}" for a, b in stats["disagreements"]) or "none"
         text += (f" Ranking by final score vs by the Avg Gap of the pool means (lower is better): Kendall τ = "
                  f"{stats['tau_gap']:.2f}; pairs ordered differently: {pairs}.")
+    sets = stats.get("tau_sets") or {}
+    if sets:
+        text += (f" Forget set by forget set ({sets['n']} sets, the {sets['methods']} methods scored on all): τ = "
+                 f"{sets['mean']:.2f} ± {sets['half']:.2f} (95 % t-interval over the sets).")
+        if sets["tied_lowest"]:
+            text += (f" {len(sets['tied_lowest'])} of the {sets['methods']} methods ("
+                     f"{', '.join(sets['tied_lowest'])}) share the lowest final score on some forget set: no "
+                     "ranking orders them, and the more of the rows they are, the less τ says.")
     return text
 
 
