@@ -176,6 +176,10 @@ def test_the_pool_size_curve_follows_the_held_out_pool_and_every_row_as_n_grows(
         record["config"]["eval"]["pool_size"] = n_models
         record["retrain2_metrics"]["forgetting_quality"] = held_out_f
         (records / f"{n_models}.json").write_text(json.dumps(record))
+    other_set = copy.deepcopy(record)  # a second forget set at N = 16 only: the curve holds the sets fixed
+    other_set["config"]["seed"] = base["config"]["seed"] + 1
+    other_set["retrain2_metrics"]["forgetting_quality"] = 0.5
+    (records / "16-other-set.json").write_text(json.dumps(other_set))
     out = tmp_path / "board"
     assert leaderboard.main(["--task", "pool", "--records", str(records), "--out", str(out)]) == 0
     curve = pd.read_csv(out / "pool_size_curve.csv")

@@ -29,7 +29,9 @@ def split_pool_size(setting_sig: str) -> tuple[int | None, str]:
 def pool_size_curve(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (setting, pool size N, row) where a setting has records at two or more N: n forget sets,
     and the mean and 95 % t-interval over them of F and the attack AUC (one forget set: F's interval over its
-    examples, the AUC's none). Empty when no setting has two pool sizes."""
+    examples, the AUC's none). The curve holds the forget sets fixed: only those scored at every N of the
+    setting, and only rows scored at two or more N, so a change along N is the pool size's and not a change
+    of forget sets. Empty when no setting has two pool sizes on a shared forget set."""
     pools = frame[(frame["task"] == "pool") & (frame["method"] != RETRAIN)].copy()
     if pools.empty:
         return pd.DataFrame()
@@ -37,6 +39,11 @@ def pool_size_curve(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, part in pools.groupby("base", sort=False):
         if part["N"].nunique() < 2:
+            continue
+        shared = set.intersection(*(set(g["seed"]) for _, g in part.groupby("N")))
+        part = part[part["seed"].isin(shared)]
+        part = part[part.groupby("method")["N"].transform("nunique") >= 2]
+        if part.empty:
             continue
         for (n_models, method), g in part.groupby(["N", "method"], sort=True):
             row = {"dataset": g["dataset"].iloc[0], "forget": g["forget"].iloc[0], "N": int(n_models),
@@ -51,8 +58,8 @@ def pool_size_curve(frame: pd.DataFrame) -> pd.DataFrame:
 def curve_markdown(curve: pd.DataFrame) -> str:
     lines = ["## How many models a verdict needs (pool size N)", "",
              "F (1 = indistinguishable from retraining) and the per-example attack's AUC (0.5 = no signal) of every "
-             "row at each pool size, mean ± 95 % interval over the forget sets (one forget set: F's interval over "
-             "its examples). The held-out retrain pool is a second sample of retrain models: its F is the most a "
+             "row scored at two or more pool sizes, on the forget sets scored at every N (so a change along N is the "
+             "pool size's), mean ± 95 % interval over those sets (one forget set: F's interval over its examples). The held-out retrain pool is a second sample of retrain models: its F is the most a "
              "method can earn at that N and its AUC the least an attack shows, so a method is told apart from "
              "retraining, or from doing nothing, only where its interval clears that row's.", ""]
     for (dataset, forget), part in curve.groupby(["dataset", "forget"], sort=False):
