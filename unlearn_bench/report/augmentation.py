@@ -37,6 +37,7 @@ from unlearn_bench.report.stats import (
     ALPHA,
     detectable_difference,
     family_alpha,
+    family_size,
     holm,
     kendall_interval,
     tost,
@@ -141,7 +142,7 @@ def effects(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
         return table
     for column in ("p", "tost_p", "normalised_p"):
         table[f"{column}_holm"] = holm(table[column].to_numpy())
-    alpha = family_alpha(table["p"].notna().sum())
+    alpha = family_alpha(family_size(table["p"]))
     spread = table.pop("difference_sd")
     table.insert(table.columns.get_loc("margin") + 2, "detectable",
                  [detectable_difference(sd, n, alpha) for sd, n in zip(spread, table["n"])])
@@ -212,7 +213,7 @@ def effects_markdown(table: pd.DataFrame, baseline: str) -> str:
         return f"No pipeline shares seeds with `{baseline}` yet.\n"
     lines = [f"Family: every method × rate × pipeline against `{baseline}` ({len(table)} comparisons); p-values "
              "Holm-adjusted within it. δ = the two pipelines' mean retrain floor. *detectable*: the smallest "
-             f"paired difference the corrected test detects with power 0.8 at its n (α = {ALPHA} / {table['p'].notna().sum()}, "
+             f"paired difference the corrected test detects with power 0.8 at its n (α = {ALPHA} / {family_size(table['p'])}, "
              "the level Holm's procedure rejects at in any step; from the pair's observed spread).", "",
              "| method | rate | pipeline | n | Δ Avg Gap % (95 % CI) | Δ Avg Gap | p (Holm) | δ | detectable | outcome "
              "| Δ normalised gap | p (Holm) |", "|" + "---|" * 12]

@@ -7,11 +7,18 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
 from unlearn_bench import verdict
-from unlearn_bench.report.stats import ALPHA, POWER, detectable_difference, family_alpha, holm, tost
+from unlearn_bench.report.stats import (
+    ALPHA,
+    POWER,
+    detectable_difference,
+    family_alpha,
+    family_size,
+    holm,
+    tost,
+)
 from unlearn_bench.verdict import paired_difference
 
 MIN_SEEDS_FOR_BEST = verdict.MIN_SEEDS  # no "best" (and so no test against it) from fewer seeds
@@ -87,7 +94,7 @@ def compare_methods(table: pd.DataFrame, by_method: dict, references: tuple[str,
     others = [i for i in methods if i != best_i]
     found = [paired_difference(differences(by_method[table.loc[i, "method"]], by_method[best])) for i in others]
     adjusted = holm([f["p"] for f in found])
-    facts["family"] = int(np.isfinite([f["p"] for f in found]).sum())
+    facts["family"] = family_size([f["p"] for f in found])
     detectable = []
     for i, f, p_adj in zip(others, found, adjusted):
         seen = detectable_difference(f["sd"], f["n"], family_alpha(facts["family"]))

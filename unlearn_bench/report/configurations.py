@@ -13,7 +13,7 @@ from unlearn_bench.report.comparisons import outcome
 from unlearn_bench.report.formatting import cell, number, p_text, section_title
 from unlearn_bench.report.records import GROUP
 from unlearn_bench.report.settings import rows_difference
-from unlearn_bench.report.stats import detectable_difference, family_alpha, holm, tost
+from unlearn_bench.report.stats import detectable_difference, family_alpha, family_size, holm, tost
 from unlearn_bench.verdict import ALPHA
 
 
@@ -40,7 +40,7 @@ def configuration_comparison(frame: pd.DataFrame, facts: dict) -> pd.DataFrame:
         if rows:
             table = pd.DataFrame(rows)
             table["p_holm"], table["tost_holm"] = holm(table["p"].to_numpy()), holm(table["tost"].to_numpy())
-            alpha = family_alpha(table["p"].notna().sum())
+            alpha = family_alpha(family_size(table["p"]))
             table.insert(table.columns.get_loc("sd"), "detectable",
                          [detectable_difference(sd, n, alpha) for sd, n in zip(table.pop("sd"), table["n"])])
             table["outcome"] = [outcome(r.p_holm, r.tost_holm, r.difference, r.n, f"{r.first} closer",

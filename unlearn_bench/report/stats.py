@@ -15,12 +15,18 @@ from unlearn_bench.verdict import ALPHA
 POWER = 0.8
 
 
+def family_size(p_values: Sequence[float]) -> int:
+    """How many tests a family holds: its p-values that are not NaN (a comparison without a test is not in it),
+    the m of Holm's correction and of family_alpha."""
+    return int(np.count_nonzero(~np.isnan(np.asarray(p_values, dtype=float))))
+
+
 def holm(p_values: Sequence[float]) -> np.ndarray:
     """Holm's step-down adjusted p-values (NaN entries stay NaN and do not count in the family)."""
     p = np.asarray(p_values, dtype=float)
     adjusted = np.full(len(p), np.nan)
     present = np.flatnonzero(~np.isnan(p))
-    m = len(present)
+    m = family_size(p)
     order = present[np.argsort(p[present], kind="stable")]
     running = 0.0
     for rank, index in enumerate(order):
