@@ -235,3 +235,28 @@ def test_the_pool_tables_tau_is_taken_per_forget_set_and_names_the_rows_it_canno
     assert found["mean"] == pytest.approx(5 / math.sqrt(30)) and found["half"] == pytest.approx(0.0, abs=1e-12)
     assert found["tied_lowest"] == ["c", "d"]
     assert tau_over_forget_sets({k: by_method[k] for k in ("a", "b", "partial")}, ["a", "b", "partial"]) == {}
+
+
+def test_the_pool_table_reads_each_method_against_both_references_in_three_outcomes():
+    """Against the held-out retrain pool and doing nothing, every method is below / above, equivalent within δ
+    (half the distance between the two references: 0.1 here) or undecided, Holm-corrected over the methods;
+    the tests against the best state the smallest difference they could detect."""
+    import pandas as pd
+
+    from unlearn_bench.report.pools import pool_statistics
+    from unlearn_bench.report.records import FLOOR, ORIGINAL
+
+    scores = {FLOOR: [0.20, 0.19, 0.21], ORIGINAL: [0.0, 0.0, 0.0],
+              "near_floor": [0.199, 0.192, 0.206], "near_nothing": [0.0, 0.02, 0.004], "noisy": [0.0, 0.2, 0.1]}
+    part = pd.DataFrame([{"method": m, "seed": s, "final_score": v, "reference": m in (FLOOR, ORIGINAL),
+                          "diverged": False} for m, values in scores.items() for s, v in enumerate(values)])
+    table, stats = pool_statistics(part)
+    row = table.set_index("method")
+    assert stats["margin"] == pytest.approx(0.1)
+    assert row.loc["near_floor", "vs_floor"] == "equivalent" and row.loc["near_floor", "vs_nothing"] == "above"
+    assert row.loc["near_nothing", "vs_floor"] == "below" and row.loc["near_nothing", "vs_nothing"] == "equivalent"
+    assert row.loc["noisy", "vs_floor"].startswith("undecided at n = 3")
+    assert row.loc["noisy", "vs_nothing"].startswith("undecided at n = 3")
+    assert stats["best"] == "near_floor" and row.loc["noisy", "tied_with_best"]
+    low, high = stats["detectable"]
+    assert 0 < low <= high and row.loc["noisy", "detectable_vs_best"] == pytest.approx(high)

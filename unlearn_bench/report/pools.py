@@ -8,10 +8,10 @@ import math
 import pandas as pd
 
 from unlearn_bench import verdict
-from unlearn_bench.report.comparisons import MIN_SEEDS_FOR_BEST
+from unlearn_bench.report.comparisons import MIN_SEEDS_FOR_BEST, outcome
 from unlearn_bench.report.formatting import cell
 from unlearn_bench.report.records import FLOOR, ORIGINAL, POOL_METRICS, RETRAIN
-from unlearn_bench.report.stats import holm
+from unlearn_bench.report.stats import detectable_difference, family_alpha, family_size, holm, tost
 
 POOL_LABELS = {RETRAIN: "retrain pool", FLOOR: "held-out retrain pool", ORIGINAL: "original (do nothing)"}
 POOL_SHOWN = {"forgetting_quality": "F (ε-score)", "final_score": "final score", "klom_forget": "KLoM D_f",
@@ -20,18 +20,52 @@ POOL_SHOWN = {"forgetting_quality": "F (ε-score)", "final_score": "final score"
               "avg_gap": "Avg Gap (pool means)", "RTE": "RTE"}
 
 
-def pool_comparison(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, str]:
-    """p of a paired two-sided t-test of the final score of two rows: over the forget-set seeds both have
-    when there are two or more, else over the forget examples of their one shared forget set."""
+def pool_differences(a: pd.DataFrame, b: pd.DataFrame) -> tuple[list[float], str]:
+    """Paired differences a − b of the final score: one per forget-set seed both rows have when there are two or
+    more, else one per forget example of their one shared forget set (its per-example final points)."""
     seeds = sorted(set(a["seed"]) & set(b["seed"]))
     if len(seeds) >= 2:
-        x, y = (g.set_index("seed").loc[seeds, "final_score"].astype(float).tolist() for g in (a, b))
-        return verdict.paired_p(x, y), "seeds"
+        x, y = (g.set_index("seed").loc[seeds, "final_score"].astype(float).to_numpy() for g in (a, b))
+        return list(x - y), "seeds"
     if len(seeds) == 1:
         x, y = (g.set_index("seed").loc[seeds[0], "final_points"] for g in (a, b))
         if isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
-            return verdict.paired_p(x, y), "examples"
-    return math.nan, ""
+            return [float(u) - float(v) for u, v in zip(x, y)], "examples"
+    return [], ""
+
+
+def pool_comparison(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, str]:
+    """p of a paired two-sided t-test of the final score of two rows (`pool_differences`) and what it ran over."""
+    diffs, over = pool_differences(a, b)
+    finite = bool(diffs) and all(math.isfinite(d) for d in diffs)
+    return (verdict.paired_difference(diffs)["p"] if finite else math.nan), over
+
+
+def pool_margin(table: pd.DataFrame) -> float:
+    """δ, the equivalence margin of a pool table's final score: half the distance between the held-out retrain
+    pool and doing nothing. Within δ of doing nothing, a method is nearer doing nothing than a second retrain
+    pool; within δ of the held-out pool, nearer that pool than doing nothing. NaN without both rows."""
+    means = table.set_index("method")["final_score_mean"] if "final_score_mean" in table else pd.Series(dtype=float)
+    if FLOOR not in means or ORIGINAL not in means:
+        return math.nan
+    return float(abs(means[FLOOR] - means[ORIGINAL]) / 2)
+
+
+def against_pool_reference(table: pd.DataFrame, rows: list[int], by_method: dict, reference: str, margin: float,
+                           column: str, stats: dict) -> None:
+    """One family: every row against a reference row on the final score, the difference test and the two
+    one-sided tests against δ, each Holm-corrected over the rows; writes the three-outcome `column`."""
+    found = [pool_differences(by_method[table.loc[i, "method"]], by_method[reference]) for i in rows]
+    stats["tests"].update(over for _, over in found if over)
+    tested = [verdict.paired_difference(d) if d and all(math.isfinite(x) for x in d) else
+              {"n": 0, "mean": math.nan, "p": math.nan} for d, _ in found]
+    adjusted = holm([t["p"] for t in tested])
+    tost_adjusted = holm([tost(d, margin) if d else math.nan for d, _ in found])
+    for i, (_, over), t, p_adj, t_adj in zip(rows, found, tested, adjusted, tost_adjusted):
+        result = outcome(p_adj, t_adj, t["mean"], t["n"], "below", "above") if over else "untested"
+        if over == "examples" and result.startswith("undecided"):
+            result = f"undecided over the {t['n']} examples of one forget set"
+        table.loc[i, [f"{column}_p_adj", f"{column}_tost_adj", column]] = [p_adj, t_adj, result]
 
 
 def score_interval(rows: pd.DataFrame, metric: str) -> tuple[float, float]:
@@ -84,45 +118,45 @@ def pool_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
                 row.update({f"{metric}_mean": mean, f"{metric}_ci": half})
         rows.append(row)
     table = pd.DataFrame(rows)
-    stats = {"best": None, "tests": set(), "tau_gap": math.nan, "disagreements": []}
+    stats = {"best": None, "tests": set(), "tau_gap": math.nan, "disagreements": [], "margin": pool_margin(table),
+             "detectable": (math.nan, math.nan), "family": 0}
     methods = table[~table["reference"]].dropna(subset=["final_score_mean"])
-    table["p_vs_best"], table["p_vs_best_adj"], table["tied_with_best"], table["marks"] = math.nan, math.nan, False, ""
+    table["p_vs_best"], table["p_vs_best_adj"], table["detectable_vs_best"] = math.nan, math.nan, math.nan
+    table["tied_with_best"], table["marks"], table["vs_floor"], table["vs_nothing"] = False, "", "", ""
     if not methods.empty:
         best = methods.sort_values("final_score_mean", ascending=False).iloc[0]["method"]
-        stats["best"] = best
-
-        def family(rows: list[int], reference: str) -> list[tuple[int, float, float]]:
-            """Paired tests of each row against one reference row, Holm-adjusted over the rows."""
-            found = [pool_comparison(by_method[table.loc[i, "method"]], by_method[reference]) for i in rows]
-            stats["tests"].update(over for _, over in found if over)
-            return list(zip(rows, [p for p, _ in found], holm([p for p, _ in found])))
-
         best_i = table.index[table["method"] == best][0]
         marks = {i: [] for i in table.index}
         if table.loc[best_i, "n"] < MIN_SEEDS_FOR_BEST:  # a best from one or two forget sets is not named
-            stats["best"], best_i = None, None
+            best_i = None
             stats["no_best"] = (f"{int(table.loc[table['method'] == best, 'n'].iloc[0])} forget set(s), fewer than "
                                 f"{MIN_SEEDS_FOR_BEST}: no best is named (highest final score here: {best})")
-        for i, p, p_adj in [] if best_i is None else family([i for i in table.index if table.loc[i, "method"] not in (RETRAIN, best)], best):
-            table.loc[i, ["p_vs_best", "p_vs_best_adj"]] = [p, p_adj]
-            if not p_adj < verdict.ALPHA and not table.loc[i, "reference"]:
-                table.loc[i, "tied_with_best"] = True
-                marks[i].append("not distinguishable from the best")
-        if best_i is not None:
+        else:
+            stats["best"] = best
+            others = [i for i in table.index if table.loc[i, "method"] not in (RETRAIN, best)]
+            found = [pool_differences(by_method[table.loc[i, "method"]], by_method[best]) for i in others]
+            stats["tests"].update(over for _, over in found if over)
+            tested = [verdict.paired_difference(d) for d, _ in found]
+            adjusted = holm([t["p"] for t in tested])
+            stats["family"] = family_size([t["p"] for t in tested])
+            seen_all = []
+            for i, t, p_adj in zip(others, tested, adjusted):
+                seen = detectable_difference(t["sd"], t["n"], family_alpha(stats["family"]))
+                table.loc[i, ["p_vs_best", "p_vs_best_adj", "detectable_vs_best"]] = [t["p"], p_adj, seen]
+                if not table.loc[i, "reference"] and math.isfinite(seen):
+                    seen_all.append(seen)
+                if not p_adj < verdict.ALPHA and not table.loc[i, "reference"]:
+                    table.loc[i, "tied_with_best"] = True
+                    marks[i].append("not distinguishable from the best")
             table.loc[best_i, "tied_with_best"] = True
             marks[best_i].append("best")
+            if seen_all:
+                stats["detectable"] = (min(seen_all), max(seen_all))
         candidates = list(methods.index)
         if FLOOR in by_method:
-            floor_score = table.loc[table["method"] == FLOOR, "final_score_mean"].iloc[0]
-            for i, _, p_adj in family(candidates, FLOOR):
-                below = table.loc[i, "final_score_mean"] < floor_score
-                marks[i].append("below the held-out retrain pool" if p_adj < verdict.ALPHA and below else
-                                "not distinguishable from the held-out retrain pool" if not p_adj < verdict.ALPHA else "")
+            against_pool_reference(table, candidates, by_method, FLOOR, stats["margin"], "vs_floor", stats)
         if ORIGINAL in by_method:
-            nothing = table.loc[table["method"] == ORIGINAL, "final_score_mean"].iloc[0]
-            for i, _, p_adj in family(candidates, ORIGINAL):
-                if not (p_adj < verdict.ALPHA and table.loc[i, "final_score_mean"] > nothing):
-                    marks[i].append("not above doing nothing")
+            against_pool_reference(table, candidates, by_method, ORIGINAL, stats["margin"], "vs_nothing", stats)
         for i, found in marks.items():
             table.loc[i, "marks"] = "; ".join(m for m in found if m)
         if len(methods) >= 2 and "avg_gap_mean" in methods:
@@ -148,6 +182,9 @@ def pool_pretty(table: pd.DataFrame) -> pd.DataFrame:
             digits = 1 if metric in ("UA", "RA", "TA", "RTE") else 3
             shown[label] = [cell(a, b, digits) for a, b in zip(table[f"{metric}_mean"], table[f"{metric}_ci"])]
     shown["p vs best (Holm)"] = ["" if pd.isna(p) else f"{p:.3f}" for p in table["p_vs_best_adj"]]
+    for column, label in (("vs_floor", "vs held-out retrain pool"), ("vs_nothing", "vs doing nothing")):
+        if column in table:
+            shown[label] = table[column].fillna("")
     shown["marks"] = table["marks"].fillna("")
     if table["diverged"].any():
         shown["diverged"] = table["diverged"]
@@ -169,6 +206,15 @@ def pool_summary(stats: dict) -> str:
         text = f"No best: {stats['no_best']}. Tests against the references: {test} (Holm-adjusted, α = {verdict.ALPHA})."
     else:
         return ""
+    low, high = stats.get("detectable", (math.nan, math.nan))
+    if math.isfinite(low):
+        text += (f" The Holm-corrected tests against the best detect a paired final-score difference of {low:.3f}–"
+                 f"{high:.3f} with power 0.8 (α = {verdict.ALPHA} / {stats['family']}, from each pair's observed spread "
+                 "over the forget sets); a smaller one could go unseen.")
+    if math.isfinite(stats.get("margin", math.nan)):
+        text += (f" δ (equivalence margin against the held-out retrain pool and doing nothing) = half the distance "
+                 f"between their final scores, {stats['margin']:.3f}: a method equivalent to doing nothing is nearer it "
+                 "than a second retrain pool.")
     if not pd.isna(stats["tau_gap"]):
         pairs = ", ".join(f"{a} / {b}" for a, b in stats["disagreements"]) or "none"
         text += (f" Ranking by final score vs by the Avg Gap of the pool means (lower is better): Kendall τ = "
@@ -196,7 +242,10 @@ POOL_LEGEND = ("Scores against pools of models (docs/pools.md): per forget set, 
                "held-out retrain pool scored as if it were a method (the best a method can reach with N models; "
                "KLoM's floor at this N) and doing nothing (the original N times: F = 0). Mean ± 95 % interval: Student "
                "t over the n forget-set seeds; with n = 1, F's interval is over the forget examples and the others "
-               "have none. Families, each Holm-corrected over the setting's rows: every row against the best, every method "
-               "against the held-out retrain pool, every method against doing nothing. Marks: not distinguishable "
-               "from / below the held-out retrain pool, not above doing nothing (paired tests, α = 0.05).")
+               "have none. Families, each Holm-corrected over the setting's rows: every row against the best (two-sided "
+               "paired t-test of the final score), every method against the held-out retrain pool and every method "
+               "against doing nothing (paired t-test and two one-sided tests against δ, stated under each table). "
+               "*vs held-out retrain pool* and *vs doing nothing*: *below* / *above* (the difference test rejects), "
+               "*equivalent* (the two one-sided tests reject a difference of δ or more) or *undecided* (neither: the "
+               "data cannot tell); α = 0.05. *Not distinguishable from the best* is not equal.")
 
