@@ -159,3 +159,13 @@ def test_every_method_key_refuses_a_wrong_value_in_one_line(make_cfg, method, ke
         METHODS.check_cell(cfg.method.name, cfg)
     message = str(info.value)
     assert message.startswith(f"method.{key}=") and "\n" not in message, message
+
+
+@pytest.mark.parametrize("name, key, value", [("randaugment", "num_ops", 0), ("random_erasing", "p", 0.0)])
+def test_a_policy_set_to_do_nothing_is_refused(make_cfg, name, key, value):
+    """RandAugment with no operation and erasing with p = 0 are crop + flip under another name: the records
+    would credit a pipeline that never ran, so the value is refused in one line."""
+    cfg = make_cfg(f"augmentation={name}", f"augmentation.{key}={value}", tiny=False)
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    assert str(info.value).startswith(f"augmentation.{key}={value}")

@@ -342,16 +342,18 @@ def interval(low: float, high: float, *, positive_only: bool = False):
 
 
 # The keys of each policy, checked before any image is augmented (the crop + flip they all start with too).
+# A setting that makes a policy the identity (RandAugment with no operation, erasing with p = 0) is refused: its
+# records would name a pipeline that did not run (augmentation=default is that pipeline).
 INTERPOLATION = choice(*INTERPOLATIONS)
 CROP_FLIP = {"crop_padding": integer(0), "hflip_p": number(0.0, 1.0)}
 POLICY_KEYS = {
-    "randaugment": {"num_ops": integer(0), "magnitude": integer(0), "num_magnitude_bins": integer(2),
+    "randaugment": {"num_ops": integer(1), "magnitude": integer(0), "num_magnitude_bins": integer(2),
                     "interpolation": INTERPOLATION},
     "autoaugment": {"policy": choice("cifar10", "imagenet", "svhn"), "interpolation": INTERPOLATION},
     "trivialaug": {"num_magnitude_bins": integer(2), "interpolation": INTERPOLATION},
     "augmix": {"severity": integer(1, 10), "mixture_width": integer(1), "chain_depth": integer(-1),
                "alpha": number(0.0, low_open=True), "all_ops": boolean, "interpolation": INTERPOLATION},
-    "random_erasing": {"p": number(0.0, 1.0), "scale": interval(0.0, 1.0, positive_only=True),
+    "random_erasing": {"p": number(0.0, 1.0, low_open=True), "scale": interval(0.0, 1.0, positive_only=True),
                        "ratio": interval(0.0, math.inf, positive_only=True), "value": number(0.0, 255.0)},
 }
 
