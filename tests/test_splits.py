@@ -112,6 +112,7 @@ def test_model_dependent_forget_sets_are_reproducible_and_the_original_is_the_sa
 
     for mode in (["forget_rate=memorization", "forget_rate.count=50"], ["forget_rate=subpopulation", "forget_rate.class_id=2"]):
         first, second = prepare(make_cfg(*mode), tmp_path / "cache"), prepare(make_cfg(*mode), tmp_path / "cache")
+        first_stratum = first if "forget_rate=memorization" in mode else first_stratum
         assert torch.equal(first.splits.forget_index, second.splits.forget_index) and len(first.splits.forget_index)
         if "forget_rate.class_id=2" in mode:
             assert (first.splits.forget.labels == 2).all()
@@ -120,9 +121,22 @@ def test_model_dependent_forget_sets_are_reproducible_and_the_original_is_the_sa
 
     plain = prepare(make_cfg("forget_rate=random_10"), tmp_path / "cache")
     reference_models(plain, ModelCache(tmp_path / "cache"), stages=("original",))
+    (shared,) = [p for p in (tmp_path / "cache").glob("original-*.json")]  # one original serves every cell
+    meta = json.loads(shared.read_text())
+    assert len(meta["example_confidence"]) == len(plain.splits.train)
+
+    # An entry stored before originals recorded their confidence cannot serve a stratum: the stratum trains
+    # its own entry (keyed with `records`), with the same weights, and later strata keep to that entry.
+    del meta["example_confidence"]
+    shared.write_text(json.dumps(meta))
+    stratum = ["forget_rate=memorization", "forget_rate.count=50"]
+    again = prepare(make_cfg(*stratum), tmp_path / "cache")
+    assert torch.equal(again.splits.forget_index, first_stratum.splits.forget_index)
     metas = [json.loads(p.read_text()) for p in (tmp_path / "cache").glob("original-*.json")]
     assert len(metas) == 2 and metas[0]["sha256"] == metas[1]["sha256"]  # recording changes no weight
     assert sum("example_confidence" in m for m in metas) == 1
+    prepare(make_cfg(*stratum), tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("original-*.json"))) == 2
 
 
 def test_feldman_scores_put_each_example_in_half_the_models_and_see_memorisation(make_cfg, tmp_path):

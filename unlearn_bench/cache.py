@@ -119,6 +119,15 @@ class ModelCache:
             log.warning("cache entry %s is corrupted (%s); retraining it", weights.name, err)
             return None
 
+    def meta(self, stage: str, key_parts: dict) -> dict | None:
+        """The stored metadata of an entry (what its training recorded), without loading its weights; None
+        where the entry is absent or its metadata unreadable."""
+        weights, meta_path = self.paths(stage, self.key(stage, key_parts))
+        try:
+            return json.loads(meta_path.read_text()) if weights.is_file() else None
+        except (OSError, ValueError):
+            return None
+
     def save(self, stage: str, key: str, model: nn.Module, meta: dict) -> dict:
         weights, meta_path = self.paths(stage, key)
         buffer = io.BytesIO()

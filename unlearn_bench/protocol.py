@@ -277,9 +277,23 @@ def reference_key_parts(cell: Cell, stage: str, seed: int, key_extra: dict | Non
                  train_data=data_digest(splits.train.images, splits.train.labels))
     if stage != "original":
         parts.update(forget_index=data_digest(splits.forget_index, splits.forget_index))
-    elif records_confidence(cfg):  # the same weights, plus the per-example record: its own entry
-        parts.update(records="example_confidence")
     return parts
+
+
+def original_key_parts(cell: Cell, cache: ModelCache, seed: int, key_extra: dict | None = None) -> dict:
+    """The original's cache key. A classifier original records each example's confidence while it trains
+    (read from the training passes: the weights are the same), so a cell that reads it (RUM, a memorisation
+    stratum) shares the plain entry instead of training its own copy. An entry stored before originals recorded
+    it has no `example_confidence`; such a cell then keeps to its own entry, keyed with `records`, as before,
+    and so does a cell whose own entry exists already (its records name that key)."""
+    parts = reference_key_parts(cell, "original", seed, key_extra)
+    if not records_confidence(cell.cfg):
+        return parts
+    own = {**parts, "records": "example_confidence"}
+    shared = cache.meta("original", parts)
+    if shared is not None:
+        return parts if "example_confidence" in shared else own
+    return own if cache.meta("original", own) is not None else parts
 
 
 def records_confidence(cfg: DictConfig) -> bool:
@@ -315,13 +329,14 @@ def reference_models(cell: Cell, cache: ModelCache, fit_fn=None, key_extra: dict
     every = int(cfg.get("checkpoint", {}).get("every_epochs", 0) or 0)  # classifier recipes only
     resumes: dict[str, Path] = {}  # stage -> where its preempted training continues from
     fit_fn = fit_fn or (lambda model, data, stage: fit(model, data, cfg.train, cell.ctx, stage,
-                                                       record_examples=records and stage == "original",
+                                                       record_examples=stage == "original",
                                                        resume=resumes.get(stage), checkpoint_every=every))
     available = {"original": splits.train, "retrain": splits.retain, "retrain2": splits.retain}
     models, metas = {}, {}
     for stage in stages:
         data = available[stage]
-        parts = reference_key_parts(cell, stage, seed, key_extra)
+        parts = (original_key_parts(cell, cache, seed, key_extra) if stage == "original" and classifier
+                 else reference_key_parts(cell, stage, seed, key_extra))
         if classifier and every:
             resumes[stage] = cache.resume_path(stage, parts)
 
@@ -342,6 +357,13 @@ def reference_models(cell: Cell, cache: ModelCache, fit_fn=None, key_extra: dict
         models[stage], metas[stage], hit = cache.get_or_train(stage, parts,
                                                               lambda stage=stage: cell.new_model(stage, seed), train,
                                                               keep=keep)
+        if stage == "original" and classifier and records and "example_confidence" not in metas[stage]:
+            # the shared entry was stored meanwhile by a run that did not record: this cell's own entry
+            parts = {**parts, "records": "example_confidence"}
+            if every:
+                resumes[stage] = cache.resume_path(stage, parts)
+            models[stage], metas[stage], hit = cache.get_or_train(stage, parts, lambda stage=stage: cell.new_model(stage, seed),
+                                                                  train, keep=keep)
         if announce:
             print(f"{stage}: {'cache hit' if hit else 'trained'} ({metas[stage]['key']}, "
                   f"{metas[stage]['train_seconds']:.1f} s to train)")

@@ -43,6 +43,7 @@ from unlearn_bench.protocol import (
     Cell,
     data_digest,
     method_references,
+    original_key_parts,
     prepare,
     reference_key_parts,
     reference_models,
@@ -106,7 +107,7 @@ def member_key(cell: Cell, cache: ModelCache, role: str, index: int) -> dict:
         return {"model": cache.key(stage, reference_key_parts(cell, stage, index)), "sets": sets_key(cell)}
     cfg = cell.cfg
     method_cfg = without_introduced(OmegaConf.to_container(cfg.method, resolve=True))  # as in the cell id
-    return {"original": cache.key("original", reference_key_parts(cell, "original", cfg.seed)),
+    return {"original": cache.key("original", original_key_parts(cell, cache, cfg.seed)),
             "method": method_cfg, "run": index, "sets": sets_key(cell), "device": cell.ctx.device.type,
             "perf": cell.ctx.perf.as_dict(), "deterministic": cfg.deterministic}
 
