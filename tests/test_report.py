@@ -111,6 +111,10 @@ def test_a_pipeline_that_unlearns_better_is_reproduced(tmp_path):
     assert trivial["relative_change"].between(-45, -35).all()
     verdicts = augmentation.verdicts(effects)
     assert set(verdicts["verdict"]) == {"reproduced"}
+    for row in verdicts.to_dict("records"):  # a drop near 40 %: the size column reads each row's own interval
+        low, high = row["relative_change"] - row["relative_half"], row["relative_change"] + row["relative_half"]
+        assert row["papers_size"] == ("-40 % inside the interval" if low <= -40 <= high else
+                                      "smaller drop than -40 %" if low > -40 else "larger drop than -40 %")
     # the detectable difference is the corrected test's, and more seeds at the same spread detect less
     family = len(effects)
     for row in effects.to_dict("records"):
@@ -118,6 +122,13 @@ def test_a_pipeline_that_unlearns_better_is_reproduced(tmp_path):
         assert row["detectable"] == pytest.approx(detectable_difference(sd, row["n"], family_alpha(family)))
         assert row["detectable_at_5"] > row["detectable_at_10"] > 0
         assert (row["detectable"] > row["detectable_at_5"]) == (row["n"] < 5)
+
+
+def test_the_claimed_size_is_read_against_the_interval_of_the_relative_change():
+    assert augmentation.against_claimed_size(-10.0, 5.0) == "smaller drop than -40 %"
+    assert augmentation.against_claimed_size(-60.0, 5.0) == "larger drop than -40 %"
+    assert augmentation.against_claimed_size(-30.0, 10.0) == "-40 % inside the interval"  # the edge is inside
+    assert augmentation.against_claimed_size(-30.0, math.nan) == "no interval"
 
 
 def test_two_seeds_give_no_outcome_however_consistent(tmp_path):

@@ -112,7 +112,8 @@ def test_model_dependent_forget_sets_are_reproducible_and_the_original_is_the_sa
 
     for mode in (["forget_rate=memorization", "forget_rate.count=50"], ["forget_rate=subpopulation", "forget_rate.class_id=2"]):
         first, second = prepare(make_cfg(*mode), tmp_path / "cache"), prepare(make_cfg(*mode), tmp_path / "cache")
-        first_stratum = first if "forget_rate=memorization" in mode else first_stratum
+        if "forget_rate=memorization" in mode:
+            first_stratum = first
         assert torch.equal(first.splits.forget_index, second.splits.forget_index) and len(first.splits.forget_index)
         if "forget_rate.class_id=2" in mode:
             assert (first.splits.forget.labels == 2).all()
