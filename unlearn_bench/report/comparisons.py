@@ -64,6 +64,14 @@ def against_reference(table: pd.DataFrame, rows: list[int], by_method: dict, ref
         table.loc[i, prefix] = outcome(p_adj, t_adj, f["mean"], f["n"], lower, higher)
 
 
+def tests_against_best(found: list[dict]) -> tuple[list[float], int, list[float]]:
+    """The family of paired differences against the best (`paired_difference` results): each one's Holm-adjusted
+    p, the family's size and the smallest difference each test detects at α / size with power 0.8."""
+    adjusted = list(holm([f["p"] for f in found]))
+    family = family_size([f["p"] for f in found])
+    return adjusted, family, [detectable_difference(f["sd"], f["n"], family_alpha(family)) for f in found]
+
+
 def compare_methods(table: pd.DataFrame, by_method: dict, references: tuple[str, str]) -> dict:
     """Fill the comparison columns of a setting's table in place and return the setting's facts: the best
     (None where fewer than MIN_SEEDS_FOR_BEST seeds or where it is not below doing nothing), δ, and the range
@@ -93,11 +101,9 @@ def compare_methods(table: pd.DataFrame, by_method: dict, references: tuple[str,
     facts["best"] = best
     others = [i for i in methods if i != best_i]
     found = [paired_difference(differences(by_method[table.loc[i, "method"]], by_method[best])) for i in others]
-    adjusted = holm([f["p"] for f in found])
-    facts["family"] = family_size([f["p"] for f in found])
+    adjusted, facts["family"], seen_by_row = tests_against_best(found)
     detectable = []
-    for i, f, p_adj in zip(others, found, adjusted):
-        seen = detectable_difference(f["sd"], f["n"], family_alpha(facts["family"]))
+    for i, f, p_adj, seen in zip(others, found, adjusted, seen_by_row):
         table.loc[i, ["p_vs_best", "p_vs_best_adj", "detectable_vs_best"]] = [f["p"], p_adj, seen]
         if math.isfinite(seen):
             detectable.append(seen)

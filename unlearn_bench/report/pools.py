@@ -8,10 +8,10 @@ import math
 import pandas as pd
 
 from unlearn_bench import verdict
-from unlearn_bench.report.comparisons import MIN_SEEDS_FOR_BEST, outcome
+from unlearn_bench.report.comparisons import MIN_SEEDS_FOR_BEST, outcome, tests_against_best
 from unlearn_bench.report.formatting import cell
 from unlearn_bench.report.records import FLOOR, ORIGINAL, POOL_METRICS, RETRAIN
-from unlearn_bench.report.stats import detectable_difference, family_alpha, family_size, holm, tost
+from unlearn_bench.report.stats import holm, tost
 
 POOL_LABELS = {RETRAIN: "retrain pool", FLOOR: "held-out retrain pool", ORIGINAL: "original (do nothing)"}
 POOL_SHOWN = {"forgetting_quality": "F (ε-score)", "final_score": "final score", "klom_forget": "KLoM D_f",
@@ -137,11 +137,9 @@ def pool_statistics(part: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
             found = [pool_differences(by_method[table.loc[i, "method"]], by_method[best]) for i in others]
             stats["tests"].update(over for _, over in found if over)
             tested = [verdict.paired_difference(d) for d, _ in found]
-            adjusted = holm([t["p"] for t in tested])
-            stats["family"] = family_size([t["p"] for t in tested])
+            adjusted, stats["family"], seen_by_row = tests_against_best(tested)
             seen_all = []
-            for i, t, p_adj in zip(others, tested, adjusted):
-                seen = detectable_difference(t["sd"], t["n"], family_alpha(stats["family"]))
+            for i, t, p_adj, seen in zip(others, tested, adjusted, seen_by_row):
                 table.loc[i, ["p_vs_best", "p_vs_best_adj", "detectable_vs_best"]] = [t["p"], p_adj, seen]
                 if not table.loc[i, "reference"] and math.isfinite(seen):
                     seen_all.append(seen)
