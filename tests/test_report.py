@@ -199,3 +199,47 @@ def test_the_pool_size_curve_follows_the_held_out_pool_and_every_row_as_n_grows(
     assert set(curve["N"]) == {8, 16} and (curve["n"] == 1).all()
     assert "## How many models a verdict needs" in (out / "leaderboard.md").read_text()
     assert (out / "pool_size_curve.png").is_file()
+
+
+def test_the_pool_size_curve_keeps_a_second_design_where_smaller_pools_have_more_forget_sets():
+    """N = 8 and 16 scored on forget sets 0 and 1, N = 32 on set 0 only: one design compares every N on set 0,
+    a second compares 8 and 16 on both sets; no design mixes forget sets along N."""
+    from unlearn_bench.report.pool_curve import curve_designs
+
+    assert curve_designs({8: {0, 1}, 16: {0, 1}, 32: {0}}) == [([8, 16, 32], {0}), ([8, 16], {0, 1})]
+    assert curve_designs({8: {0}, 16: {0, 1}}) == [([8, 16], {0})]  # the wider set has one N only
+    assert curve_designs({8: {0}, 16: {1}}) == []  # no shared forget set, no second N on one
+
+
+def test_the_pool_size_curve_writes_one_block_per_design(tmp_path):
+    import copy
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from unlearn_bench.report import leaderboard
+
+    source = next(p for p in sorted((Path(__file__).resolve().parent.parent / "results" / "records").glob("*.json"))
+                  if json.loads(p.read_text()).get("task") == "pool")
+    base = json.loads(source.read_text())
+    records = tmp_path / "records"
+    records.mkdir()
+    for n_models, seeds in ((8, (0, 1)), (16, (0, 1)), (32, (0,))):
+        for seed in seeds:
+            record = copy.deepcopy(base)
+            record["config"]["eval"]["pool_size"], record["config"]["seed"] = n_models, seed
+            record["retrain2_metrics"]["forgetting_quality"] = n_models / 100 + seed / 1000
+            (records / f"{n_models}-{seed}.json").write_text(json.dumps(record))
+    out = tmp_path / "board"
+    assert leaderboard.main(["--task", "pool", "--records", str(records), "--out", str(out)]) == 0
+    curve = pd.read_csv(out / "pool_size_curve.csv")
+    held = curve[curve["method"] == "retrain floor"]
+    one = held[held["design"] == "N = 8, 16, 32 on forget set 0"].set_index("N")["forgetting_quality_mean"]
+    two = held[held["design"] == "N = 8, 16 on forget sets 0, 1"].set_index("N")["forgetting_quality_mean"]
+    assert one.to_dict() == pytest.approx({8: 0.08, 16: 0.16, 32: 0.32})
+    assert two.to_dict() == pytest.approx({8: 0.0805, 16: 0.1605})
+    assert (held.groupby("design")["n"].max() == pd.Series({"N = 8, 16 on forget sets 0, 1": 2,
+                                                             "N = 8, 16, 32 on forget set 0": 1})).all()
+    text = (out / "leaderboard.md").read_text()
+    assert "(N = 8, 16, 32 on forget set 0)" in text and "(N = 8, 16 on forget sets 0, 1)" in text

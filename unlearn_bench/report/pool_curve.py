@@ -26,32 +26,49 @@ def split_pool_size(setting_sig: str) -> tuple[int | None, str]:
     return (int(json.loads(value)) if value is not None else None), json.dumps(setting, sort_keys=True)
 
 
+def curve_designs(seeds_by_n: dict[int, set]) -> list[tuple[list[int], set]]:
+    """Which pool sizes a curve compares, on which forget sets: every N on the sets all of them share; and, where
+    the smaller sizes were scored on more sets, the sizes that hold the widest set of forget sets on that set
+    (e.g. N = 8 and 16 on three sets beside 8 to 64 on one). Each design needs two N and one shared set."""
+    designs = []
+    every = set.intersection(*seeds_by_n.values())
+    if len(seeds_by_n) >= 2 and every:
+        designs.append((sorted(seeds_by_n), every))
+    widest = max(seeds_by_n.values(), key=lambda seeds: (len(seeds), sorted(seeds)))
+    sizes = sorted(n for n, seeds in seeds_by_n.items() if seeds >= widest)
+    if len(sizes) >= 2 and widest != every:
+        designs.append((sizes, widest))
+    return designs
+
+
 def pool_size_curve(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (setting, pool size N, row) where a setting has records at two or more N: n forget sets,
-    and the mean and 95 % t-interval over them of F and the attack AUC (one forget set: F's interval over its
-    examples, the AUC's none). The curve holds the forget sets fixed: only those scored at every N of the
-    setting, and only rows scored at two or more N, so a change along N is the pool size's and not a change
-    of forget sets. Empty when no setting has two pool sizes on a shared forget set."""
+    """One row per (setting, design, pool size N, row) where a setting has records at two or more N: n forget
+    sets, and the mean and 95 % t-interval over them of F and the attack AUC (one forget set: F's interval
+    over its examples, the AUC's none). A design holds the forget sets fixed (`curve_designs`), and keeps
+    only rows scored at two or more of its N, so a change along N is the pool size's and not a change of
+    forget sets. Empty when no setting has two pool sizes on a shared forget set."""
     pools = frame[(frame["task"] == "pool") & (frame["method"] != RETRAIN)].copy()
     if pools.empty:
         return pd.DataFrame()
     pools["N"], pools["base"] = zip(*pools["setting_sig"].map(split_pool_size))
     rows = []
-    for _, part in pools.groupby("base", sort=False):
-        if part["N"].nunique() < 2:
+    for _, setting in pools.groupby("base", sort=False):
+        if setting["N"].nunique() < 2:
             continue
-        shared = set.intersection(*(set(g["seed"]) for _, g in part.groupby("N")))
-        part = part[part["seed"].isin(shared)]
-        part = part[part.groupby("method")["N"].transform("nunique") >= 2]
-        if part.empty:
-            continue
-        for (n_models, method), g in part.groupby(["N", "method"], sort=True):
-            row = {"dataset": g["dataset"].iloc[0], "forget": g["forget"].iloc[0], "N": int(n_models),
-                   "method": method, "reference": bool(g["reference"].iloc[0]), "n": g["seed"].nunique()}
-            for metric in CURVE_METRICS:
-                mean, half = score_interval(g, metric) if metric in g else (math.nan, math.nan)
-                row.update({f"{metric}_mean": mean, f"{metric}_ci": half})
-            rows.append(row)
+        seeds_by_n = {int(n): set(g["seed"]) for n, g in setting.groupby("N")}
+        for sizes, seeds in curve_designs(seeds_by_n):
+            part = setting[setting["N"].isin(sizes) & setting["seed"].isin(seeds)]
+            part = part[part.groupby("method")["N"].transform("nunique") >= 2]
+            label = f"N = {', '.join(map(str, sizes))} on forget set{'s' if len(seeds) > 1 else ''} " \
+                    f"{', '.join(map(str, sorted(seeds)))}"
+            for (n_models, method), g in part.groupby(["N", "method"], sort=True):
+                row = {"dataset": g["dataset"].iloc[0], "forget": g["forget"].iloc[0], "design": label,
+                       "N": int(n_models), "method": method, "reference": bool(g["reference"].iloc[0]),
+                       "n": g["seed"].nunique()}
+                for metric in CURVE_METRICS:
+                    mean, half = score_interval(g, metric) if metric in g else (math.nan, math.nan)
+                    row.update({f"{metric}_mean": mean, f"{metric}_ci": half})
+                rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -62,8 +79,8 @@ def curve_markdown(curve: pd.DataFrame) -> str:
              "pool size's), mean ± 95 % interval over those sets (one forget set: F's interval over its examples). The held-out retrain pool is a second sample of retrain models: its F is the most a "
              "method can earn at that N and its AUC the least an attack shows, so a method is told apart from "
              "retraining, or from doing nothing, only where its interval clears that row's.", ""]
-    for (dataset, forget), part in curve.groupby(["dataset", "forget"], sort=False):
-        lines += [f"### {dataset} / {forget}", "", "| N | row | n | F | attack AUC |", "|---|---|---|---|---|"]
+    for (dataset, forget, design), part in curve.groupby(["dataset", "forget", "design"], sort=False):
+        lines += [f"### {dataset} / {forget} ({design})", "", "| N | row | n | F | attack AUC |", "|---|---|---|---|---|"]
         part = part.assign(first=part["method"].map({FLOOR: 0, ORIGINAL: 1}).fillna(2))
         part = part.sort_values(["N", "first", "method"])
         for r in part.to_dict("records"):
@@ -75,31 +92,36 @@ def curve_markdown(curve: pd.DataFrame) -> str:
 
 
 def plot_curve(curve: pd.DataFrame, path: Path, title: str) -> None:
-    """F and AUC against N, one line per row (the held-out pool and doing nothing dashed), log-2 N axis."""
+    """F and AUC against N, one panel row per design, one line per row (the held-out pool and doing nothing
+    dashed, each method one colour in every panel), log-2 N axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
-    for ax, (metric, label) in zip(axes, CURVE_METRICS.items()):
-        for method, g in curve.groupby("method", sort=False):
-            g = g.sort_values("N")
-            style = "--" if method in (FLOOR, ORIGINAL) else "-"
-            errors = g[f"{metric}_ci"].fillna(0.0)
-            ax.errorbar(g["N"], g[f"{metric}_mean"], yerr=errors, fmt=style + "o", capsize=3,
-                        label=LABELS.get(method, method))
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(curve["N"].unique()), [str(n) for n in sorted(curve["N"].unique())])
-        ax.set_xlabel("pool size N (retrain models; runs of each method)")
-        ax.set_ylabel(label)
-        if metric == "lira_auc":
-            ax.axhline(0.5, color="grey", linewidth=0.8)
-        ax.set_title(f"{label} as the pool grows")
-    axes[0].legend(fontsize=8)
-    n_text = ", ".join(sorted({str(int(n)) for n in curve["n"]}))
-    fig.suptitle(f"{title}\nmean ± 95 % interval over forget sets (n = {n_text})", fontsize=10)
+    designs = list(dict.fromkeys(curve["design"]))
+    methods = list(dict.fromkeys(curve.sort_values("method")["method"]))
+    colours = {m: plt.get_cmap("tab20")(i % 20) for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(len(designs), 2, figsize=(16, 5.5 * len(designs)), squeeze=False)
+    for row_axes, design in zip(axes, designs):
+        part = curve[curve["design"] == design]
+        sizes = sorted(part["N"].unique())
+        for ax, (metric, label) in zip(row_axes, CURVE_METRICS.items()):
+            for method, g in part.groupby("method", sort=True):
+                g = g.sort_values("N")
+                style = "--" if method in (FLOOR, ORIGINAL) else "-"
+                ax.errorbar(g["N"], g[f"{metric}_mean"], yerr=g[f"{metric}_ci"].fillna(0.0), fmt=style + "o",
+                            capsize=3, color=colours[method], label=LABELS.get(method, method))
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sizes, [str(n) for n in sizes])
+            ax.set_xlabel("pool size N (retrain models; runs of each method)")
+            ax.set_ylabel(label)
+            if metric == "lira_auc":
+                ax.axhline(0.5, color="grey", linewidth=0.8)
+            n_text = ", ".join(sorted({str(int(n)) for n in part["n"]}))
+            ax.set_title(f"{label} as the pool grows: {design} (n = {n_text})", fontsize=9)
+        row_axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    fig.suptitle(f"{title}\nmean ± 95 % interval over forget sets (one forget set: F over its examples)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
