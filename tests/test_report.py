@@ -243,3 +243,25 @@ def test_the_pool_size_curve_writes_one_block_per_design(tmp_path):
                                                              "N = 8, 16, 32 on forget set 0": 1})).all()
     text = (out / "leaderboard.md").read_text()
     assert "(N = 8, 16, 32 on forget set 0)" in text and "(N = 8, 16 on forget sets 0, 1)" in text
+
+
+def test_the_pool_size_agreement_is_kendall_tau_per_forget_set_between_two_sizes():
+    """Known answer: four methods in the same order at N = 8 and 16 on forget set 0 (τ = 1) and with one pair
+    swapped on forget set 1 (τ = 4/6): mean 5/6 over the two sets; the reference rows are not ranked."""
+    import json
+
+    import pandas as pd
+
+    from unlearn_bench.report.pool_curve import pool_size_agreement
+
+    order = {0: {8: [4, 3, 2, 1], 16: [4, 3, 2, 1]}, 1: {8: [4, 3, 2, 1], 16: [3, 4, 2, 1]}}
+    rows = [{"task": "pool", "dataset": "d", "forget": "f", "seed": seed, "method": method, "reference": False,
+             "final_score": float(score), "setting_sig": json.dumps({"eval.pool_size": json.dumps(n)})}
+            for seed, sizes in order.items() for n, scores in sizes.items()
+            for method, score in zip("abcd", scores)]
+    rows += [{**rows[0], "method": "retrain floor", "reference": True, "final_score": 0.0, "seed": s,
+              "setting_sig": json.dumps({"eval.pool_size": json.dumps(n)})} for s in (0, 1) for n in (8, 16)]
+    found = pool_size_agreement(pd.DataFrame(rows))
+    (row,) = found.to_dict("records")
+    assert (row["from_N"], row["to_N"], row["methods"], row["n"]) == (8, 16, 4, 2)
+    assert row["tau_mean"] == pytest.approx(5 / 6)

@@ -63,7 +63,7 @@ from unlearn_bench.report.plots import (
     plot_pool,
     relative_gaps,
 )
-from unlearn_bench.report.pool_curve import curve_markdown, plot_curve, pool_size_curve
+from unlearn_bench.report.pool_curve import curve_markdown, plot_curve, pool_size_agreement, pool_size_curve
 from unlearn_bench.report.pools import pool_pretty
 from unlearn_bench.report.records import (
     GROUP,
@@ -176,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.task == "pool" and not (curve := pool_size_curve(frame)).empty:  # records at several pool sizes
         curve.to_csv(args.out / "pool_size_curve.csv", index=False)
         plot_curve(curve, args.out / "pool_size_curve.png", args.title)
-        text += curve_markdown(curve) + "![pool size curve](pool_size_curve.png)\n"
+        agreement = pool_size_agreement(frame)
+        if not agreement.empty:
+            agreement.to_csv(args.out / "pool_size_agreement.csv", index=False)
+        text += curve_markdown(curve, agreement) + "![pool size curve](pool_size_curve.png)\n"
     if args.grids and args.task == "generation":
         figures = grid_figures(frame, args.out)
         text += "\n".join(["## Sample grids", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from unlearn_bench import verdict
 from unlearn_bench.report.formatting import cell
 from unlearn_bench.report.pools import score_interval
 from unlearn_bench.report.records import FLOOR, ORIGINAL, RETRAIN
@@ -41,38 +42,68 @@ def curve_designs(seeds_by_n: dict[int, set]) -> list[tuple[list[int], set]]:
     return designs
 
 
-def pool_size_curve(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (setting, design, pool size N, row) where a setting has records at two or more N: n forget
-    sets, and the mean and 95 % t-interval over them of F and the attack AUC (one forget set: F's interval
-    over its examples, the AUC's none). A design holds the forget sets fixed (`curve_designs`), and keeps
-    only rows scored at two or more of its N, so a change along N is the pool size's and not a change of
-    forget sets. Empty when no setting has two pool sizes on a shared forget set."""
+def setting_designs(frame: pd.DataFrame):
+    """(setting's pool records, design label, sizes, forget sets) for every design of every pool setting."""
     pools = frame[(frame["task"] == "pool") & (frame["method"] != RETRAIN)].copy()
     if pools.empty:
-        return pd.DataFrame()
+        return
     pools["N"], pools["base"] = zip(*pools["setting_sig"].map(split_pool_size))
-    rows = []
     for _, setting in pools.groupby("base", sort=False):
         if setting["N"].nunique() < 2:
             continue
         seeds_by_n = {int(n): set(g["seed"]) for n, g in setting.groupby("N")}
         for sizes, seeds in curve_designs(seeds_by_n):
             part = setting[setting["N"].isin(sizes) & setting["seed"].isin(seeds)]
-            part = part[part.groupby("method")["N"].transform("nunique") >= 2]
             label = f"N = {', '.join(map(str, sizes))} on forget set{'s' if len(seeds) > 1 else ''} " \
                     f"{', '.join(map(str, sorted(seeds)))}"
-            for (n_models, method), g in part.groupby(["N", "method"], sort=True):
-                row = {"dataset": g["dataset"].iloc[0], "forget": g["forget"].iloc[0], "design": label,
-                       "N": int(n_models), "method": method, "reference": bool(g["reference"].iloc[0]),
-                       "n": g["seed"].nunique()}
-                for metric in CURVE_METRICS:
-                    mean, half = score_interval(g, metric) if metric in g else (math.nan, math.nan)
-                    row.update({f"{metric}_mean": mean, f"{metric}_ci": half})
-                rows.append(row)
+            yield part[part.groupby("method")["N"].transform("nunique") >= 2], label, sizes, seeds
+
+
+def pool_size_agreement(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per design and pair of consecutive pool sizes: Kendall τ-b between the methods' final-score rankings at
+    the two sizes, forget set by forget set, its mean and 95 % t-interval over the sets (none from one set),
+    over the methods scored at both sizes on every set of the design (at least 3). Does the pool size change
+    which method ranks where, or only the scores?"""
+    from scipy import stats as scipy_stats
+
+    rows = []
+    for part, label, sizes, seeds in setting_designs(frame):
+        methods = part[~part["reference"].astype(bool)]
+        for small, large in zip(sizes, sizes[1:]):
+            scores = {n: methods[methods["N"] == n].pivot_table(index="method", columns="seed", values="final_score")
+                      for n in (small, large)}
+            shared = sorted(set(scores[small].dropna().index) & set(scores[large].dropna().index))
+            if len(shared) < 3:
+                continue
+            taus = [float(scipy_stats.kendalltau(scores[small].loc[shared, seed], scores[large].loc[shared, seed]).statistic)
+                    for seed in sorted(seeds)]
+            mean, half, n = verdict.t_interval(taus)
+            rows.append({"dataset": part["dataset"].iloc[0], "forget": part["forget"].iloc[0], "design": label,
+                         "from_N": small, "to_N": large, "methods": len(shared), "n": n, "tau_mean": mean,
+                         "tau_ci": half})
     return pd.DataFrame(rows)
 
 
-def curve_markdown(curve: pd.DataFrame) -> str:
+def pool_size_curve(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (setting, design, pool size N, row) where a setting has records at two or more N: n forget
+    sets, and the mean and 95 % t-interval over them of F and the attack AUC (one forget set: F's interval
+    over its examples, the AUC's none). A design holds the forget sets fixed (`curve_designs`), and keeps
+    only rows scored at two or more of its N, so a change along N is the pool size's and not a change of
+    forget sets. Empty when no setting has two pool sizes on a shared forget set."""
+    rows = []
+    for part, label, _, _ in setting_designs(frame):
+        for (n_models, method), g in part.groupby(["N", "method"], sort=True):
+            row = {"dataset": g["dataset"].iloc[0], "forget": g["forget"].iloc[0], "design": label,
+                   "N": int(n_models), "method": method, "reference": bool(g["reference"].iloc[0]),
+                   "n": g["seed"].nunique()}
+            for metric in CURVE_METRICS:
+                mean, half = score_interval(g, metric) if metric in g else (math.nan, math.nan)
+                row.update({f"{metric}_mean": mean, f"{metric}_ci": half})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def curve_markdown(curve: pd.DataFrame, agreement: pd.DataFrame | None = None) -> str:
     lines = ["## How many models a verdict needs (pool size N)", "",
              "F (1 = indistinguishable from retraining) and the per-example attack's AUC (0.5 = no signal) of every "
              "row scored at two or more pool sizes, on the forget sets scored at every N (so a change along N is the "
@@ -88,6 +119,16 @@ def curve_markdown(curve: pd.DataFrame) -> str:
             lines.append(f"| {r['N']} | {label} | {r['n']} | {cell(r['forgetting_quality_mean'], r['forgetting_quality_ci'], 3)} | "
                          f"{cell(r['lira_auc_mean'], r['lira_auc_ci'], 2)} |")
         lines.append("")
+        if agreement is not None and not agreement.empty:
+            mine = agreement[(agreement["dataset"] == dataset) & (agreement["forget"] == forget)
+                             & (agreement["design"] == design)]
+            pairs = [f"N = {r['from_N']} against {r['to_N']}: τ = {cell(r['tau_mean'], r['tau_ci'], 2)} "
+                     f"({r['methods']} methods, {r['n']} forget set{'s' if r['n'] > 1 else ''})"
+                     for r in mine.to_dict("records")]
+            if pairs:
+                lines += ["Does the pool size change the methods' ranking? Kendall τ-b between the final-score "
+                          "rankings at two sizes, forget set by forget set (mean ± 95 % t-interval over the sets): "
+                          + "; ".join(pairs) + ".", ""]
     return "\n".join(lines) + "\n"
 
 
