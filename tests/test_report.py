@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -265,3 +266,21 @@ def test_the_pool_size_agreement_is_kendall_tau_per_forget_set_between_two_sizes
     (row,) = found.to_dict("records")
     assert (row["from_N"], row["to_N"], row["methods"], row["n"]) == (8, 16, 4, 2)
     assert row["tau_mean"] == pytest.approx(5 / 6)
+
+
+def test_a_partial_seed_is_left_out_of_the_comparisons_until_its_grid_is_complete(tmp_path):
+    """A grid that runs seed by seed has one partial seed: by default the comparisons use the complete seeds
+    only (every pair of a family at the same n) and the report names the partial one; --partial-seeds adds it."""
+    study(tmp_path, trivial_gap=0.6, trivial_nothing=1.0, seeds=3)
+    write_record(tmp_path, "ft", "default", 0.1, 3, 9.0, 20.0)
+    write_record(tmp_path, "ft", "trivialaug", 0.1, 3, 5.0, 20.0)
+    frame = augmentation.load(tmp_path)
+    assert augmentation.complete_seeds(frame) == ([0, 1, 2], {3: "2 of 10 cells"})
+    text = augmentation.write(frame, tmp_path / "out")
+    assert "Seeds compared below: 0, 1, 2; left out until their grid is complete" in text and "3 (2 of 10 cells)" in text
+    effects = pd.read_csv(tmp_path / "out" / "pipeline_effects.csv")
+    assert set(effects["n"]) == {3}
+    augmentation.write(frame, tmp_path / "all", partial_seeds=True)
+    effects = pd.read_csv(tmp_path / "all" / "pipeline_effects.csv")
+    assert set(effects.loc[(effects["method"] == "ft") & (effects["augmentation"] == "trivialaug")
+                           & (effects["baseline"] == "default"), "n"]) == {4}

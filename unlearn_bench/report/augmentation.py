@@ -243,11 +243,30 @@ def effects_markdown(table: pd.DataFrame, baseline: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(frame: pd.DataFrame, out: Path) -> str:
+def complete_seeds(frame: pd.DataFrame) -> tuple[list[int], dict[int, str]]:
+    """The seeds whose grid is complete (a record for every method × pipeline × rate the records hold at any
+    seed) and, for the others, how much of it they have. A grid that runs seed by seed has one partial seed
+    at a time; comparing on it would test some pairs at n + 1 and the rest at n, inside one family."""
+    grid = set(frame[["method", "augmentation", "rate"]].itertuples(index=False, name=None))
+    complete, partial = [], {}
+    for seed, part in frame.groupby("seed"):
+        have = set(part[["method", "augmentation", "rate"]].itertuples(index=False, name=None))
+        if have >= grid:
+            complete.append(int(seed))
+        else:
+            partial[int(seed)] = f"{len(have & grid)} of {len(grid)} cells"
+    return complete, partial
+
+
+def write(frame: pd.DataFrame, out: Path, partial_seeds: bool = False) -> str:
+    """The report. The regime table reads every record; the comparisons read the complete seeds only, unless
+    `partial_seeds`, so that every comparison of a family rests on the same seeds."""
     out.mkdir(parents=True, exist_ok=True)
     bar = regime(frame)
-    tables = {baseline: effects(frame, baseline) for baseline in ("default", "none")}
-    ranks = rankings(frame)
+    complete, partial = complete_seeds(frame)
+    compared = frame if partial_seeds else frame[frame["seed"].isin(complete)]
+    tables = {baseline: effects(compared, baseline) for baseline in ("default", "none")}
+    ranks = rankings(compared)
     claim = verdicts(tables["default"])
     bar.to_csv(out / "regime.csv", index=False)
     pd.concat(tables.values(), ignore_index=True).to_csv(out / "pipeline_effects.csv", index=False)
@@ -262,6 +281,11 @@ def write(frame: pd.DataFrame, out: Path) -> str:
              "**Warning:** cells that miss the regime bar: " + ", ".join(
                  f"{r['augmentation']} at {r['rate']} ({r['seeds'] - r['meeting_bar']} of {r['seeds']})"
                  for r in misses.to_dict("records"))), ""]
+    used = sorted(set(compared["seed"]))
+    text += [f"Seeds compared below: {', '.join(map(str, used)) or 'none'}"
+             + ("" if partial_seeds or not partial else
+                "; left out until their grid is complete (`--partial-seeds` compares them too): "
+                + ", ".join(f"{seed} ({have})" for seed, have in partial.items())) + ".", ""]
     for baseline, table in tables.items():
         text += [f"## Against `{baseline}`", "", effects_markdown(table, baseline)]
     text += ["## Is the best pipeline the same for every method?", "",
@@ -285,13 +309,15 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=Path, required=True, help="folder of the study's JSON records")
     parser.add_argument("--out", type=Path, required=True, help="folder for pipeline_effects.md / .html and the CSVs")
+    parser.add_argument("--partial-seeds", action="store_true",
+                        help="compare on seeds whose grid is not complete too (by default they are left out)")
     args = parser.parse_args(argv)
     if not args.records.is_dir():
         print(f"error: --records={str(args.records)!r} is not a folder; accepted: a folder of JSON records",
               file=sys.stderr)
         return 2
     try:
-        print(write(load(args.records), args.out))
+        print(write(load(args.records), args.out, args.partial_seeds))
     except SystemExit as err:
         print(err, file=sys.stderr)
         return 2
