@@ -142,7 +142,8 @@ def plot_curve(curve: pd.DataFrame, path: Path, title: str) -> None:
 
     designs = list(dict.fromkeys(curve["design"]))
     methods = list(dict.fromkeys(curve.sort_values("method")["method"]))
-    colours = {m: plt.get_cmap("tab20")(i % 20) for i, m in enumerate(methods)}
+    methods = [m for m in methods if m not in (FLOOR, ORIGINAL)]
+    colours = {FLOOR: "black", ORIGINAL: "dimgrey", **{m: plt.get_cmap("tab20")(i % 20) for i, m in enumerate(methods)}}
     fig, axes = plt.subplots(len(designs), 2, figsize=(16, 5.5 * len(designs)), squeeze=False)
     for row_axes, design in zip(axes, designs):
         part = curve[curve["design"] == design]
@@ -151,8 +152,11 @@ def plot_curve(curve: pd.DataFrame, path: Path, title: str) -> None:
             for method, g in part.groupby("method", sort=True):
                 g = g.sort_values("N")
                 style = "--" if method in (FLOOR, ORIGINAL) else "-"
-                ax.errorbar(g["N"], g[f"{metric}_mean"], yerr=g[f"{metric}_ci"].fillna(0.0), fmt=style + "o",
-                            capsize=3, color=colours[method], label=LABELS.get(method, method))
+                mean, half = g[f"{metric}_mean"], g[f"{metric}_ci"].fillna(0.0)
+                # F and the AUC lie in [0, 1]: the interval is cut there (asymmetric bars)
+                bars = [half.clip(upper=mean).to_numpy(), half.clip(upper=1.0 - mean).to_numpy()]
+                ax.errorbar(g["N"], mean, yerr=bars, fmt=style + "o", capsize=3, color=colours[method],
+                            label=LABELS.get(method, method))
             ax.set_xscale("log", base=2)
             ax.set_xticks(sizes, [str(n) for n in sizes])
             ax.set_xlabel("pool size N (retrain models; runs of each method)")
@@ -162,7 +166,8 @@ def plot_curve(curve: pd.DataFrame, path: Path, title: str) -> None:
             n_text = ", ".join(sorted({str(int(n)) for n in part["n"]}))
             ax.set_title(f"{label} as the pool grows: {design} (n = {n_text})", fontsize=9)
         row_axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
-    fig.suptitle(f"{title}\nmean ± 95 % interval over forget sets (one forget set: F over its examples)", fontsize=10)
+    fig.suptitle(f"{title}\nmean ± 95 % interval over forget sets (one forget set: F over its examples), cut to [0, 1]",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
