@@ -515,3 +515,32 @@ def test_relative_to_an_augmentation_the_records_lack_is_refused(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: --relative-to='augmx' is not valid") and "(none)" in err
     assert not (tmp_path / "board").exists()  # nothing was written
+
+
+def test_the_pool_plot_orders_panels_by_pool_size_keeps_intervals_in_range_and_marks_the_ties(tmp_path):
+    """The committed pool records: panels in order of N (not of its text), every error bar inside [0, 1],
+    the best and its ties in bold, no two tick labels overlapping."""
+    import shutil
+
+    from unlearn_bench.report import plots, tables
+    from unlearn_bench.report.records import load_records
+
+    folder = tmp_path / "records"
+    folder.mkdir()
+    for path in sorted((Path(__file__).resolve().parent.parent / "results" / "records").glob("*.json")):
+        if json.loads(path.read_text()).get("task") == "pool":
+            shutil.copy(path, folder / path.name)
+    table, _ = tables.aggregate(load_records([folder]))
+    fig = plots.plot_pool(table, tmp_path / "pool.png", "test")
+    assert not tick_overlaps(fig)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    sizes = [int(re.search(r"pool_size=(\d+)", ax.get_title()).group(1)) for ax in panels]
+    assert len(sizes) >= 2 and sizes == sorted(sizes)
+    for ax in panels:
+        for container in ax.containers:
+            if getattr(container, "errorbar", None) is not None:
+                for collection in container.errorbar.lines[2]:
+                    for segment in collection.get_segments():
+                        assert -1e-9 <= segment[:, 1].min() and segment[:, 1].max() <= 1 + 1e-9
+    bold = {t.get_text() for ax in panels for t in ax.get_xticklabels() if t.get_fontweight() == "bold"}
+    assert bold and "held-out retrain pool" not in bold

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from pathlib import Path
 
@@ -202,28 +203,44 @@ def plot_generation(table: pd.DataFrame, path: Path, title: str):
     return fig
 
 
+def pool_size_of(variant: str) -> float:
+    """The N of a pool setting's variant label (`eval.pool_size=16`), for ordering panels by N, not as text."""
+    match = re.search(r"eval\.pool_size=(\d+)", variant or "")
+    return float(match.group(1)) if match else math.inf
+
+
 def plot_pool(table: pd.DataFrame, path: Path, title: str):
-    """Final score and F per row (the reference rows in grey), one panel per forget setting."""
+    """Final score and F per row (the reference rows in grey italics, the best and the rows not
+    distinguishable from it in bold), one panel per forget setting in order of pool size; intervals cut to
+    [0, 1], the range of both scores."""
     import numpy as np
 
-    panels = list(table.groupby(["dataset", "model", "forget", "variant"], sort=False))
+    panels = sorted(table.groupby(["dataset", "model", "forget", "variant"], sort=False),
+                    key=lambda item: (*map(str, item[0][:3]), pool_size_of(str(item[0][3]))))
     plt, fig, axes = panel_grid(len(panels), width=7.0)
     for ax, (keys, part) in zip(axes, panels):
         part = part[part["method"] != RETRAIN]
         x = np.arange(len(part))
         for offset, metric, label in ((-0.2, "final_score", "final score"), (0.2, "forgetting_quality", "F")):
-            ax.bar(x + offset, part[f"{metric}_mean"], 0.4, yerr=part[f"{metric}_ci"].fillna(0.0), capsize=2,
-                   label=label)
-        ax.set_xticks(x, [POOL_LABELS.get(m, m) for m in part["method"]], rotation=35, ha="right", fontsize=8)
-        for label, ref in zip(ax.get_xticklabels(), part["reference"]):
+            mean, half = part[f"{metric}_mean"].fillna(0.0), part[f"{metric}_ci"].fillna(0.0)
+            bars = [half.clip(upper=mean).to_numpy(), half.clip(upper=1.0 - mean).to_numpy()]
+            ax.bar(x + offset, mean, 0.4, yerr=bars, capsize=2, label=label)
+        crowded = len(part) > 6  # slanted labels of many bars overlap: stand them upright
+        ax.set_xticks(x, [POOL_LABELS.get(m, m) for m in part["method"]], rotation=90 if crowded else 35,
+                      ha="center" if crowded else "right", fontsize=8)
+        tied = part["tied_with_best"].fillna(False).astype(bool) if "tied_with_best" in part else [False] * len(part)
+        for label, ref, bold in zip(ax.get_xticklabels(), part["reference"], tied):
             if ref:
                 label.set_color("grey")
                 label.set_style("italic")
-        ax.set_title(" / ".join(str(k) for k in keys[:3]) + (f"\n[{keys[3]}]" if keys[3] else ""), fontsize=9)
+            elif bold:
+                label.set_fontweight("bold")
+        ax.set_title(" / ".join(str(k) for k in keys[:3]) + (f"\n[{keys[3]}]" if keys[3] else "")
+                     + f", n = {int(part['n'].max())} forget set(s)", fontsize=9)
         ax.set_ylabel("higher is better (1 = indistinguishable from retraining)", fontsize=8)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{title}\nerror bars: 95 % interval (t over forget sets; one forget set: F over its examples)",
-                 fontsize=10)
+    fig.suptitle(f"{title}\nerror bars: 95 % interval (t over forget sets; one forget set: F over its examples), "
+                 "cut to [0, 1]; bold: the best and the rows not distinguishable from it", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
