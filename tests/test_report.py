@@ -284,3 +284,17 @@ def test_a_partial_seed_is_left_out_of_the_comparisons_until_its_grid_is_complet
     effects = pd.read_csv(tmp_path / "all" / "pipeline_effects.csv")
     assert set(effects.loc[(effects["method"] == "ft") & (effects["augmentation"] == "trivialaug")
                            & (effects["baseline"] == "default"), "n"]) == {4}
+
+
+def test_the_papers_estimator_averages_each_metric_over_seeds_before_the_gap():
+    """Known answer: UA 10 and 20 against a retrain at 12 on two seeds: per-seed gaps 2 and 8 (mean 5), gap of
+    means |15 − 12| = 3; with RA equal everywhere the Avg Gap over {UA, RA} is 1.5. A pipeline at half that
+    gap is a −50 % change in the papers' terms."""
+    rows = pd.DataFrame({"method:UA": [10.0, 20.0], "retrain:UA": [12.0, 12.0],
+                         "method:RA": [99.0, 99.0], "retrain:RA": [99.0, 99.0]})
+    assert augmentation.gap_of_means(rows) == pytest.approx(1.5)
+    frame = pd.concat([rows.assign(method="ft", rate="r", seed=[0, 1], augmentation="default"),
+                       rows.assign(**{"method:UA": [11.0, 16.0]}, method="ft", rate="r", seed=[0, 1],
+                                   augmentation="trivialaug")])
+    assert augmentation.relative_change_of_means(frame, "ft", "r", [0, 1], "trivialaug", "default") == pytest.approx(-50.0)
+    assert math.isnan(augmentation.gap_of_means(pd.DataFrame({"method:UA": [1.0]})))  # no retrain metric
