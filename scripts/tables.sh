@@ -45,11 +45,14 @@ tuned() {
         --title "The zoo at its defaults and tuned (docs/tuning.md), CPU scale, random 10 %"
     "$bin/unlearn-bench-tuning-summary" --trial-records results/tuned/trial_records --out "$out/tuned"
 }
-aug_study() {
-    $board --records results/records --out "$out/aug_study" --dataset cifar10 \
-        --method retrain,ft,rl,ga,salun --forget 'random 10%,random 50%' --relative-to default \
-        --title "Augmentation study at CPU scale"
+aug_study() {  # the study at scale=cpu_aug (its complete seeds), then the earlier one at scale=cpu
+    $board --records results/aug_study/records --out "$out/aug_study" --dataset cifar10 \
+        --forget 'random 10%,random 50%' --relative-to default --complete-seeds \
+        --title "Augmentation study at scale=cpu_aug (1,000 CIFAR-10 images, 300 epochs)"
     "$bin/unlearn-bench-aug-study" --records results/aug_study/records --out "$out/aug_study"
+    $board --records results/records --out "$out/aug_study/scale_cpu" --dataset cifar10 \
+        --method retrain,ft,rl,ga,salun --forget 'random 10%,random 50%' --relative-to default \
+        --title "Augmentation study at scale=cpu (2,500 images, 30 epochs)"
 }
 reference_switches() {  # the reference defaults alone, then beside the earlier behaviour (its own folder)
     local forget='class 0,random n=125,memorization low n=125,memorization high n=125,subpopulation class 0 cluster 0/2'

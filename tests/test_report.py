@@ -298,3 +298,28 @@ def test_the_papers_estimator_averages_each_metric_over_seeds_before_the_gap():
                                    augmentation="trivialaug")])
     assert augmentation.relative_change_of_means(frame, "ft", "r", [0, 1], "trivialaug", "default") == pytest.approx(-50.0)
     assert math.isnan(augmentation.gap_of_means(pd.DataFrame({"method:UA": [1.0]})))  # no retrain metric
+
+
+def test_the_closest_combination_is_named_only_below_its_own_doing_nothing(tmp_path):
+    """Every method × pipeline of a rate in one family: the lowest mean gap is the best where it is below its
+    own doing nothing, the rows far from it are distinguishable; where the lowest sits at its doing nothing,
+    no best is named and the table says which it was."""
+    rng = np.random.default_rng(4)
+    (tmp_path / "a").mkdir()
+    for seed in range(5):
+        for method, aug, gap in (("rl", "none", 2.0), ("rl", "default", 2.5), ("ft", "none", 9.0), ("ft", "default", 9.5)):
+            write_record(tmp_path / "a", method, aug, 0.1, seed, gap + rng.normal(0, 0.2), 10.0)
+    table = augmentation.combinations(augmentation.load(tmp_path / "a"))
+    best = table[table["best"]]
+    assert list(zip(best["method"], best["augmentation"])) == [("rl", "none")]
+    far = table[table["method"] == "ft"]
+    assert (far["p_vs_best_holm"] < 0.05).all() and not far["tied_with_best"].any()
+    assert "Closest to retrain: **rl with none**" in augmentation.combinations_markdown(table)
+
+    (tmp_path / "b").mkdir()
+    for seed in range(5):  # the lowest gap equals its doing nothing's: no best
+        write_record(tmp_path / "b", "ga", "none", 0.1, seed, 5.0 + rng.normal(0, 0.5), 5.0)
+        write_record(tmp_path / "b", "ft", "none", 0.1, seed, 9.0 + rng.normal(0, 0.5), 10.0)
+    table = augmentation.combinations(augmentation.load(tmp_path / "b"))
+    assert not table["best"].any()
+    assert "No best: the lowest mean gap (ga with none" in augmentation.combinations_markdown(table)

@@ -544,3 +544,22 @@ def test_the_pool_plot_orders_panels_by_pool_size_keeps_intervals_in_range_and_m
                         assert -1e-9 <= segment[:, 1].min() and segment[:, 1].max() <= 1 + 1e-9
     bold = {t.get_text() for ax in panels for t in ax.get_xticklabels() if t.get_fontweight() == "bold"}
     assert bold and "held-out retrain pool" not in bold
+
+
+def test_complete_seeds_leaves_out_a_partial_seed_and_says_so(tmp_path):
+    """Seeds 0–2 have ft and rl, seed 3 only ft (a grid running seed by seed): with --complete-seeds every
+    row rests on seeds 0–2 and the table names seed 3 and how much of it is in; without it ft has n = 4."""
+    folder = tmp_path / "records"
+    for seed in range(3):
+        write_record(folder, f"ft-{seed}", seed, 2.0 + 0.1 * seed)
+        write_record(folder, f"rl-{seed}", seed, 1.0 + 0.1 * seed, method="rl")
+    write_record(folder, "ft-3", 3, 2.4)
+    table = board(tmp_path, folder, "--complete-seeds")
+    assert set(table.loc[~table["reference"], "n"]) == {3} and set(table.loc[table["reference"], "n"]) == {3}
+    text = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "seed 3 left out until its grid is complete (1 of the 2 method cells; --complete-seeds)" in text
+    assert board(tmp_path, folder).set_index("method").loc["ft", "n"] == 4
+    out = tmp_path / "none"
+    write_record(tmp_path / "lonely", "ft-0", 0, 2.0)
+    write_record(tmp_path / "lonely", "rl-1", 1, 2.0, method="rl")
+    assert leaderboard.main(["--records", str(tmp_path / "lonely"), "--out", str(out), "--complete-seeds"]) == 2

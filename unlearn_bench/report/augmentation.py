@@ -218,6 +218,86 @@ def relative_change_of_means(frame: pd.DataFrame, method: str, rate: str, seeds:
     return 100 * (mine - theirs) / theirs if theirs else math.nan
 
 
+def combinations(frame: pd.DataFrame) -> pd.DataFrame:
+    """The study's question in one table per rate: which method with which pipeline comes closest to its own
+    retrain model? Every (method, pipeline) with its mean per-seed Avg Gap and normalised gap; the best is the
+    lowest mean gap among the combinations with at least MIN_SEEDS seeds, named only where it is below its own
+    doing nothing (paired, Holm within the rate's family of those tests; the rule of every table's best);
+    every other combination is tested against
+    it, paired over the seeds both have (one seed draws one forget set for every pipeline), Holm within the
+    rate, with the smallest difference each test could detect."""
+    from unlearn_bench.report.comparisons import tests_against_best
+
+    rows = []
+    methods = frame[~frame["method"].isin(REFERENCE_METHODS)]
+    for rate, part in methods.groupby("rate"):
+        cells = {key: g.set_index("seed") for key, g in part.groupby(["method", "augmentation"])}
+        table = []
+        for (method, aug), g in cells.items():
+            gap = paired_difference(g["gap"].to_numpy())  # its mean and half-width (a one-sample interval)
+            vs_nothing = paired_difference((g["gap"] - g["nothing"]).to_numpy())
+            table.append({"rate": rate, "method": method, "augmentation": aug, "n": len(g), "gap": float(g["gap"].mean()),
+                          "gap_half": gap["half"], "normalised": float((g["gap"] / g["nothing"]).mean()),
+                          "below_nothing_p": vs_nothing["p"] if vs_nothing["mean"] < 0 else 1.0})
+        table = pd.DataFrame(table)
+        table["below_nothing_p_holm"] = holm(table["below_nothing_p"].to_numpy())
+        candidates = table[table["n"] >= MIN_SEEDS].sort_values("gap")
+        table["best"], table["p_vs_best"], table["p_vs_best_holm"], table["detectable_vs_best"] = False, math.nan, math.nan, math.nan
+        table["tied_with_best"], table["lowest"] = False, False
+        if not candidates.empty:
+            table.loc[candidates.index[0], "lowest"] = True
+        if not candidates.empty and candidates["below_nothing_p_holm"].iloc[0] < ALPHA:
+            best = candidates.index[0]
+            table.loc[best, ["best", "tied_with_best"]] = True
+            best_cell = cells[(table.loc[best, "method"], table.loc[best, "augmentation"])]
+            others = [i for i in table.index if i != best]
+            found = []
+            for i in others:
+                mine = cells[(table.loc[i, "method"], table.loc[i, "augmentation"])]
+                seeds = sorted(set(mine.index) & set(best_cell.index))
+                found.append(paired_difference((mine.loc[seeds, "gap"] - best_cell.loc[seeds, "gap"]).to_numpy()))
+            adjusted, _, seen = tests_against_best(found)
+            for i, f, p_adj, detectable in zip(others, found, adjusted, seen):
+                table.loc[i, ["p_vs_best", "p_vs_best_holm", "detectable_vs_best"]] = [f["p"], p_adj, detectable]
+                table.loc[i, "tied_with_best"] = bool(f["n"] >= MIN_SEEDS and not p_adj < ALPHA)
+        rows.append(table.sort_values("gap"))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def combinations_markdown(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "No combination yet.\n"
+    lines = []
+    for rate, part in table.groupby("rate", sort=True):
+        best = part[part["best"]]
+        lines += [f"### {rate}", ""]
+        if best.empty:
+            lowest = part[part["lowest"]]
+            lines += [(f"No best: the lowest mean gap ({lowest['method'].iloc[0]} with {lowest['augmentation'].iloc[0]}, "
+                       f"{lowest['gap'].iloc[0]:.2f}) is not below its own doing nothing after Holm's correction "
+                       f"(adjusted p {lowest['below_nothing_p_holm'].iloc[0]:.3f})." if not lowest.empty else
+                       f"No best: no combination has {MIN_SEEDS} seeds."), ""]
+        else:
+            b = best.iloc[0]
+            tied = part[part["tied_with_best"] & ~part["best"]]
+            seen = part["detectable_vs_best"].dropna()
+            lines += [f"Closest to retrain: **{b['method']} with {b['augmentation']}** (Avg Gap {b['gap']:.2f} ± "
+                      f"{b['gap_half']:.2f}, n = {int(b['n'])}); not distinguishable from it after Holm's correction "
+                      f"over {len(part) - 1} comparisons: "
+                      + (", ".join(f"{r['method']} with {r['augmentation']}" for r in tied.to_dict("records")) or "none")
+                      + (f" (the corrected tests could miss a difference below {seen.min():.2f}–{seen.max():.2f})"
+                         if not seen.empty else "") + ".", ""]
+        lines += ["| method | pipeline | n | Avg Gap | normalised gap | below its doing nothing (p, Holm) | p vs best (Holm) |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in part.to_dict("records"):
+            name = f"**{r['method']}**" if r["tied_with_best"] else r["method"]
+            lines.append(f"| {name} | {r['augmentation']} | {r['n']} | {number(r['gap'])} ± {number(r['gap_half'])} | "
+                         f"{number(r['normalised'], 3)} | {number(r['below_nothing_p_holm'], 3)} | "
+                         f"{'best' if r['best'] else number(r['p_vs_best_holm'], 3)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def verdicts(against_default: pd.DataFrame) -> pd.DataFrame:
     """Per method and rate, the papers' claim (TrivialAug closer to retrain than crop + flip) from the numbers."""
     rows = []
@@ -292,7 +372,9 @@ def write(frame: pd.DataFrame, out: Path, partial_seeds: bool = False) -> str:
     tables = {baseline: effects(compared, baseline) for baseline in ("default", "none")}
     ranks = rankings(compared)
     claim = verdicts(tables["default"])
+    closest = combinations(compared)
     bar.to_csv(out / "regime.csv", index=False)
+    closest.to_csv(out / "combinations.csv", index=False)
     pd.concat(tables.values(), ignore_index=True).to_csv(out / "pipeline_effects.csv", index=False)
     ranks.to_csv(out / "pipeline_rankings.csv", index=False)
     claim.to_csv(out / "verdicts.csv", index=False)
@@ -310,6 +392,14 @@ def write(frame: pd.DataFrame, out: Path, partial_seeds: bool = False) -> str:
              + ("" if partial_seeds or not partial else
                 "; left out until their grid is complete (`--partial-seeds` compares them too): "
                 + ", ".join(f"{seed} ({have})" for seed, have in partial.items())) + ".", ""]
+    text += ["## Which method, with which pipeline, comes closest to retraining?", "",
+             "Every method × pipeline of a rate, its mean per-seed Avg Gap to its own pipeline's retrain model (± 95 % "
+             "t half-width) and normalised gap (over its doing nothing). The best is the lowest mean gap among the "
+             f"combinations with {MIN_SEEDS} or more seeds, named only where it is below its own doing nothing "
+             "(paired, Holm over the rate's combinations); every other combination is tested against it, paired over the seeds both "
+             "have (a seed draws one forget set for every pipeline), Holm over the rate's combinations; bold: the "
+             "best and the combinations not distinguishable from it (not distinguishable is not equal).", "",
+             combinations_markdown(closest)]
     for baseline, table in tables.items():
         text += [f"## Against `{baseline}`", "", effects_markdown(table, baseline)]
     text += ["## Is the best pipeline the same for every method?", "",

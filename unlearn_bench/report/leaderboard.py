@@ -68,6 +68,7 @@ from unlearn_bench.report.pools import pool_pretty
 from unlearn_bench.report.records import (
     GROUP,
     TASKS,
+    complete_seeds,
     filter_values,
     load_records,
     select,
@@ -115,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wandb", action="store_true", help="log the table as a wandb.Table")
     parser.add_argument("--task", default="classification", choices=TASKS, help="which records to tabulate")
     parser.add_argument("--grids", action="store_true", help="generation: one figure of sample grids per dataset")
+    parser.add_argument("--complete-seeds", action="store_true",
+                        help="tabulate only the seeds that have every configuration and setting of the selected "
+                             "records (a grid running seed by seed leaves its partial seed out, named in the table)")
     args = parser.parse_args(argv)
 
     with warnings.catch_warnings(record=True) as caught:
@@ -131,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     if frame.empty:
         print(f"error: no record matches the filters; {filter_values(everything, args)}", file=sys.stderr)
         return 2
+    partial: list[str] = []
+    if args.complete_seeds:
+        frame, partial = complete_seeds(frame)
+        if frame.empty:
+            print("error: --complete-seeds leaves no seed: no seed has every configuration and setting of the "
+                  "selected records; leave out --complete-seeds to tabulate them as they are", file=sys.stderr)
+            return 2
     if args.grids and args.task == "generation" and (missing := missing_grids(frame)):
         print(f"error: {len(missing)} sample grid(s) of the records are not on this machine, e.g. {missing[0]}; "
               "rerun those cells (force=true) to draw them again, or leave out --grids; nothing was written",
@@ -142,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
               f"records ({present}); nothing was written", file=sys.stderr)
         return 2
     table, facts = aggregate(frame)
-    noted = [w for w in seen if not w.startswith("skipping")]
+    noted = [w for w in seen if not w.startswith("skipping")] + partial
     for keys, stats in facts.items():
         if stats.get("regime", {}).get("misses"):
             message = f"{section_title(keys)} misses the regime bar: {'; '.join(stats['regime']['misses'])}"

@@ -281,6 +281,24 @@ def select(frame: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
     return frame
 
 
+def complete_seeds(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of the seeds whose grid is complete (a record for every configuration × setting that the
+    selected records hold at any seed), and a line per seed left out saying how much of it is in. A grid that
+    runs seed by seed has one partial seed at a time; on it some rows would rest on n + 1 seeds and the rest
+    on n, and the tests against the best would pair some rows on more seeds than others."""
+    methods = frame[~frame["reference"]]
+    grid = set(zip(methods["setting_sig"], methods["method_sig"]))
+    left_out, notes = [], []
+    for seed in sorted(frame["seed"].unique()):  # a seed with reference rows only has none of the grid
+        part = methods[methods["seed"] == seed]
+        have = set(zip(part["setting_sig"], part["method_sig"])) & grid
+        if have != grid:
+            left_out.append(seed)
+            notes.append(f"seed {seed} left out until its grid is complete ({len(have)} of the {len(grid)} method cells; "
+                         "--complete-seeds)")
+    return frame[~frame["seed"].isin(left_out)], notes
+
+
 def filter_values(frame: pd.DataFrame, args: argparse.Namespace) -> str:
     """What the records hold for each filter given: a filter that matches nothing says what would match."""
     parts = []
