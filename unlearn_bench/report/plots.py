@@ -85,7 +85,9 @@ def plot(table: pd.DataFrame, path: Path, title: str, facts: dict | None = None)
                                     columns=2)
     else:
         bars = len(order) * len(augs_all)
-        plt, fig, axes = panel_grid(len(panels), width=max(7.0, 0.3 * bars))  # labels stay apart at any size
+        width = max(7.0, 0.3 * bars)  # labels stay apart at any size
+        # a wide panel (many methods x pipelines) takes a row of its own: side by side they would not fit a page
+        plt, fig, axes = panel_grid(len(panels), width=width, columns=1 if width > 10 else 3)
     n_max = int(data["n"].max()) if len(data) else 0
     for ax, ((dataset, model, forget, variant), part) in zip(axes, panels):
         methods = [m for m in order if m in set(part["method"])]
