@@ -34,13 +34,6 @@ def pool_differences(a: pd.DataFrame, b: pd.DataFrame) -> tuple[list[float], str
     return [], ""
 
 
-def pool_comparison(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, str]:
-    """p of a paired two-sided t-test of the final score of two rows (`pool_differences`) and what it ran over."""
-    diffs, over = pool_differences(a, b)
-    finite = bool(diffs) and all(math.isfinite(d) for d in diffs)
-    return (verdict.paired_difference(diffs)["p"] if finite else math.nan), over
-
-
 def pool_margin(table: pd.DataFrame) -> float:
     """δ, the equivalence margin of a pool table's final score: half the distance between the held-out retrain
     pool and doing nothing. Within δ of doing nothing, a method is nearer doing nothing than a second retrain
