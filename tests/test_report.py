@@ -275,9 +275,9 @@ def test_a_partial_seed_is_left_out_of_the_comparisons_until_its_grid_is_complet
     write_record(tmp_path, "ft", "default", 0.1, 3, 9.0, 20.0)
     write_record(tmp_path, "ft", "trivialaug", 0.1, 3, 5.0, 20.0)
     frame = augmentation.load(tmp_path)
-    assert augmentation.complete_seeds(frame) == ([0, 1, 2], {3: "2 of 10 cells"})
+    assert augmentation.complete_seeds(frame) == ([0, 1, 2], {3: "2 of its 10 cells, retrain included"})
     text = augmentation.write(frame, tmp_path / "out")
-    assert "Seeds compared below: 0, 1, 2; left out until their grid is complete" in text and "3 (2 of 10 cells)" in text
+    assert "Seeds compared below: 0, 1, 2; left out until their grid is complete" in text and "3 (2 of its 10 cells, retrain included)" in text
     effects = pd.read_csv(tmp_path / "out" / "pipeline_effects.csv")
     assert set(effects["n"]) == {3}
     augmentation.write(frame, tmp_path / "all", partial_seeds=True)

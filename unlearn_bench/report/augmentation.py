@@ -358,7 +358,7 @@ def complete_seeds(frame: pd.DataFrame) -> tuple[list[int], dict[int, str]]:
         if have >= grid:
             complete.append(int(seed))
         else:
-            partial[int(seed)] = f"{len(have & grid)} of {len(grid)} cells"
+            partial[int(seed)] = f"{len(have & grid)} of its {len(grid)} cells, retrain included"
     return complete, partial
 
 
