@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from unlearn_bench.report import augmentation
+from unlearn_bench.report import augmentation, claim
 from unlearn_bench.report.stats import detectable_difference, family_alpha, holm, kendall_interval, tost
 from unlearn_bench.verdict import paired_difference
 
@@ -126,10 +126,10 @@ def test_a_pipeline_that_unlearns_better_is_reproduced(tmp_path):
 
 
 def test_the_claimed_size_is_read_against_the_interval_of_the_relative_change():
-    assert augmentation.against_claimed_size(-10.0, 5.0) == "smaller drop than -40 %"
-    assert augmentation.against_claimed_size(-60.0, 5.0) == "larger drop than -40 %"
-    assert augmentation.against_claimed_size(-30.0, 10.0) == "-40 % inside the interval"  # the edge is inside
-    assert augmentation.against_claimed_size(-30.0, math.nan) == "no interval"
+    assert claim.against_claimed_size(-10.0, 5.0) == "smaller drop than -40 %"
+    assert claim.against_claimed_size(-60.0, 5.0) == "larger drop than -40 %"
+    assert claim.against_claimed_size(-30.0, 10.0) == "-40 % inside the interval"  # the edge is inside
+    assert claim.against_claimed_size(-30.0, math.nan) == "no interval"
 
 
 def test_two_seeds_give_no_outcome_however_consistent(tmp_path):
@@ -292,12 +292,12 @@ def test_the_papers_estimator_averages_each_metric_over_seeds_before_the_gap():
     gap is a −50 % change in the papers' terms."""
     rows = pd.DataFrame({"method:UA": [10.0, 20.0], "retrain:UA": [12.0, 12.0],
                          "method:RA": [99.0, 99.0], "retrain:RA": [99.0, 99.0]})
-    assert augmentation.gap_of_means(rows) == pytest.approx(1.5)
+    assert claim.gap_of_means(rows) == pytest.approx(1.5)
     frame = pd.concat([rows.assign(method="ft", rate="r", seed=[0, 1], augmentation="default"),
                        rows.assign(**{"method:UA": [11.0, 16.0]}, method="ft", rate="r", seed=[0, 1],
                                    augmentation="trivialaug")])
-    assert augmentation.relative_change_of_means(frame, "ft", "r", [0, 1], "trivialaug", "default") == pytest.approx(-50.0)
-    assert math.isnan(augmentation.gap_of_means(pd.DataFrame({"method:UA": [1.0]})))  # no retrain metric
+    assert claim.relative_change_of_means(frame, "ft", "r", [0, 1], "trivialaug", "default") == pytest.approx(-50.0)
+    assert math.isnan(claim.gap_of_means(pd.DataFrame({"method:UA": [1.0]})))  # no retrain metric
 
 
 def test_the_closest_combination_is_named_only_below_its_own_doing_nothing(tmp_path):

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from unlearn_bench.errors import ArgumentParser, one_line_errors
+from unlearn_bench.report.claim import CLAIMED_CHANGE, relative_change_of_means, untested, verdicts
 from unlearn_bench.report.page import html_page
 from unlearn_bench.report.stats import (
     ALPHA,
@@ -48,23 +49,6 @@ from unlearn_bench.verdict import MIN_SEEDS, paired_difference
 PROJECTED_SEEDS = (5, 10)  # the design's seeds and the main table's: the detectable difference projected there
 PIPELINES = ("none", "default", "randaugment", "autoaugment", "random_erasing", "trivialaug", "augmix")
 REFERENCE_METHODS = ("retrain",)
-CLAIM = ("trivialaug", "default")  # the papers' claim: TrivialAug lowers the Avg Gap against crop + flip
-CLAIMED_CHANGE = -40.0  # %, the largest drop the papers report for TrivialAug against crop + flip
-
-
-def against_claimed_size(change: float, half: float) -> str:
-    """Where the papers' reported drop (CLAIMED_CHANGE) lies against a relative change's 95 % interval: inside
-    it (the size is not contradicted), or outside it on either side. A verdict on the direction says nothing
-    of the size, and a drop much smaller than the papers' is a partial reproduction at best."""
-    if not (math.isfinite(change) and math.isfinite(half)):
-        return "no interval"
-    if change + half < CLAIMED_CHANGE:
-        return f"larger drop than {CLAIMED_CHANGE:.0f} %"
-    if change - half > CLAIMED_CHANGE:
-        return f"smaller drop than {CLAIMED_CHANGE:.0f} %"
-    return f"{CLAIMED_CHANGE:.0f} % inside the interval"
-
-
 def rate_label(forget: dict) -> str:
     if forget.get("mode") == "random" and forget.get("rate") is not None:
         return f"random {round(100 * forget['rate'])}%"
@@ -111,12 +95,6 @@ def regime(frame: pd.DataFrame) -> pd.DataFrame:
     # rounded down: a ratio just under the bar of 3 never prints as 3.00
     table["nothing_over_floor"] = np.floor(100 * table["nothing"] / table["floor"]) / 100
     return table
-
-
-def untested(n: int) -> str:
-    """Fewer than MIN_SEEDS paired seeds: no outcome. With two, the t-test has one degree of freedom and
-    two coincidentally equal differences read as significant (the project's small-n rule, as for a best)."""
-    return f"{n} seed{'s' if n != 1 else ''}: untested (needs {MIN_SEEDS})"
 
 
 def outcome(row: dict) -> str:
@@ -201,23 +179,6 @@ def rankings(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def gap_of_means(rows: pd.DataFrame) -> float:
-    """The papers' estimator of a row's Avg Gap: each metric averaged over the seeds first, then the mean
-    |method − retrain| over the metrics the records' gap is over. NaN where the records lack the metrics."""
-    names = [c.split(":", 1)[1] for c in rows.columns if c.startswith("method:") and f"retrain:{c[7:]}" in rows]
-    if not names or rows[[f"{side}:{n}" for n in names for side in ("method", "retrain")]].isna().any().any():
-        return math.nan
-    return float(np.mean([abs(rows[f"method:{n}"].mean() - rows[f"retrain:{n}"].mean()) for n in names]))
-
-
-def relative_change_of_means(frame: pd.DataFrame, method: str, rate: str, seeds: list[int],
-                             pipeline: str, baseline: str) -> float:
-    """100 (G_pipeline − G_baseline) / G_baseline with G the gap of means over `seeds`: the papers' terms."""
-    part = frame[(frame["method"] == method) & (frame["rate"] == rate) & frame["seed"].isin(seeds)]
-    mine, theirs = (gap_of_means(part[part["augmentation"] == aug]) for aug in (pipeline, baseline))
-    return 100 * (mine - theirs) / theirs if theirs else math.nan
-
-
 def combinations(frame: pd.DataFrame) -> pd.DataFrame:
     """The study's question in one table per rate: which method with which pipeline comes closest to its own
     retrain model? Every (method, pipeline) with its mean per-seed Avg Gap and normalised gap; the best is the
@@ -296,32 +257,6 @@ def combinations_markdown(table: pd.DataFrame) -> str:
                          f"{'best' if r['best'] else number(r['p_vs_best_holm'], 3)} |")
         lines.append("")
     return "\n".join(lines)
-
-
-def verdicts(against_default: pd.DataFrame) -> pd.DataFrame:
-    """Per method and rate, the papers' claim (TrivialAug closer to retrain than crop + flip) from the numbers."""
-    rows = []
-    claim = against_default[against_default["augmentation"] == CLAIM[0]] if not against_default.empty else against_default
-    for row in claim.to_dict("records"):
-        if row["outcome"] == "closer" and row["normalised_outcome"] == "lower":
-            verdict, why = "reproduced", "lower Avg Gap and lower normalised gap (Holm-adjusted)"
-        elif row["outcome"] == "closer":
-            verdict, why = "not settled", ("lower Avg Gap, but the normalised gap is not lower: the drop may follow "
-                                           "what the original memorised rather than better unlearning")
-        elif row["outcome"] in ("farther", "equivalent within δ"):
-            verdict, why = "refuted", f"{row['outcome']} (δ = {row['margin']:.2f})" if row["outcome"] != "farther" \
-                else "farther from retrain (Holm-adjusted)"
-        elif row["n"] < MIN_SEEDS:
-            verdict, why = "not settled", untested(row["n"])
-        else:
-            verdict, why = "not settled", (f"undecided at n = {row['n']}: a difference below "
-                                           f"{row['detectable']:.2f} could go unseen")
-        rows.append({"method": row["method"], "rate": row["rate"], "n": row["n"],
-                     "relative_change": row["relative_change"], "relative_half": row["relative_half"],
-                     "relative_change_of_means": row["relative_change_of_means"],
-                     "papers_size": against_claimed_size(row["relative_change"], row["relative_half"]),
-                     "verdict": verdict, "why": why})
-    return pd.DataFrame(rows)
 
 
 def number(value: float, digits: int = 2) -> str:
