@@ -323,3 +323,28 @@ def test_the_closest_combination_is_named_only_below_its_own_doing_nothing(tmp_p
     table = augmentation.combinations(augmentation.load(tmp_path / "b"))
     assert not table["best"].any()
     assert "No best: the lowest mean gap (ga with none" in augmentation.combinations_markdown(table)
+
+
+def test_the_combinations_figure_frames_the_best_and_its_ties(tmp_path):
+    """One panel per rate, a cell per method × pipeline with its value, a red frame on the best and on each
+    combination not distinguishable from it (and on no other), tick labels apart, under 2,000 px wide."""
+    from matplotlib.patches import Rectangle
+
+    from unlearn_bench.report.plots import plot_combinations
+
+    rng = np.random.default_rng(5)
+    for seed in range(4):
+        for rate in (0.1, 0.5):
+            for method, aug, gap in (("rl", "none", 2.0), ("rl", "default", 2.1), ("ft", "none", 9.0), ("ft", "default", 9.5)):
+                write_record(tmp_path, method, aug, rate, seed, gap + rng.normal(0, 0.2), 10.0)
+    table = augmentation.combinations(augmentation.load(tmp_path))
+    fig = plot_combinations(table, tmp_path / "c.png", "test", augmentation.PIPELINES)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert len(panels) == 2 and (tmp_path / "c.png").is_file()
+    frames = sum(isinstance(p, Rectangle) and p.get_edgecolor()[:3] == (1.0, 0.0, 0.0) for ax in panels for p in ax.patches)
+    assert frames == int(table["tied_with_best"].sum()) >= 2
+    assert sum(len(ax.texts) for ax in panels) == len(table)
+    for ax in panels:
+        boxes = [t.get_window_extent() for t in ax.get_xticklabels() + ax.get_yticklabels() if t.get_text()]
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert fig.get_size_inches()[0] * fig.dpi <= 2000

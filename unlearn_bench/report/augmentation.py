@@ -310,6 +310,11 @@ def write(frame: pd.DataFrame, out: Path, partial_seeds: bool = False) -> str:
     closest = combinations(compared)
     bar.to_csv(out / "regime.csv", index=False)
     closest.to_csv(out / "combinations.csv", index=False)
+    if not closest.empty:
+        from unlearn_bench.report.plots import plot_combinations
+
+        plot_combinations(closest, out / "combinations.png", "Which method, with which pipeline, comes closest to "
+                          "retraining?", PIPELINES)
     pd.concat(tables.values(), ignore_index=True).to_csv(out / "pipeline_effects.csv", index=False)
     ranks.to_csv(out / "pipeline_rankings.csv", index=False)
     claim.to_csv(out / "verdicts.csv", index=False)
@@ -334,7 +339,7 @@ def write(frame: pd.DataFrame, out: Path, partial_seeds: bool = False) -> str:
              "(paired, Holm over the rate's combinations); every other combination is tested against it, paired over the seeds both "
              "have (a seed draws one forget set for every pipeline), Holm over the rate's combinations; bold: the "
              "best and the combinations not distinguishable from it (not distinguishable is not equal).", "",
-             combinations_markdown(closest)]
+             combinations_markdown(closest), *(["![method x pipeline](combinations.png)", ""] if not closest.empty else [])]
     for baseline, table in tables.items():
         text += [f"## Against `{baseline}`", "", effects_markdown(table, baseline)]
     text += ["## Is the best pipeline the same for every method?", "",

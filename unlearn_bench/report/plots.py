@@ -308,3 +308,50 @@ def grid_figures(frame: pd.DataFrame, out: Path) -> list[Path]:
         written.append(path)
     return written
 
+
+
+def plot_combinations(table: pd.DataFrame, path: Path, title: str, pipelines: tuple[str, ...]):
+    """The augmentation study's question as one figure: per rate, a grid of methods × pipelines coloured by the
+    mean per-seed Avg Gap to the pipeline's own retrain model (darker = closer), the value in each cell, the
+    best framed thick and the combinations not distinguishable from it framed thin; methods ordered by their
+    mean gap over the pipelines, the same order in every panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    rates = sorted(table["rate"].unique())
+    order = list(table.groupby("method")["gap"].mean().sort_values().index)
+    augs = [a for a in pipelines if a in set(table["augmentation"])]
+    fig, axes = plt.subplots(1, len(rates), figsize=(8.0 * len(rates), 1.0 + 0.7 * len(order)), squeeze=False)
+    top = float(table["gap"].max())
+    for ax, rate in zip(axes[0], rates):
+        part = table[table["rate"] == rate].set_index(["method", "augmentation"])
+        grid = part["gap"].unstack().reindex(index=order, columns=augs)
+        image = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis", vmin=0.0, vmax=top, aspect="auto")
+        for r, method in enumerate(order):
+            for c, aug in enumerate(augs):
+                if (method, aug) not in part.index:
+                    continue
+                row = part.loc[(method, aug)]
+                value = float(row["gap"])
+                ax.text(c, r, f"{value:.1f}", ha="center", va="center", fontsize=8,
+                        color="white" if value < 0.6 * top else "black",
+                        fontweight="bold" if bool(row["best"]) else "normal")
+                if bool(row["tied_with_best"]):
+                    ax.add_patch(Rectangle((c - 0.42, r - 0.38), 0.84, 0.76, fill=False, edgecolor="red",
+                                           linewidth=3.0 if bool(row["best"]) else 1.2))  # inset: frames stay apart
+        ax.set_xticks(range(len(augs)), augs, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(len(order)), order, fontsize=8)
+        best = part[part["best"]]
+        verdict_text = (f"best: {best.index[0][0]} with {best.index[0][1]}" if len(best) else
+                        "no best (the lowest is not below its doing nothing)")
+        ax.set_title(f"{rate}, n = {int(part['n'].max())} seeds; {verdict_text}", fontsize=9)
+        fig.colorbar(image, ax=ax, label="Avg Gap to the pipeline's retrain model (lower is better)")
+    fig.suptitle(f"{title}\nred frames: the best (thick) and the combinations not distinguishable from it after "
+                 "Holm's correction over the rate's combinations (thin)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return fig
