@@ -48,6 +48,17 @@ def panel_grid(count: int, width: float = 6.0, height: float = 4.5, columns: int
     return plt, fig, list(axes.flat)
 
 
+def finish(fig, path: Path, suptitle: str, dpi: int = 110, fontsize: float = 10):
+    """Title, lay out, write and close a figure; returns it (tests read its artists)."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(suptitle, fontsize=fontsize)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return fig
+
+
 def method_order(data: pd.DataFrame) -> list[str]:
     """One order for every panel: the retrain floor first, then the methods by their rank in the first
     setting that has them (the verdict's order), doing nothing last."""
@@ -198,11 +209,7 @@ def plot_generation(table: pd.DataFrame, path: Path, title: str):
         ax.set_title(f"{dataset} / {model} / forget {forget}")
         ax.set_ylabel("UA (%): generated c_f not classified as c_f")
         ax.tick_params(axis="x", rotation=0)
-    fig.suptitle(f"{title}\nerror bars: 95 % Student-t interval over seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return fig
+    return finish(fig, path, f"{title}\nerror bars: 95 % Student-t interval over seeds", dpi=120, fontsize=12)
 
 
 def pool_size_of(variant: str) -> float:
@@ -241,12 +248,8 @@ def plot_pool(table: pd.DataFrame, path: Path, title: str):
                      + f", n = {int(part['n'].max())} forget set(s)", fontsize=9)
         ax.set_ylabel("higher is better (1 = indistinguishable from retraining)", fontsize=8)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{title}\nerror bars: 95 % interval (t over forget sets; one forget set: F over its examples), "
-                 "cut to [0, 1]; bold: the best and the rows not distinguishable from it", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return fig
+    return finish(fig, path, f"{title}\nerror bars: 95 % interval (t over forget sets; one forget set: F over its "
+                  "examples), cut to [0, 1]; bold: the best and the rows not distinguishable from it")
 
 
 def missing_grids(frame: pd.DataFrame) -> list[str]:
@@ -349,9 +352,5 @@ def plot_combinations(table: pd.DataFrame, path: Path, title: str, pipelines: tu
                         "no best (the lowest is not below its doing nothing)")
         ax.set_title(f"{rate}, n = {int(part['n'].max())} seeds; {verdict_text}", fontsize=9)
         fig.colorbar(image, ax=ax, label="Avg Gap to the pipeline's retrain model (lower is better)")
-    fig.suptitle(f"{title}\nred frames: the best (thick) and the combinations not distinguishable from it after "
-                 "Holm's correction over the rate's combinations (thin)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return fig
+    return finish(fig, path, f"{title}\nred frames: the best (thick) and the combinations not distinguishable from "
+                  "it after Holm's correction over the rate's combinations (thin)")
