@@ -39,7 +39,9 @@ def fit(model: nn.Module, data: ImageData, cfg: DictConfig, ctx: Context, desc: 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.get("label_smoothing", 0.0))
     last_loss, curve = float("nan"), []
     forward = training_model(model, ctx.perf)
-    confidence_sum = torch.zeros(len(data), dtype=torch.float64) if record_examples else None
+    # on the training device: a copy to the host every step would stall a GPU (each batch's indices are distinct,
+    # so the sum does not depend on the order of the additions)
+    confidence_sum = torch.zeros(len(data), dtype=torch.float64, device=ctx.device) if record_examples else None
     first_epoch = 0
     if resume is not None and checkpoint_every and resume.is_file():
         state = torch.load(resume, map_location="cpu", weights_only=False)  # our own file, written below
@@ -49,7 +51,7 @@ def fit(model: nn.Module, data: ImageData, cfg: DictConfig, ctx: Context, desc: 
         curve, first_epoch = state["curve"], state["epoch"]
         last_loss = curve[-1] if curve else last_loss
         if confidence_sum is not None:
-            confidence_sum = state["confidence_sum"]
+            confidence_sum = state["confidence_sum"].to(confidence_sum.device)
         set_rng_states(state["rng"])
         print(f"{desc}: resumed at epoch {first_epoch} of {cfg.epochs} from {resume}")
     bar = tqdm(range(first_epoch, cfg.epochs), desc=desc, disable=not ctx.progress, leave=False)
@@ -62,7 +64,7 @@ def fit(model: nn.Module, data: ImageData, cfg: DictConfig, ctx: Context, desc: 
             if confidence_sum is not None:
                 with torch.no_grad():
                     p_true = torch.softmax(logits.detach().double(), 1).gather(1, y[:, None]).squeeze(1)
-                    confidence_sum.index_add_(0, index.cpu(), p_true.cpu())
+                    confidence_sum.index_add_(0, index.to(confidence_sum.device), p_true)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -83,5 +85,5 @@ def fit(model: nn.Module, data: ImageData, cfg: DictConfig, ctx: Context, desc: 
     model.eval()
     stats = {"final_train_loss": last_loss, "loss_curve": curve}
     if confidence_sum is not None:
-        stats["example_confidence"] = (confidence_sum / max(cfg.epochs, 1)).tolist()
+        stats["example_confidence"] = (confidence_sum.cpu() / max(cfg.epochs, 1)).tolist()
     return stats
