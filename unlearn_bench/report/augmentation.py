@@ -35,6 +35,7 @@ import pandas as pd
 from unlearn_bench.errors import ArgumentParser, one_line_errors
 from unlearn_bench.report.claim import CLAIMED_CHANGE, relative_change_of_means, untested, verdicts
 from unlearn_bench.report.page import html_page
+from unlearn_bench.report.records import seed_coverage
 from unlearn_bench.report.stats import (
     ALPHA,
     detectable_difference,
@@ -44,7 +45,7 @@ from unlearn_bench.report.stats import (
     kendall_interval,
     tost,
 )
-from unlearn_bench.verdict import MIN_SEEDS, paired_difference
+from unlearn_bench.verdict import MIN_SEEDS, paired_difference, t_interval
 
 PROJECTED_SEEDS = (5, 10)  # the design's seeds and the main table's: the detectable difference projected there
 PIPELINES = ("none", "default", "randaugment", "autoaugment", "random_erasing", "trivialaug", "augmix")
@@ -195,10 +196,10 @@ def combinations(frame: pd.DataFrame) -> pd.DataFrame:
         cells = {key: g.set_index("seed") for key, g in part.groupby(["method", "augmentation"])}
         table = []
         for (method, aug), g in cells.items():
-            gap = paired_difference(g["gap"].to_numpy())  # its mean and half-width (a one-sample interval)
+            _, gap_half, _ = t_interval(g["gap"].to_numpy())
             vs_nothing = paired_difference((g["gap"] - g["nothing"]).to_numpy())
             table.append({"rate": rate, "method": method, "augmentation": aug, "n": len(g), "gap": float(g["gap"].mean()),
-                          "gap_half": gap["half"], "normalised": float((g["gap"] / g["nothing"]).mean()),
+                          "gap_half": gap_half, "normalised": float((g["gap"] / g["nothing"]).mean()),
                           "below_nothing_p": vs_nothing["p"] if vs_nothing["mean"] < 0 else 1.0})
         table = pd.DataFrame(table)
         table["below_nothing_p_holm"] = holm(table["below_nothing_p"].to_numpy())
@@ -286,14 +287,10 @@ def complete_seeds(frame: pd.DataFrame) -> tuple[list[int], dict[int, str]]:
     """The seeds whose grid is complete (a record for every method × pipeline × rate the records hold at any
     seed) and, for the others, how much of it they have. A grid that runs seed by seed has one partial seed
     at a time; comparing on it would test some pairs at n + 1 and the rest at n, inside one family."""
-    grid = set(frame[["method", "augmentation", "rate"]].itertuples(index=False, name=None))
-    complete, partial = [], {}
-    for seed, part in frame.groupby("seed"):
-        have = set(part[["method", "augmentation", "rate"]].itertuples(index=False, name=None))
-        if have >= grid:
-            complete.append(int(seed))
-        else:
-            partial[int(seed)] = f"{len(have & grid)} of its {len(grid)} cells, retrain included"
+    coverage = seed_coverage(frame, ["method", "augmentation", "rate"])
+    complete = [seed for seed, (have, total) in coverage.items() if have == total]
+    partial = {seed: f"{have} of its {total} cells, retrain included"
+               for seed, (have, total) in coverage.items() if have != total}
     return complete, partial
 
 

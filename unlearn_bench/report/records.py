@@ -281,20 +281,28 @@ def select(frame: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
     return frame
 
 
+def seed_coverage(cells: pd.DataFrame, keys: list[str]) -> dict[int, tuple[int, int]]:
+    """Per seed of `cells`, how many of the grid's cells it holds and the grid's size, the grid being every
+    tuple of `keys` the frame holds at any seed: a seed holding them all is complete."""
+    grid = set(cells[keys].itertuples(index=False, name=None))
+    return {int(seed): (len(set(part[keys].itertuples(index=False, name=None)) & grid), len(grid))
+            for seed, part in cells.groupby("seed")}
+
+
 def complete_seeds(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The rows of the seeds whose grid is complete (a record for every configuration × setting that the
     selected records hold at any seed), and a line per seed left out saying how much of it is in. A grid that
     runs seed by seed has one partial seed at a time; on it some rows would rest on n + 1 seeds and the rest
     on n, and the tests against the best would pair some rows on more seeds than others."""
     methods = frame[~frame["reference"]]
-    grid = set(zip(methods["setting_sig"], methods["method_sig"]))
+    coverage = seed_coverage(methods, ["setting_sig", "method_sig"])
+    total = next(iter(coverage.values()), (0, 0))[1]
     left_out, notes = [], []
     for seed in sorted(frame["seed"].unique()):  # a seed with reference rows only has none of the grid
-        part = methods[methods["seed"] == seed]
-        have = set(zip(part["setting_sig"], part["method_sig"])) & grid
-        if have != grid:
+        have = coverage.get(int(seed), (0, total))[0]
+        if have != total:
             left_out.append(seed)
-            notes.append(f"seed {seed} left out until its grid is complete ({len(have)} of the {len(grid)} method cells; "
+            notes.append(f"seed {seed} left out until its grid is complete ({have} of the {total} method cells; "
                          "--complete-seeds)")
     return frame[~frame["seed"].isin(left_out)], notes
 
