@@ -280,6 +280,11 @@ def reference_key_parts(cell: Cell, stage: str, seed: int, key_extra: dict | Non
     return parts
 
 
+def own_original_parts(parts: dict) -> dict:
+    """The key of the original a confidence-reading cell trained for itself before originals recorded it."""
+    return {**parts, "records": "example_confidence"}
+
+
 def original_key_parts(cell: Cell, cache: ModelCache, seed: int, key_extra: dict | None = None) -> dict:
     """The original's cache key. A classifier original records each example's confidence while it trains
     (read from the training passes: the weights are the same), so a cell that reads it (RUM, a memorisation
@@ -289,7 +294,7 @@ def original_key_parts(cell: Cell, cache: ModelCache, seed: int, key_extra: dict
     parts = reference_key_parts(cell, "original", seed, key_extra)
     if not records_confidence(cell.cfg):
         return parts
-    own = {**parts, "records": "example_confidence"}
+    own = own_original_parts(parts)
     shared = cache.meta("original", parts)
     if shared is not None:
         return parts if "example_confidence" in shared else own
@@ -359,7 +364,7 @@ def reference_models(cell: Cell, cache: ModelCache, fit_fn=None, key_extra: dict
                                                               keep=keep)
         if stage == "original" and classifier and records and "example_confidence" not in metas[stage]:
             # the shared entry was stored meanwhile by a run that did not record: this cell's own entry
-            parts = {**parts, "records": "example_confidence"}
+            parts = own_original_parts(parts)
             if every:
                 resumes[stage] = cache.resume_path(stage, parts)
             models[stage], metas[stage], hit = cache.get_or_train(stage, parts, lambda stage=stage: cell.new_model(stage, seed),

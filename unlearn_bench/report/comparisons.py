@@ -52,13 +52,19 @@ def outcome(p_adjusted: float, tost_adjusted: float, mean: float, n: int, lower:
     return f"undecided at n = {n}"
 
 
+def reference_family(diffs: list[list[float]], margin: float) -> tuple[list[dict], list[float], list[float]]:
+    """One family against a reference row, from each row's paired differences: its `paired_difference`, and
+    the Holm-adjusted p of the difference test and of the two one-sided tests against the margin δ."""
+    found = [paired_difference(d) for d in diffs]
+    return found, list(holm([f["p"] for f in found])), list(holm([tost(d, margin) for d in diffs]))
+
+
 def against_reference(table: pd.DataFrame, rows: list[int], by_method: dict, reference: str, margin: float,
                       prefix: str, lower: str, higher: str) -> None:
     """One family: every row in `rows` against the reference row, difference test and TOST with margin δ,
     Holm within each test; writes <prefix>_p, <prefix>_p_adj, <prefix>_tost_adj and the outcome <prefix>."""
     diffs = [differences(by_method[table.loc[i, "method"]], by_method[reference]) for i in rows]
-    found, tosts = [paired_difference(d) for d in diffs], [tost(d, margin) for d in diffs]
-    adjusted, tost_adjusted = holm([f["p"] for f in found]), holm(tosts)
+    found, adjusted, tost_adjusted = reference_family(diffs, margin)
     for i, f, p_adj, t_adj in zip(rows, found, adjusted, tost_adjusted):
         table.loc[i, [f"{prefix}_p", f"{prefix}_p_adj", f"{prefix}_tost_adj"]] = [f["p"], p_adj, t_adj]
         table.loc[i, prefix] = outcome(p_adj, t_adj, f["mean"], f["n"], lower, higher)

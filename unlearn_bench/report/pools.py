@@ -8,10 +8,9 @@ import math
 import pandas as pd
 
 from unlearn_bench import verdict
-from unlearn_bench.report.comparisons import MIN_SEEDS_FOR_BEST, outcome, tests_against_best
+from unlearn_bench.report.comparisons import MIN_SEEDS_FOR_BEST, outcome, reference_family, tests_against_best
 from unlearn_bench.report.formatting import cell
 from unlearn_bench.report.records import FLOOR, ORIGINAL, POOL_METRICS, RETRAIN
-from unlearn_bench.report.stats import holm, tost
 
 POOL_LABELS = {RETRAIN: "retrain pool", FLOOR: "held-out retrain pool", ORIGINAL: "original (do nothing)"}
 POOL_SHOWN = {"forgetting_quality": "F (ε-score)", "final_score": "final score", "klom_forget": "KLoM D_f",
@@ -50,10 +49,8 @@ def against_pool_reference(table: pd.DataFrame, rows: list[int], by_method: dict
     one-sided tests against δ, each Holm-corrected over the rows; writes the three-outcome `column`."""
     found = [pool_differences(by_method[table.loc[i, "method"]], by_method[reference]) for i in rows]
     stats["tests"].update(over for _, over in found if over)
-    tested = [verdict.paired_difference(d) if d and all(math.isfinite(x) for x in d) else
-              {"n": 0, "mean": math.nan, "p": math.nan} for d, _ in found]
-    adjusted = holm([t["p"] for t in tested])
-    tost_adjusted = holm([tost(d, margin) if d else math.nan for d, _ in found])
+    finite = [d if all(math.isfinite(x) for x in d) else [] for d, _ in found]  # a non-finite score tests nothing
+    tested, adjusted, tost_adjusted = reference_family(finite, margin)
     for i, (_, over), t, p_adj, t_adj in zip(rows, found, tested, adjusted, tost_adjusted):
         result = outcome(p_adj, t_adj, t["mean"], t["n"], "below", "above") if over else "untested"
         if over == "examples" and result.startswith("undecided"):
