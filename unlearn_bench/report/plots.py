@@ -48,6 +48,12 @@ def panel_grid(count: int, width: float = 6.0, height: float = 4.5, columns: int
     return plt, fig, list(axes.flat)
 
 
+def clipped_interval(mean, half, top: float):
+    """Lower and upper error-bar lengths of a ± `half` interval cut to [0, top], the quantity's range (a score in
+    [0, 1], a percentage): asymmetric bars that never cross the range's ends."""
+    return half.clip(upper=mean), half.clip(upper=top - mean)
+
+
 def finish(fig, path: Path, suptitle: str, dpi: int = 110, fontsize: float = 10):
     """Title, lay out, write and close a figure; returns it (tests read its artists)."""
     import matplotlib.pyplot as plt
@@ -193,7 +199,7 @@ def plot_generation(table: pd.DataFrame, path: Path, title: str):
         means = part[[f"{c}_mean" for c in columns]].set_axis(columns, axis=1)
         halves = part[[f"{c}_ci" for c in columns]].set_axis(columns, axis=1).fillna(0.0)
         # UA is a percentage: the interval is clipped to [0, 100] (asymmetric error bars, pandas' (columns, 2, rows))
-        lower, upper = halves.clip(upper=means.fillna(0.0)), halves.clip(upper=100.0 - means.fillna(0.0))
+        lower, upper = clipped_interval(means.fillna(0.0), halves, 100.0)
         errors = [[lower[c].to_numpy(), upper[c].to_numpy()] for c in columns]
         means.plot.bar(ax=ax, yerr=errors, capsize=2, width=0.8)
         for k, (_, values) in enumerate(means.items()):  # a value not measured is no bar, and says so
@@ -232,7 +238,7 @@ def plot_pool(table: pd.DataFrame, path: Path, title: str):
         x = np.arange(len(part))
         for offset, metric, label in ((-0.2, "final_score", "final score"), (0.2, "forgetting_quality", "F")):
             mean, half = part[f"{metric}_mean"].fillna(0.0), part[f"{metric}_ci"].fillna(0.0)
-            bars = [half.clip(upper=mean).to_numpy(), half.clip(upper=1.0 - mean).to_numpy()]
+            bars = [side.to_numpy() for side in clipped_interval(mean, half, 1.0)]
             ax.bar(x + offset, mean, 0.4, yerr=bars, capsize=2, label=label)
         crowded = len(part) > 6  # slanted labels of many bars overlap: stand them upright
         ax.set_xticks(x, [POOL_LABELS.get(m, m) for m in part["method"]], rotation=90 if crowded else 35,

@@ -13,6 +13,7 @@ import pandas as pd
 
 from unlearn_bench import verdict
 from unlearn_bench.report.formatting import cell
+from unlearn_bench.report.plots import clipped_interval, finish
 from unlearn_bench.report.pools import score_interval
 from unlearn_bench.report.records import FLOOR, ORIGINAL, RETRAIN
 
@@ -153,8 +154,7 @@ def plot_curve(curve: pd.DataFrame, path: Path, title: str) -> None:
                 g = g.sort_values("N")
                 style = "--" if method in (FLOOR, ORIGINAL) else "-"
                 mean, half = g[f"{metric}_mean"], g[f"{metric}_ci"].fillna(0.0)
-                # F and the AUC lie in [0, 1]: the interval is cut there (asymmetric bars)
-                bars = [half.clip(upper=mean).to_numpy(), half.clip(upper=1.0 - mean).to_numpy()]
+                bars = [side.to_numpy() for side in clipped_interval(mean, half, 1.0)]  # F and the AUC lie in [0, 1]
                 ax.errorbar(g["N"], mean, yerr=bars, fmt=style + "o", capsize=3, color=colours[method],
                             label=LABELS.get(method, method))
             ax.set_xscale("log", base=2)
@@ -166,8 +166,5 @@ def plot_curve(curve: pd.DataFrame, path: Path, title: str) -> None:
             n_text = ", ".join(sorted({str(int(n)) for n in part["n"]}))
             ax.set_title(f"{label} as the pool grows: {design} (n = {n_text})", fontsize=9)
         row_axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
-    fig.suptitle(f"{title}\nmean ± 95 % interval over forget sets (one forget set: F over its examples), cut to [0, 1]",
-                 fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish(fig, path, f"{title}\nmean ± 95 % interval over forget sets (one forget set: F over its examples), "
+           "cut to [0, 1]")
